@@ -1,0 +1,35 @@
+# Quick start: `make run` (venv + install + default suite + report), `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BENCH  := $(VENV)/bin/bench
+# These machines carry torch 2.14.1 / torchvision 0.29.1 on disk; installing them first avoids
+# an unpinned multi-GB download. pyproject itself states ranges; override TORCH_PINS elsewhere.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv run test test-all lint bench-perf clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(BENCH) run --config configs/quick.yaml --out results/quick
+	$(BENCH) report results/quick --out reports/quick.md
+
+test: venv
+	$(PY) -m pytest -q
+
+test-all: venv
+	$(PY) -m pytest -q -m ''
+
+lint: venv
+	$(VENV)/bin/ruff check bench tests
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

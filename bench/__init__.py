@@ -1,0 +1,1 @@
+"""OT-NFM Bench."""

@@ -1,0 +1,248 @@
+"""``bench``: run, report and list (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bench.config import ConfigError, resolve, to_dict
+from bench.registry import DATASETS, METHODS, METRICS, RegistryError, load_builtins
+from bench.results import RECORDS_FILE, RunRecord, read_records
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="OT-NFM Bench: one-step generators vs multi-step flow matching.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _setup(plugins: list[Path] | None) -> None:
+    from bench.plugins import PluginError, load_entry_points, load_plugin
+
+    load_builtins()
+    try:
+        load_entry_points()
+        for p in plugins or []:
+            load_plugin(p)
+    except (PluginError, RegistryError) as err:
+        _fail(str(err))
+
+
+class RichReporter:
+    """Progress bar per training run, one line per finished run."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: int | None = None
+
+    def start(self, label: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(label, total=max(total, 1), loss=float("nan"))
+
+    def advance(self, step: int, loss: float) -> None:
+        if self.task is not None and (step % 10 == 0 or step == 1):
+            self.progress.update(self.task, completed=step, loss=loss)
+
+    def done(self, rec: RunRecord) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        if rec.status == "ok":
+            ms = rec.metrics
+            main = ", ".join(f"{k}={ms[k]:.4g}" for k in list(ms)[:3])
+            self.progress.console.print(
+                f"[green]ok[/]     {rec.dataset:<14} {rec.method:<18} seed {rec.seed}  "
+                f"NFE {rec.nfe if rec.nfe is not None else '–':<4} {main}")
+        else:
+            self.progress.console.print(
+                f"[red]failed[/] {rec.dataset:<14} {rec.method:<18} seed {rec.seed}  {rec.error}")
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(f"[dim]{message}[/]")
+
+
+def _summary(records: list[RunRecord]) -> Table:
+    from bench.report.stats import summarize
+
+    table = Table(title="Summary (mean ± std over seeds)")
+    for col in ("dataset", "method", "ok/runs", "NFE", "w2", "var_ratio", "mmd",
+                "train s", "sample ms/1k"):
+        table.add_column(col)
+    keys: list[tuple[str, str]] = []
+    for r in records:
+        if (r.dataset, r.method) not in keys:
+            keys.append((r.dataset, r.method))
+    for ds, m in keys:
+        runs = [r for r in records if r.dataset == ds and r.method == m]
+        good = [r for r in runs if r.status == "ok"]
+        cells = [summarize([r.metrics.get(k) for r in good]).fmt()
+                 for k in ("w2", "var_ratio", "mmd")]
+        nfe = sorted({r.nfe for r in good if r.nfe is not None})
+        table.add_row(ds, m, f"{len(good)}/{len(runs)}", "/".join(map(str, nfe)) or "–", *cells,
+                      summarize([r.train_seconds for r in good]).fmt(),
+                      summarize([r.sample_ms_per_1k for r in good]).fmt())
+    return table
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML suite file")] = None,
+    methods: Annotated[str | None, typer.Option(
+        "--methods", "-m", help="Comma-separated names or globs, e.g. 'otnfm-*,fm-euler100'")] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", "-d", help="Dataset name(s), comma-separated or globs")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="Override a config key: --set train.steps=2000 (repeatable)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Results folder (default results/<suite name>)")] = None,
+    plugin: Annotated[list[Path] | None, typer.Option(
+        help="Python file registering extra methods/datasets/metrics (repeatable)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
+    data_root: Annotated[str | None, typer.Option(
+        "--data-root", help="Folder with dataset files (sets data.root)")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the resolved config and the planned runs, run nothing")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Re-run (and retrain) even if an ok record / checkpoint exists")] = False,
+) -> None:
+    """Train and evaluate methods x datasets x seeds; append one JSON record per run."""
+    _setup(plugin)
+    from bench.runner import Runner, pick_device
+
+    overrides: dict = {}
+    if methods:
+        overrides["methods"] = methods
+    if dataset:
+        overrides["datasets"] = dataset
+    if seeds:
+        overrides["seeds"] = seeds
+    if device:
+        overrides["device"] = device
+    if data_root:
+        overrides["data"] = {"root": data_root}
+    try:
+        cfg = resolve(config, overrides, set_ or [])
+        dev = pick_device(cfg.device)
+        out_dir = out or Path("results") / cfg.name
+        runner = Runner(cfg, out_dir, dev, config_file=str(config) if config else None,
+                        force=force)
+    except (ConfigError, RegistryError, ValueError) as err:
+        _fail(str(err))
+    if dry_run:
+        console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        console.print(f"# device: {dev}   results: {out_dir / RECORDS_FILE}")
+        for p in runner.plan():
+            console.print(f"# run {p['dataset']} {p['method']} seed {p['seed']} "
+                          f"(recipe {p['recipe']}, config {p['config_hash']})")
+        return
+    console.print(f"[bold]{cfg.name}[/]: {len(runner.methods)} method(s) × "
+                  f"{len(runner.datasets)} dataset(s) × {len(cfg.seeds)} seed(s) on {dev} → "
+                  f"{out_dir / RECORDS_FILE}")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.4f}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                        transient=True)
+    runner.reporter = RichReporter(progress)
+    with progress:
+        written = runner.run()
+    if not written:
+        console.print("Nothing to do: every run already has an ok record (use --force to rerun).")
+        return
+    console.print(_summary(written))
+    failed = [r for r in written if r.status != "ok"]
+    if failed:
+        err_console.print(f"[red]{len(failed)} of {len(written)} run(s) failed[/] "
+                          f"(recorded with their reasons in {out_dir / RECORDS_FILE})")
+        raise typer.Exit(1)
+
+
+def _sources(paths: list[Path]):
+    from bench.report.markdown import Source
+
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(p.rglob(RECORDS_FILE))
+        elif p.is_file():
+            files.append(p)
+        else:
+            _fail(f"no results at {str(p)!r} (give a results folder or a records.jsonl file)")
+    if not files:
+        _fail(f"no {RECORDS_FILE} under {', '.join(map(str, paths))}")
+    out = []
+    for f in files:
+        res = read_records(f)
+        for line, why in res.skipped:
+            err_console.print(f"[yellow]warning:[/] {f}:{line}: skipped malformed record ({why})")
+        out.append(Source(str(f), res.records, len(res.skipped)))
+    return out
+
+
+@app.command("report")
+def report_cmd(
+    results: Annotated[list[Path] | None, typer.Argument(
+        help="Results folders or records.jsonl files (default: results/)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Markdown file to write (figures go to <stem>/ beside it)")] = None,
+    title: Annotated[str | None, typer.Option(help="Report title")] = None,
+    plugin: Annotated[list[Path] | None, typer.Option(help="Plugin files (for their metrics)")]
+    = None,
+) -> None:
+    """Render a Markdown report from run records alone (never trains)."""
+    _setup(plugin)
+    from bench.evaluate import directions
+    from bench.report import render_report
+
+    paths = results or [Path("results")]
+    sources = _sources(paths)
+    target = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "report.md"
+    render_report(sources, target, directions(), title=title)
+    n = sum(len(s.records) for s in sources)
+    console.print(f"wrote {target} from {n} record(s) in {len(sources)} file(s)")
+
+
+@app.command("list")
+def list_cmd(
+    plugin: Annotated[list[Path] | None, typer.Option(help="Plugin files to include")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """List the registered methods, datasets and metrics."""
+    _setup(plugin)
+    if as_json:
+        data = {
+            "methods": {e.name: {"help": e.help, **e.meta} for e in METHODS.entries()},
+            "datasets": {e.name: {"help": e.help} for e in DATASETS.entries()},
+            "metrics": {e.name: {"help": e.help, **e.meta} for e in METRICS.entries()},
+        }
+        console.print_json(json.dumps(data, default=list))
+        return
+    for title, reg, extra in (
+        ("Methods", METHODS, lambda e: e.meta.get("recipe", e.name)),
+        ("Datasets", DATASETS, lambda e: e.meta.get("kind", "")),
+        ("Metrics", METRICS, lambda e: ", ".join(
+            f"{k} ({v})" for k, v in e.meta.get("outputs", {}).items())),
+    ):
+        table = Table(title=title, title_justify="left", show_lines=False)
+        table.add_column("name", style="bold")
+        table.add_column({"Methods": "recipe", "Datasets": "kind", "Metrics": "outputs"}[title])
+        table.add_column("description")
+        for e in reg.entries():
+            table.add_row(e.name, extra(e), e.help)
+        console.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,263 @@
+"""Frozen dataclass configs: defaults <- YAML <- CLI flags <- ``--set key=value``.
+
+Unknown keys raise with the allowed keys; the resolved config is what gets hashed and stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "moons"
+    #: source (noise) distribution for 2-D data: ``gaussian`` or ``8gmm``
+    source: str = "gaussian"
+    #: training points generated from the run's seed (a finite set; online OT keeps one noise each)
+    n_train: int = 20000
+    #: held-out evaluation points (fixed across seeds)
+    n_eval: int = 10000
+    #: folder holding file-backed datasets (MNIST, CIFAR-10)
+    root: str | None = None
+    #: allow torchvision to download missing files (off by default: offline-safe)
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    #: width of the MLP used on 2-D data
+    hidden: int = 256
+    #: number of hidden layers
+    depth: int = 3
+    #: sinusoidal features per time input
+    time_features: int = 16
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    #: linear warm-up steps, then cosine decay to ``lr * lr_final``
+    warmup: int = 100
+    lr_final: float = 0.05
+    grad_clip: float = 1.0
+    #: EMA decay of the weights used for sampling (0 disables EMA)
+    ema: float = 0.999
+    log_every: int = 50
+
+
+@dataclass(frozen=True)
+class CouplingConfig:
+    #: exact assignment solver: ``auto`` (picked per dimension from measured timings), ``pot``, ``scipy``
+    solver: str = "auto"
+    #: online OT: size of the persistent noise bank (0 = one noise point per training point)
+    bank_size: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    #: generated samples for MMD / precision-recall / collapse metrics
+    n_samples: int = 10000
+    #: samples (each side) for exact W2
+    w2_samples: int = 2000
+    #: sampling batch size (results do not depend on it: noise is drawn per sample)
+    batch_size: int = 5000
+    #: batch and repeats for the sampling-time measurement (median after a warm-up)
+    timing_batch: int = 10000
+    timing_repeats: int = 5
+    #: metric names; empty = every registered metric that applies to the dataset
+    metrics: tuple[str, ...] = ()
+    #: also score held-out data as if it were samples (the "floor" row of the report)
+    floor: bool = True
+    #: k of the k-NN precision/recall
+    pr_k: int = 3
+    #: generated samples stored with the run for plots
+    save_samples: int = 2000
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "custom"
+    methods: tuple[str, ...] = ("otnfm-online", "fm-euler100")
+    datasets: tuple[str, ...] = ("moons",)
+    seeds: tuple[int, ...] = (0,)
+    #: ``auto`` = cuda when available, else cpu; or an explicit torch device string
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    coupling: CouplingConfig = field(default_factory=CouplingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _allowed(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        (inner,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        elif not isinstance(value, list | tuple):
+            value = [value]
+        return tuple(_coerce(v.strip() if isinstance(v, str) else v, inner, where) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a nested dict; unknown keys raise naming the allowed ones."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; allowed keys: {', '.join(_allowed(cls))}"
+            )
+        tp = hints[key]
+        sub = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value or {}, sub)
+        else:
+            kwargs[key] = _coerce(value, tp, sub)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) for YAML/JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _set_nested(d: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    keys = dotted.split(".")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{where}: {k!r} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def parse_set(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.steps=2000", "eval.metrics=[w2,mmd]"]`` -> nested dict (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=2000")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: cannot parse value: {err}") from None
+        _set_nested(out, key.strip(), value, f"--set {item!r}")
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of config keys")
+    return data
+
+
+def resolve(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """defaults <- YAML file <- ``overrides`` (CLI flags) <- ``--set`` items."""
+    raw: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        raw = load_yaml(path)
+        where = str(path)
+    if overrides:
+        raw = _merge(raw, overrides)
+    if sets:
+        raw = _merge(raw, parse_set(sets))
+        where = f"{where} (with --set)"
+    cfg = from_dict(Config, raw, where)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    if not cfg.seeds:
+        raise ConfigError("seeds: at least one seed is needed")
+    if cfg.train.steps < 0 or cfg.train.batch_size < 1:
+        raise ConfigError("train.steps must be >= 0 and train.batch_size >= 1")
+    if cfg.coupling.solver not in ("auto", "pot", "scipy"):
+        raise ConfigError(
+            f"coupling.solver: unknown solver {cfg.coupling.solver!r}; choices: auto, pot, scipy"
+        )
+    if cfg.eval.timing_repeats < 1:
+        raise ConfigError("eval.timing_repeats must be >= 1")
+
+
+def stable_hash(obj: Any, n: int = 12) -> str:
+    """Short sha256 of a JSON-able object with sorted keys."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]

@@ -1,0 +1,205 @@
+"""Couplings: how noise x0 is paired with a batch of data x1.
+
+A coupling draws (or looks up) the noise for a data batch and returns the pairs with its own
+statistics: mean squared distance of the pairs it returns (``cost``), the expected cost of
+independent pairing in the same batch (``cost_independent``), and the seconds spent solving.
+No coupling silently falls back to another plan: a solver that does not return a permutation
+raises.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+SourceFn = Callable[[int, torch.Generator], torch.Tensor]
+
+#: Exact solvers, and the dimension up to which POT's network simplex beat scipy's
+#: linear_sum_assignment on these machines (shared/FACTS.md: d=2 POT is 1.7-5x faster at
+#: n=256..4096; at d=784 and d=3072 scipy is faster from n=1024 on).
+SOLVERS = ("pot", "scipy")
+POT_MAX_DIM = 32
+
+
+@dataclass
+class Pairs:
+    """``x0``, ``x1``: [B, *shape] coupled noise and data; ``stats``: floats for the logs."""
+
+    x0: torch.Tensor
+    x1: torch.Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def pair_cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
+    """Mean squared Euclidean distance of the given pairs (row i with row i)."""
+    return float((x0 - x1).flatten(1).pow(2).sum(1).mean())
+
+
+def independent_cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
+    """Mean of the full [B, B] cost matrix = expected pair cost of a uniformly random pairing.
+
+    Closed form: E|x0|^2 + E|x1|^2 - 2 <mean x0, mean x1>, so no B x B matrix is built.
+    """
+    a, b = x0.flatten(1), x1.flatten(1)
+    return float(a.pow(2).sum(1).mean() + b.pow(2).sum(1).mean() - 2 * a.mean(0) @ b.mean(0))
+
+
+def cost_matrix(x1: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """[B, B] squared Euclidean costs C[i, j] = |x1_i - x0_j|^2 with one matrix product."""
+    a, b = x1.flatten(1), x0.flatten(1)
+    c = a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1)[None, :] - 2.0 * (a @ b.T)
+    return c.clamp_min_(0.0)
+
+
+def pick_solver(solver: str, dim: int) -> str:
+    if solver == "auto":
+        return "pot" if dim <= POT_MAX_DIM else "scipy"
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown OT solver {solver!r}; choices: auto, {', '.join(SOLVERS)}")
+    return solver
+
+
+def solve_assignment(cost: np.ndarray, solver: str) -> np.ndarray:
+    """Exact optimal assignment of a square cost matrix: ``perm`` with row i -> column perm[i]."""
+    n = cost.shape[0]
+    if solver == "scipy":
+        from scipy.optimize import linear_sum_assignment
+
+        rows, cols = linear_sum_assignment(cost)
+        perm = np.empty(n, dtype=np.int64)
+        perm[rows] = cols
+        return perm
+    if solver == "pot":
+        import ot
+
+        w = np.full(n, 1.0 / n)
+        plan = ot.emd(w, w, np.ascontiguousarray(cost, dtype=np.float64), numItermax=10_000_000)
+        perm = plan.argmax(1)
+        # The network simplex returns a vertex of the Birkhoff polytope (a permutation); check it.
+        if np.unique(perm).size != n or not np.allclose(plan[np.arange(n), perm], 1.0 / n):
+            raise RuntimeError("POT emd did not return a permutation plan (solver did not converge)")
+        return perm
+    raise ValueError(f"unknown OT solver {solver!r}; choices: {', '.join(SOLVERS)}")
+
+
+def ot_permutation(x1: torch.Tensor, x0: torch.Tensor, solver: str) -> tuple[torch.Tensor, float]:
+    """Permutation ``perm`` so that (x0[perm], x1) is an exact OT pairing; also solver seconds."""
+    start = time.perf_counter()
+    c = cost_matrix(x1.double(), x0.double()).cpu().numpy()
+    perm = solve_assignment(c, solver)
+    return torch.as_tensor(perm, device=x0.device), time.perf_counter() - start
+
+
+class Coupling(ABC):
+    """Draws or looks up noise for the data batch ``x1`` (rows ``idx`` of the training set)."""
+
+    name: str = "coupling"
+
+    def __init__(self, source: SourceFn) -> None:
+        self.source = source
+
+    @abstractmethod
+    def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs: ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"{self.name} coupling has no state, got keys {sorted(state)}")
+
+
+class Independent(Coupling):
+    """x0 ~ source, independent of x1."""
+
+    name = "independent"
+
+    def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
+        x0 = self.source(x1.shape[0], gen)
+        c = pair_cost(x0, x1)
+        return Pairs(x0, x1, {"cost": c, "cost_independent": independent_cost(x0, x1),
+                              "solver_seconds": 0.0})
+
+
+class MinibatchOT(Coupling):
+    """Exact OT within each batch: the noise batch is permuted to the optimal assignment.
+
+    A permutation (each x0 and each x1 used once), not pairs sampled from the plan with
+    replacement.
+    """
+
+    name = "minibatch-ot"
+
+    def __init__(self, source: SourceFn, solver: str = "auto") -> None:
+        super().__init__(source)
+        self.solver = solver
+
+    def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
+        x0 = self.source(x1.shape[0], gen)
+        solver = pick_solver(self.solver, x1[0].numel())
+        perm, seconds = ot_permutation(x1, x0, solver)
+        x0p = x0[perm]
+        return Pairs(x0p, x1, {
+            "cost": pair_cost(x0p, x1), "cost_independent": independent_cost(x0, x1),
+            "solver_seconds": seconds, f"solver_{solver}": 1.0,
+        })
+
+
+class OnlineOT(Coupling):
+    """A persistent noise bank, one noise point per training point, refined batch by batch.
+
+    Each step looks up the bank entries of the drawn data points, solves the exact assignment
+    among them and writes the improved pairing back (LOOM-CFM, Davtyan et al., ICLR 2025). The
+    identity is always feasible, so the bank's total cost never increases. Per-step work is
+    O(B^3 + B d) and does not depend on the bank size.
+    """
+
+    name = "online-ot"
+
+    def __init__(self, source: SourceFn, n_train: int, solver: str = "auto") -> None:
+        super().__init__(source)
+        self.n_train = n_train
+        self.solver = solver
+        self.bank: torch.Tensor | None = None
+
+    def init_bank(self, gen: torch.Generator) -> None:
+        self.bank = self.source(self.n_train, gen)
+
+    def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
+        if self.bank is None:
+            self.init_bank(gen)
+        assert self.bank is not None
+        if self.bank.device != x1.device:  # after loading a checkpoint saved on the CPU
+            self.bank = self.bank.to(x1.device)
+        x0 = self.bank[idx]
+        solver = pick_solver(self.solver, x1[0].numel())
+        perm, seconds = ot_permutation(x1, x0, solver)
+        x0p = x0[perm]
+        self.bank[idx] = x0p
+        moved = float((perm != torch.arange(len(perm), device=perm.device)).float().mean())
+        return Pairs(x0p, x1, {
+            "cost": pair_cost(x0p, x1), "cost_before": pair_cost(x0, x1),
+            "cost_independent": independent_cost(x0, x1), "solver_seconds": seconds,
+            "reassigned": moved, f"solver_{solver}": 1.0,
+        })
+
+    def bank_cost(self, data: torch.Tensor) -> float:
+        """Mean pair cost over the whole bank (bank[i] paired with training point i)."""
+        assert self.bank is not None
+        return pair_cost(self.bank, data)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.bank is None else {"bank": self.bank.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        bank = state.get("bank")
+        if bank is not None and bank.shape[0] != self.n_train:
+            raise ValueError(
+                f"online-ot bank has {bank.shape[0]} entries, the training set {self.n_train}"
+            )
+        self.bank = None if bank is None else bank.clone()

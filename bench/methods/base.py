@@ -1,0 +1,95 @@
+"""The one Method protocol every generator implements.
+
+``loss(batch, gens) -> (loss, logs)`` and ``sample(x0) -> SampleOut(x, nfe)``. The trainer owns
+the optimizer, EMA, clipping and checkpoints; a method never steps an optimizer. ``self.net`` is
+the network whose forward passes the evaluator counts as NFE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from bench.couplings import Coupling, Independent, MinibatchOT, OnlineOT
+
+if TYPE_CHECKING:
+    from bench.config import Config
+    from bench.datasets.base import DataBundle
+    from bench.seeding import Streams
+
+
+@dataclass
+class Batch:
+    """``x1``: [B, *shape] data; ``idx``: [B] their rows in the training set."""
+
+    x1: torch.Tensor
+    idx: torch.Tensor
+
+
+@dataclass
+class SampleOut:
+    """``x``: [n, *shape] samples; ``nfe``: network evaluations the method claims per sample."""
+
+    x: torch.Tensor
+    nfe: int
+
+
+@dataclass
+class BuildContext:
+    """What a method factory gets: the data, the resolved config and the device."""
+
+    data: DataBundle
+    cfg: Config
+    device: torch.device
+    extras: dict = field(default_factory=dict)
+
+    def net(self, time_inputs: int) -> nn.Module:
+        """The dataset's shared backbone (same family/width/depth for every method)."""
+        from bench.nets import build_net
+
+        return build_net(self.data.shape, self.data.kind, self.cfg.net, time_inputs)
+
+    def coupling(self, kind: str) -> Coupling:
+        """``independent`` | ``minibatch-ot`` | ``online-ot`` over this dataset's source."""
+        src, solver = self.data.source, self.cfg.coupling.solver
+        if kind == "independent":
+            return Independent(src)
+        if kind == "minibatch-ot":
+            return MinibatchOT(src, solver)
+        if kind == "online-ot":
+            return OnlineOT(src, n_train=self.data.train.shape[0], solver=solver)
+        raise ValueError(f"unknown coupling {kind!r}; choices: independent, minibatch-ot, online-ot")
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``net`` (and ``coupling`` if they pair noise with data)."""
+
+    net: nn.Module
+    coupling: Coupling | None = None
+
+    def loss(self, batch: Batch, gens: Streams) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def sample(self, x0: torch.Tensor) -> SampleOut:
+        raise NotImplementedError
+
+    def extra_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Training state outside the parameters (e.g. the online-OT bank), for checkpoints."""
+        return {"coupling": self.coupling.state_dict()} if self.coupling is not None else {}
+
+    def load_extra_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        if self.coupling is not None:
+            self.coupling.load_state_dict(state.get("coupling", {}))
+
+
+def expand_t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[B] -> [B, 1, ..., 1] broadcastable against ``x``."""
+    return t.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def uniform_t(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=device)

@@ -1,0 +1,22 @@
+"""Networks shared by every method on a dataset (same family, width and depth)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.config import NetConfig
+from bench.nets.mlp import TimeMLP
+
+
+def build_net(shape: tuple[int, ...], kind: str, cfg: NetConfig, time_inputs: int) -> nn.Module:
+    """The dataset's backbone with ``time_inputs`` time arguments (0 for a plain generator)."""
+    if kind == "points":
+        return TimeMLP(
+            int(torch.Size(shape).numel()), cfg.hidden, cfg.depth, time_inputs, cfg.time_features
+        )
+    raise ValueError(f"no network for data kind {kind!r} (known: points)")
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

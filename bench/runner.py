@@ -1,0 +1,316 @@
+"""Runs a suite: every (dataset, seed, method) -> train (once per recipe) -> evaluate -> record.
+
+A failure in one run is recorded as ``failed`` with its reason and the others go on. Runs whose
+``ok`` record already exists (same config hash and seed) are skipped unless ``force``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from bench.config import Config, stable_hash, to_dict
+from bench.datasets.base import DataBundle
+from bench.evaluate import compute_metrics, generate, time_sampling
+from bench.methods.base import BuildContext, Method
+from bench.nets import n_params
+from bench.registry import DATASETS, METHODS
+from bench.results import (
+    RECORDS_FILE,
+    RunRecord,
+    append_record,
+    git_commit,
+    library_versions,
+    read_records,
+)
+from bench.seeding import Streams, init_scope, stream_seed
+from bench.trainer import EMA, train
+
+FLOOR_METHOD = "data"
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> cuda if available else cpu; anything else is passed to ``torch.device``."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available")
+    return dev
+
+
+class Reporter(Protocol):
+    def start(self, label: str, total: int) -> None: ...
+    def advance(self, step: int, loss: float) -> None: ...
+    def done(self, record: RunRecord) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+class SilentReporter:
+    def start(self, label: str, total: int) -> None: ...
+    def advance(self, step: int, loss: float) -> None: ...
+    def done(self, record: RunRecord) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_config(cfg: Config, method: str, dataset: str) -> dict[str, Any]:
+    """The resolved config of one run (everything that can change its numbers but the seed)."""
+    d = to_dict(cfg)
+    for key in ("name", "methods", "datasets", "seeds", "device"):
+        d.pop(key)
+    d["data"]["name"] = dataset
+    d["method"] = method
+    d["recipe"] = recipe_of(method)
+    return d
+
+
+def recipe_of(method: str) -> str:
+    return METHODS.entry(method).meta.get("recipe", method)
+
+
+def recipe_hash(run_cfg: dict[str, Any]) -> str:
+    """Hash of what determines the trained weights: recipe, data, network, training, coupling."""
+    keys = ("recipe", "data", "net", "train", "coupling")
+    return stable_hash({k: run_cfg.get(k) for k in keys})
+
+
+def build_method(name: str, data: DataBundle, cfg: Config, device: torch.device,
+                 seed: int) -> Method:
+    """Build a registered method with deterministic initialisation from the ``init`` stream."""
+    factory = METHODS.get(name)
+    with init_scope(stream_seed(seed, "init"), [device]):
+        method = factory(BuildContext(data=data, cfg=cfg, device=device))
+    if not isinstance(method, Method):
+        raise TypeError(f"method factory {name!r} returned {type(method).__name__}, not a Method")
+    return method.to(device)
+
+
+@dataclass
+class Trained:
+    path: Path
+    state: dict[str, Any]
+    reused: bool
+
+
+class Runner:
+    def __init__(self, cfg: Config, out: str | Path, device: torch.device, *,
+                 config_file: str | None = None, force: bool = False,
+                 reporter: Reporter | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.device = device
+        self.config_file = config_file
+        self.force = force
+        self.reporter: Reporter = reporter or SilentReporter()
+        self.records_path = self.out / RECORDS_FILE
+        self.methods = METHODS.match(cfg.methods)
+        self.datasets = DATASETS.match(cfg.datasets)
+        self.commit = git_commit()
+        self.versions = library_versions()
+
+    # -- planning -------------------------------------------------------------------------
+    def plan(self) -> list[dict[str, Any]]:
+        """Every run this suite would make (for ``--dry-run``)."""
+        return [
+            {"dataset": d, "method": m, "seed": s, "recipe": recipe_of(m),
+             "config_hash": stable_hash(run_config(self.cfg, m, d))}
+            for d in self.datasets for s in self.cfg.seeds for m in self.methods
+        ]
+
+    def _done(self) -> set[tuple[str, str, int]]:
+        if self.force:
+            return set()
+        res = read_records(self.records_path)
+        return {(r.config_hash, r.method, r.seed) for r in res.records if r.status == "ok"}
+
+    # -- running --------------------------------------------------------------------------
+    def run(self) -> list[RunRecord]:
+        done = self._done()
+        written: list[RunRecord] = []
+        for dataset in self.datasets:
+            for seed in self.cfg.seeds:
+                written += self._run_dataset_seed(dataset, seed, done)
+        return written
+
+    def _base_record(self, method: str, dataset: str, seed: int, run_cfg: dict[str, Any],
+                     data: DataBundle | None) -> RunRecord:
+        chash = stable_hash(run_cfg)
+        return RunRecord(
+            method=method, dataset=dataset, seed=seed, status="running",
+            run_id=f"{dataset}.{method}.s{seed}.{chash[:8]}", suite=self.cfg.name,
+            config_file=self.config_file, recipe=run_cfg["recipe"], config=run_cfg,
+            config_hash=chash, recipe_hash=recipe_hash(run_cfg), git_commit=self.commit,
+            versions=self.versions, device=str(self.device), started_at=now(),
+            data_info={} if data is None else {"shape": list(data.shape), "kind": data.kind,
+                                               **data.info},
+        )
+
+    def _finish(self, rec: RunRecord, err: BaseException | None = None) -> RunRecord:
+        if err is not None:
+            rec.status = "failed"
+            tb = traceback.extract_tb(err.__traceback__)
+            where = f" (at {tb[-1].filename.split('/')[-1]}:{tb[-1].lineno})" if tb else ""
+            rec.error = f"{type(err).__name__}: {err}{where}"
+        else:
+            rec.status = "ok"
+        rec.finished_at = now()
+        append_record(self.records_path, rec)
+        self.reporter.done(rec)
+        return rec
+
+    def _run_dataset_seed(self, dataset: str, seed: int,
+                          done: set[tuple[str, str, int]]) -> list[RunRecord]:
+        cfg = self.cfg
+        todo = [m for m in self.methods
+                if (stable_hash(run_config(cfg, m, dataset)), m, seed) not in done]
+        floor_cfg = self._floor_config(dataset)
+        want_floor = cfg.eval.floor and (stable_hash(floor_cfg), FLOOR_METHOD, seed) not in done
+        skipped = len(self.methods) - len(todo)
+        if skipped:
+            self.reporter.log(f"{dataset} seed {seed}: {skipped} run(s) already recorded, skipped")
+        if not todo and not want_floor:
+            return []
+        out: list[RunRecord] = []
+        try:
+            data = DATASETS.get(dataset)(cfg.data, seed, self.device)
+        except Exception as err:  # a dataset that cannot load fails every run on it
+            for m in todo:
+                rec = self._base_record(m, dataset, seed, run_config(cfg, m, dataset), None)
+                out.append(self._finish(rec, err))
+            return out
+        if want_floor:
+            out.append(self._floor(data, seed, floor_cfg))
+        groups: dict[str, list[str]] = {}
+        for m in todo:
+            groups.setdefault(recipe_of(m), []).append(m)
+        for names in groups.values():
+            out += self._run_recipe(names, data, seed)
+        return out
+
+    def _floor_config(self, dataset: str) -> dict[str, Any]:
+        d = to_dict(self.cfg)
+        return {"method": FLOOR_METHOD, "recipe": FLOOR_METHOD,
+                "data": {**d["data"], "name": dataset}, "eval": d["eval"]}
+
+    def _floor(self, data: DataBundle, seed: int, floor_cfg: dict[str, Any]) -> RunRecord:
+        """Held-out data scored as if it were samples: what a perfect generator would get."""
+        rec = self._base_record(FLOOR_METHOD, data.name, seed, floor_cfg, data)
+        rec.recipe_hash = ""
+        try:
+            assert data.floor is not None
+            x = data.floor[: self.cfg.eval.n_samples]
+            rec.metrics = self._metrics(x, data, seed)
+            rec.metric_info = self._metric_info(x, data)
+            rec.samples_path = self._save_samples(rec.run_id, x)
+            return self._finish(rec)
+        except Exception as err:
+            return self._finish(rec, err)
+
+    def _checkpoint_path(self, dataset: str, recipe: str, seed: int, rhash: str) -> Path:
+        return self.out / "checkpoints" / f"{dataset}.{recipe}.s{seed}.{rhash}.pt"
+
+    def _train_or_load(self, name: str, data: DataBundle, seed: int, rhash: str,
+                       run_cfg: dict[str, Any]) -> Trained:
+        path = self._checkpoint_path(data.name, run_cfg["recipe"], seed, rhash)
+        if path.exists() and not self.force:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("recipe_hash") != rhash:
+                raise ValueError(f"checkpoint {path} belongs to another config")
+            return Trained(path, state, reused=True)
+        method = build_method(name, data, self.cfg, self.device, seed)
+        gens = Streams(seed, self.device)
+        self.reporter.start(f"{data.name} · {run_cfg['recipe']} · seed {seed}",
+                            self.cfg.train.steps)
+        result, ema = train(method, data, self.cfg.train, gens, on_step=self.reporter.advance)
+        state = {
+            "recipe_hash": rhash,
+            "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+            "ema": _ema_state(method, ema),
+            "extra": method.extra_state_dict(),
+            "train": dataclasses.asdict(result),
+            "net_params": n_params(method.net),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)  # write-then-rename: never a half-written checkpoint
+        return Trained(path, state, reused=False)
+
+    def _run_recipe(self, names: list[str], data: DataBundle, seed: int) -> list[RunRecord]:
+        run_cfgs = {m: run_config(self.cfg, m, data.name) for m in names}
+        rhash = recipe_hash(run_cfgs[names[0]])
+        try:
+            trained = self._train_or_load(names[0], data, seed, rhash, run_cfgs[names[0]])
+        except Exception as err:
+            return [self._finish(self._base_record(m, data.name, seed, run_cfgs[m], data), err)
+                    for m in names]
+        return [self._evaluate(m, data, seed, run_cfgs[m], trained) for m in names]
+
+    def _evaluate(self, name: str, data: DataBundle, seed: int, run_cfg: dict[str, Any],
+                  trained: Trained) -> RunRecord:
+        rec = self._base_record(name, data.name, seed, run_cfg, data)
+        tr = trained.state["train"]
+        rec.train_steps, rec.train_seconds = tr["steps"], tr["seconds"]
+        rec.coupling_seconds, rec.train_history = tr["coupling_seconds"], tr["history"]
+        rec.checkpoint, rec.checkpoint_reused = str(trained.path), trained.reused
+        rec.net_params = trained.state["net_params"]
+        try:
+            method = build_method(name, data, self.cfg, self.device, seed)
+            weights = trained.state["ema"] or trained.state["model"]
+            method.load_state_dict(weights)
+            method.load_extra_state_dict(trained.state["extra"])
+            method.eval()
+            ecfg = self.cfg.eval
+            gens = Streams(seed, self.device)
+            x0 = data.source(ecfg.n_samples, gens["eval"])
+            x, nfe = generate(method, x0, ecfg.batch_size)
+            if not torch.isfinite(x).all():
+                raise FloatingPointError("generated samples contain NaN or inf")
+            rec.nfe = nfe
+            timing = time_sampling(method, data.source(ecfg.timing_batch, gens["eval"]),
+                                   ecfg.timing_repeats)
+            rec.sample_ms_per_1k, rec.sample_ms_spread = timing.ms_per_1k, timing.spread
+            rec.timing_batch = timing.batch
+            rec.metrics = self._metrics(x, data, seed)
+            rec.metric_info = self._metric_info(x, data)
+            rec.samples_path = self._save_samples(rec.run_id, x)
+            return self._finish(rec)
+        except Exception as err:
+            return self._finish(rec, err)
+
+    def _metrics(self, x: torch.Tensor, data: DataBundle, seed: int) -> dict[str, float]:
+        gen = Streams(seed, "cpu")["metrics"]  # same subsample for every method of a seed
+        return compute_metrics(x.cpu(), data.eval.cpu(), data.kind, self.cfg.eval, gen,
+                               data.name)
+
+    def _metric_info(self, x: torch.Tensor, data: DataBundle) -> dict[str, Any]:
+        return {"n_samples": int(x.shape[0]), "n_reference": int(data.eval.shape[0]),
+                "w2_samples": self.cfg.eval.w2_samples, "features": "raw coordinates"}
+
+    def _save_samples(self, run_id: str, x: torch.Tensor) -> str:
+        rel = Path("samples") / f"{run_id}.npy"
+        (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.out / rel.with_suffix(".tmp.npy")
+        np.save(tmp, x[: self.cfg.eval.save_samples].cpu().numpy().astype(np.float32))
+        tmp.replace(self.out / rel)
+        return str(rel)
+
+
+def _ema_state(method: Method, ema: EMA | None) -> dict[str, torch.Tensor] | None:
+    if ema is None:
+        return None
+    with ema.applied(method):
+        return {k: v.detach().cpu().clone() for k, v in method.state_dict().items()}
+
+

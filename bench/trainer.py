@@ -1,0 +1,131 @@
+"""The one training loop: AdamW, warm-up + cosine schedule, grad clipping, EMA, NaN guard.
+
+Methods only provide ``loss``; everything that touches the optimizer lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bench.config import TrainConfig
+from bench.datasets.base import DataBundle
+from bench.methods.base import Batch, Method
+from bench.seeding import Streams
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run is recorded as failed with this message."""
+
+
+class EMA:
+    """Exponential moving average of parameters, with the usual (1+n)/(10+n) warm-up."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.n = 0
+        self.shadow = [p.detach().clone() for p in module.parameters()]
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        self.n += 1
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for s, p in zip(self.shadow, module.parameters(), strict=True):
+            s.lerp_(p.detach(), 1 - d)
+
+    @contextlib.contextmanager
+    def applied(self, module: nn.Module) -> Iterator[None]:
+        """Temporarily load the averaged weights into ``module``."""
+        saved = [p.detach().clone() for p in module.parameters()]
+        self.copy_to(module)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, s in zip(module.parameters(), saved, strict=True):
+                    p.copy_(s)
+
+    @torch.no_grad()
+    def copy_to(self, module: nn.Module) -> None:
+        for p, s in zip(module.parameters(), self.shadow, strict=True):
+            p.copy_(s)
+
+
+def batch_indices(n: int, batch_size: int, gen: torch.Generator,
+                  device: torch.device) -> Iterator[torch.Tensor]:
+    """Epochs of random permutations cut into full batches ([B] index tensors)."""
+    if batch_size > n:
+        raise ValueError(f"train.batch_size {batch_size} exceeds the {n} training points")
+    while True:
+        perm = torch.randperm(n, generator=gen, device=device)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i : i + batch_size]
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    span = max(1, cfg.steps - cfg.warmup)
+    progress = min(1.0, (step - cfg.warmup) / span)
+    return cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    coupling_seconds: float
+    final_loss: float
+    #: one dict per ``log_every`` window: step, loss and the coupling's averaged statistics
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train(
+    method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[TrainResult, EMA | None]:
+    """Train ``method`` on ``data.train`` for ``cfg.steps`` steps; returns the result and the EMA."""
+    device = data.train.device
+    method.train()
+    opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    ema = EMA(method, cfg.ema) if cfg.ema > 0 else None
+    batches = batch_indices(data.train.shape[0], cfg.batch_size, gens["data"], device)
+    history: list[dict[str, float]] = []
+    window: dict[str, float] = {}
+    count = 0
+    coupling_seconds = 0.0
+    last = float("nan")
+    start = time.perf_counter()
+    for step in range(cfg.steps):
+        idx = next(batches)
+        loss, logs = method.loss(Batch(data.train[idx], idx), gens)
+        last = float(loss.detach())
+        if not math.isfinite(last):
+            raise TrainingDiverged(f"loss became {last} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update(method)
+        coupling_seconds += logs.get("solver_seconds", 0.0)
+        for k, v in {"loss": last, **logs}.items():
+            window[k] = window.get(k, 0.0) + float(v)
+        count += 1
+        if count == cfg.log_every or step == cfg.steps - 1:
+            history.append({"step": step + 1, **{k: v / count for k, v in window.items()}})
+            window, count = {}, 0
+        if on_step is not None:
+            on_step(step + 1, last)
+    seconds = time.perf_counter() - start
+    method.eval()
+    return TrainResult(cfg.steps, seconds, coupling_seconds, last, history), ema
