@@ -18,12 +18,13 @@ from bench.results import RECORDS_FILE, RunRecord, read_records
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="OT-NFM Bench: one-step generators vs multi-step flow matching.")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True,
+                      highlight=False)
     raise typer.Exit(code)
 
 
@@ -74,12 +75,17 @@ class RichReporter:
 
 
 def _summary(records: list[RunRecord]) -> Table:
-    from bench.report.stats import summarize
+    from bench.report.stats import fmt_num, summarize
 
-    table = Table(title="Summary (mean ± std over seeds)")
-    for col in ("dataset", "method", "ok/runs", "NFE", "w2", "var_ratio", "mmd",
-                "train s", "sample ms/1k"):
-        table.add_column(col)
+    def cell(values: list) -> str:
+        s = summarize(values)
+        if s.n == 0:
+            return "–"
+        return fmt_num(s.mean, 3) + (f"±{fmt_num(s.std, 1)}" if s.n > 1 else "")
+
+    table = Table(title="Summary (mean±std over seeds; full report: bench report)")
+    for col in ("dataset", "method", "ok", "NFE", "W2", "var ratio", "train s", "ms/1k"):
+        table.add_column(col, no_wrap=True)
     keys: list[tuple[str, str]] = []
     for r in records:
         if (r.dataset, r.method) not in keys:
@@ -87,12 +93,12 @@ def _summary(records: list[RunRecord]) -> Table:
     for ds, m in keys:
         runs = [r for r in records if r.dataset == ds and r.method == m]
         good = [r for r in runs if r.status == "ok"]
-        cells = [summarize([r.metrics.get(k) for r in good]).fmt()
-                 for k in ("w2", "var_ratio", "mmd")]
+        trained = [r.train_seconds for r in good if r.train_steps]
         nfe = sorted({r.nfe for r in good if r.nfe is not None})
-        table.add_row(ds, m, f"{len(good)}/{len(runs)}", "/".join(map(str, nfe)) or "–", *cells,
-                      summarize([r.train_seconds for r in good]).fmt(),
-                      summarize([r.sample_ms_per_1k for r in good]).fmt())
+        table.add_row(ds, m, f"{len(good)}/{len(runs)}", "/".join(map(str, nfe)) or "–",
+                      cell([r.metrics.get("w2") for r in good]),
+                      cell([r.metrics.get("var_ratio") for r in good]), cell(trained),
+                      cell([r.sample_ms_per_1k for r in good]))
     return table
 
 
@@ -100,7 +106,8 @@ def _summary(records: list[RunRecord]) -> Table:
 def run_cmd(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML suite file")] = None,
     methods: Annotated[str | None, typer.Option(
-        "--methods", "-m", help="Comma-separated names or globs, e.g. 'otnfm-*,fm-euler100'")] = None,
+        "--methods", "-m", help="Comma-separated names or globs, e.g. 'otnfm-*,fm-euler100'",
+    )] = None,
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="Dataset name(s), comma-separated or globs")] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2")] = None,

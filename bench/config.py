@@ -63,10 +63,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class CouplingConfig:
-    #: exact assignment solver: ``auto`` (picked per dimension from measured timings), ``pot``, ``scipy``
+    #: exact assignment solver: ``pot``, ``scipy`` or ``auto`` (picked by dimension from the
+    #: timings measured on these machines, see couplings.POT_MAX_DIM)
     solver: str = "auto"
-    #: online OT: size of the persistent noise bank (0 = one noise point per training point)
-    bank_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -252,6 +251,10 @@ def validate(cfg: Config) -> None:
     if cfg.coupling.solver not in ("auto", "pot", "scipy"):
         raise ConfigError(
             f"coupling.solver: unknown solver {cfg.coupling.solver!r}; choices: auto, pot, scipy"
+        )
+    if cfg.data.source not in ("gaussian", "8gmm"):
+        raise ConfigError(
+            f"data.source: unknown source {cfg.data.source!r}; choices: gaussian, 8gmm"
         )
     if cfg.eval.timing_repeats < 1:
         raise ConfigError("eval.timing_repeats must be >= 1")

@@ -82,7 +82,7 @@ def solve_assignment(cost: np.ndarray, solver: str) -> np.ndarray:
         perm = plan.argmax(1)
         # The network simplex returns a vertex of the Birkhoff polytope (a permutation); check it.
         if np.unique(perm).size != n or not np.allclose(plan[np.arange(n), perm], 1.0 / n):
-            raise RuntimeError("POT emd did not return a permutation plan (solver did not converge)")
+            raise RuntimeError("POT emd returned no permutation plan (solver did not converge)")
         return perm
     raise ValueError(f"unknown OT solver {solver!r}; choices: {', '.join(SOLVERS)}")
 

@@ -90,7 +90,7 @@ def train(
     method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[TrainResult, EMA | None]:
-    """Train ``method`` on ``data.train`` for ``cfg.steps`` steps; returns the result and the EMA."""
+    """Train ``method`` on ``data.train`` for ``cfg.steps`` steps; returns the result and EMA."""
     device = data.train.device
     method.train()
     opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -61,7 +61,8 @@ class BuildContext:
             return MinibatchOT(src, solver)
         if kind == "online-ot":
             return OnlineOT(src, n_train=self.data.train.shape[0], solver=solver)
-        raise ValueError(f"unknown coupling {kind!r}; choices: independent, minibatch-ot, online-ot")
+        raise ValueError(
+            f"unknown coupling {kind!r}; choices: independent, minibatch-ot, online-ot")
 
 
 class Method(nn.Module):

@@ -23,7 +23,7 @@ EULER_STEPS = (1, 2, 4, 10, 100)
 
 
 class FlowMatching(Method):
-    """Velocity field v(x_t, t); loss |v(x_t, t) - (x1 - x0)|^2 (rectified-flow's straight interp)."""
+    """Velocity v(x_t, t); loss |v(x_t, t) - (x1 - x0)|^2 (rectified-flow's straight interp)."""
 
     def __init__(self, net: nn.Module, coupling: Coupling, shape: tuple[int, ...],
                  steps: int) -> None:

@@ -12,7 +12,7 @@ from torch import nn
 
 
 class TimeFeatures(nn.Module):
-    """t -> [t, sin(pi k t), cos(pi k t)]_{k=1..n/2}: smooth, fixed Fourier features of t in [0, 1]."""
+    """t -> [t, sin(pi k t), cos(pi k t)]_{k=1..n/2}: fixed Fourier features of t in [0, 1]."""
 
     def __init__(self, n: int) -> None:
         super().__init__()

@@ -149,7 +149,7 @@ def render_report(sources: list[Source], out: str | Path, directions: dict[str, 
     lines += ["## Runs", "", "| run | config hash | seed | status | checkpoint trained in |",
               "|---|---|---|---|---|"]
     for r in records:
-        where = "–" if r.method == FLOOR else (
+        where = "–" if r.method == FLOOR or not r.train_steps else (
             "reused" if r.checkpoint_reused else f"{fmt_num(r.train_seconds)} s")
         lines.append(f"| `{r.run_id}` | `{r.config_hash}` | {r.seed} | {r.status} | {where} |")
     lines.append("")

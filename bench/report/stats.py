@@ -28,6 +28,8 @@ def summarize(values: list[float]) -> Summary:
         return Summary(0, float("nan"), float("nan"))
     mean = sum(vals) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+    if std <= 1e-9 * abs(mean):  # identical values up to float rounding: show a plain 0
+        std = 0.0
     return Summary(n, mean, std)
 
 

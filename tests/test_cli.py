@@ -1,0 +1,156 @@
+"""The CLI end to end through typer's runner: real training, real records, a real report."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.registry import METHODS
+from bench.results import read_records
+from tests.conftest import TINY_SETS
+
+runner = CliRunner()
+
+
+def sets():
+    return [arg for s in TINY_SETS for arg in ("--set", s)]
+
+
+def test_list_shows_every_registry():
+    res = runner.invoke(app, ["list", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert set(data["methods"]) == set(METHODS.names())
+    assert "moons" in data["datasets"] and "w2" in data["metrics"]
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0 and "otnfm-online" in res.output and "checkerboard" in res.output
+
+
+def test_run_then_report_end_to_end(tmp_path):
+    out = tmp_path / "res"
+    res = runner.invoke(app, ["run", "-m", "otnfm-online,fm-euler1,fm-euler10", "-d", "moons",
+                              "--seeds", "0,1", "--out", str(out), *sets()])
+    assert res.exit_code == 0, res.output
+    recs = read_records(out / "records.jsonl").records
+    assert sorted((r.method, r.seed) for r in recs) == sorted(
+        (m, s) for m in ("data", "otnfm-online", "fm-euler1", "fm-euler10") for s in (0, 1))
+    by = {(r.method, r.seed): r for r in recs}
+    r = by[("otnfm-online", 0)]
+    assert r.status == "ok" and r.nfe == 1 and r.train_steps == 30
+    for key in ("w2", "mmd", "precision", "recall", "var_ratio", "mean_dist"):
+        assert key in r.metrics
+    assert r.sample_ms_per_1k > 0 and r.coupling_seconds > 0 and r.train_seconds > 0
+    assert r.config["method"] == "otnfm-online" and r.config["train"]["steps"] == 30
+    assert by[("fm-euler10", 0)].nfe == 10
+    # the fm family trained once per seed and shares the checkpoint
+    assert by[("fm-euler1", 0)].checkpoint == by[("fm-euler10", 0)].checkpoint
+    assert by[("fm-euler1", 0)].train_seconds == by[("fm-euler10", 0)].train_seconds
+    assert len(list((out / "checkpoints").glob("*.pt"))) == 4
+
+    # a second identical run trains nothing and says so
+    res = runner.invoke(app, ["run", "-m", "otnfm-online,fm-euler1,fm-euler10", "-d", "moons",
+                              "--seeds", "0,1", "--out", str(out), *sets()])
+    assert res.exit_code == 0 and "Nothing to do" in res.output
+    assert len(read_records(out / "records.jsonl").records) == len(recs)
+
+    md = tmp_path / "rep" / "report.md"
+    res = runner.invoke(app, ["report", str(out), "--out", str(md)])
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    assert "| otnfm-online | 2 | 1 |" in text and "data (floor)" in text
+    assert "w2 ↓" in text and "var_ratio →1" in text
+    assert (tmp_path / "rep" / "report" / "moons_samples.png").stat().st_size > 1000
+    assert str(out / "records.jsonl") in text
+
+
+def test_unknown_method_and_dataset_name_the_choices(tmp_path):
+    res = runner.invoke(app, ["run", "-m", "otnfm-onlin", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "unknown method 'otnfm-onlin'" in res.output and "otnfm-online" in res.output
+    res = runner.invoke(app, ["run", "-d", "moon", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "Did you mean: moons" in res.output
+    assert not (tmp_path / "records.jsonl").exists()
+
+
+def test_bad_config_key_is_a_clear_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  step: 3\n")
+    res = runner.invoke(app, ["run", "--config", str(cfg), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown key 'step'" in res.output and "c.yaml" in res.output
+
+
+def test_dry_run_prints_config_and_plan(tmp_path):
+    res = runner.invoke(app, ["run", "-m", "otnfm-*", "--seeds", "0,1", "--dry-run",
+                              "--out", str(tmp_path), "--set", "train.steps=5"])
+    assert res.exit_code == 0, res.output
+    assert "steps: 5" in res.output and res.output.count("# run moons") == 4
+    assert not (tmp_path / "records.jsonl").exists()
+
+
+PLUGIN = '''
+import torch
+from bench.methods.nfm import NeuralFlow
+from bench.registry import register_method
+
+
+class Exploding(NeuralFlow):
+    def loss(self, batch, gens):
+        loss, logs = super().loss(batch, gens)
+        return loss * float("nan"), logs
+
+
+@register_method("test-exploding")
+def exploding(ctx):
+    """A method whose loss is NaN: must be recorded as failed."""
+    return Exploding(ctx.net(time_inputs=1), ctx.coupling("independent"))
+'''
+
+
+def test_plugin_method_failure_is_recorded_and_others_go_on(tmp_path):
+    plugin = tmp_path / "my_method.py"
+    plugin.write_text(PLUGIN)
+    out = tmp_path / "res"
+    try:
+        res = runner.invoke(app, ["run", "--plugin", str(plugin), "-m",
+                                  "test-exploding,naive-map", "--out", str(out), *sets()])
+        assert res.exit_code == 1
+        recs = {r.method: r for r in read_records(out / "records.jsonl").records}
+        assert recs["test-exploding"].status == "failed"
+        assert "TrainingDiverged: loss became nan at step 0" in recs["test-exploding"].error
+        assert recs["naive-map"].status == "ok"
+        res = runner.invoke(app, ["report", str(out)])
+        assert res.exit_code == 0
+        assert "## Failed runs" in (out / "report.md").read_text()
+    finally:
+        METHODS.unregister("test-exploding")
+
+
+def test_bad_plugin_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise ImportError('nope')\n")
+    res = runner.invoke(app, ["list", "--plugin", str(bad)])
+    assert res.exit_code == 2 and "failed to load" in res.output
+
+
+@pytest.mark.parametrize("args", [["report", "does/not/exist"]])
+def test_report_on_missing_results(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "no results" in res.output
+
+
+def test_readme_plugin_example_shares_the_fm_checkpoint(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "fm_midpoint.py"
+    assert len(example.read_text().splitlines()) < 40
+    out = tmp_path / "res"
+    try:
+        res = runner.invoke(app, ["run", "--plugin", str(example), "-m",
+                                  "fm-midpoint5,fm-euler10", "--out", str(out), *sets()])
+        assert res.exit_code == 0, res.output
+        recs = {r.method: r for r in read_records(out / "records.jsonl").records}
+        assert recs["fm-midpoint5"].nfe == 10 and recs["fm-midpoint5"].status == "ok"
+        assert recs["fm-midpoint5"].checkpoint == recs["fm-euler10"].checkpoint
+    finally:
+        METHODS.unregister("fm-midpoint5")

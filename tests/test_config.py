@@ -1,0 +1,55 @@
+import pytest
+
+from bench.config import Config, ConfigError, parse_set, resolve, stable_hash, to_dict
+
+
+def test_defaults_yaml_flags_set_precedence(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("name: s\ntrain: {steps: 10, lr: 0.01}\nseeds: [3]\n")
+    cfg = resolve(f, {"seeds": "0,1"}, ["train.steps=7", "eval.metrics=[w2, mmd]"])
+    assert cfg.name == "s" and cfg.seeds == (0, 1)
+    assert cfg.train.steps == 7 and cfg.train.lr == 0.01
+    assert cfg.eval.metrics == ("w2", "mmd")
+    assert cfg.train.batch_size == Config().train.batch_size
+
+
+def test_unknown_key_names_file_key_and_allowed(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("train: {stepz: 10}\n")
+    with pytest.raises(ConfigError) as err:
+        resolve(f)
+    msg = str(err.value)
+    assert "bad.yaml" in msg and "'stepz'" in msg and "allowed keys: steps, batch_size" in msg
+
+
+def test_unknown_top_level_key_from_set():
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        resolve(sets=["trian.steps=3"])
+
+
+def test_bad_yaml_and_bad_types(tmp_path):
+    f = tmp_path / "broken.yaml"
+    f.write_text("train: {steps: [1,\n")
+    with pytest.raises(ConfigError, match="broken.yaml: invalid YAML"):
+        resolve(f)
+    with pytest.raises(ConfigError, match="train.steps: expected an integer"):
+        resolve(sets=["train.steps=lots"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_set(["train.steps"])
+    with pytest.raises(ConfigError, match="not found"):
+        resolve(tmp_path / "missing.yaml")
+
+
+def test_config_is_frozen_and_hash_stable():
+    cfg = resolve()
+    with pytest.raises(AttributeError):
+        cfg.train.steps = 5  # type: ignore[misc]
+    assert stable_hash(to_dict(cfg)) == stable_hash(to_dict(resolve()))
+    assert stable_hash(to_dict(cfg)) != stable_hash(to_dict(resolve(sets=["train.lr=0.5"])))
+
+
+def test_shipped_configs_resolve():
+    from pathlib import Path
+
+    for f in sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml")):
+        resolve(f)

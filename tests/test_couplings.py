@@ -1,0 +1,95 @@
+import numpy as np
+import ot
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from bench.couplings import (
+    Independent,
+    MinibatchOT,
+    OnlineOT,
+    cost_matrix,
+    independent_cost,
+    pair_cost,
+    pick_solver,
+    solve_assignment,
+)
+
+
+def gauss(n, d=2, seed=0):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def source(n, gen):
+    return torch.randn(n, 2, generator=gen)
+
+
+@pytest.mark.parametrize("solver", ["pot", "scipy"])
+@pytest.mark.parametrize("n,d", [(64, 2), (50, 10)])
+def test_exact_assignment_matches_ot_emd_and_lsa(solver, n, d):
+    x1, x0 = gauss(n, d, 1) * 2 + 1, gauss(n, d, 2)
+    c = cost_matrix(x1.double(), x0.double()).numpy()
+    assert np.allclose(c, ot.dist(x1.double().numpy(), x0.double().numpy()), atol=1e-9)
+    perm = solve_assignment(c, solver)
+    assert sorted(perm.tolist()) == list(range(n))  # a permutation
+    rows, cols = linear_sum_assignment(c)
+    emd_cost = ot.emd2(np.full(n, 1 / n), np.full(n, 1 / n), c)
+    ours = c[np.arange(n), perm].mean()
+    assert ours == pytest.approx(c[rows, cols].mean(), rel=1e-10)
+    assert ours == pytest.approx(emd_cost, rel=1e-10)
+
+
+def test_minibatch_ot_pairs_are_a_permutation_with_lower_cost():
+    x1 = gauss(128, seed=3) * 0.5 + torch.tensor([3.0, 0.0])
+    gen = torch.Generator().manual_seed(0)
+    pairs = MinibatchOT(source, "auto").pair(x1, torch.arange(128), gen)
+    noise = source(128, torch.Generator().manual_seed(0))
+    # the same noise points, each used exactly once
+    assert torch.equal(pairs.x0.sort(0).values, noise.sort(0).values)
+    assert torch.equal(pairs.x1, x1)
+    s = pairs.stats
+    assert s["cost"] <= s["cost_independent"]
+    assert s["cost"] == pytest.approx(pair_cost(pairs.x0, x1))
+    assert s["solver_pot"] == 1.0 and s["solver_seconds"] >= 0
+
+
+def test_independent_cost_is_the_mean_of_the_cost_matrix():
+    x0, x1 = gauss(40, 3, 4), gauss(40, 3, 5) + 1
+    assert independent_cost(x0, x1) == pytest.approx(float(cost_matrix(x1, x0).mean()), rel=1e-5)
+    pairs = Independent(source).pair(gauss(10, seed=6), torch.arange(10),
+                                     torch.Generator().manual_seed(0))
+    assert pairs.stats["solver_seconds"] == 0.0
+
+
+def test_solver_choice_rule():
+    assert pick_solver("auto", 2) == "pot"
+    assert pick_solver("auto", 784) == "scipy"
+    assert pick_solver("scipy", 2) == "scipy"
+    with pytest.raises(ValueError, match="unknown OT solver"):
+        pick_solver("sinkhorn", 2)
+
+
+def test_online_bank_cost_never_increases_and_state_roundtrips():
+    data = gauss(512, seed=7) * 0.3 + torch.tensor([2.0, -1.0])
+    coupling = OnlineOT(source, n_train=512, solver="auto")
+    gen = torch.Generator().manual_seed(0)
+    coupling.init_bank(gen)
+    costs = [coupling.bank_cost(data)]
+    for _ in range(100):
+        idx = torch.randperm(512, generator=gen)[:64]
+        pairs = coupling.pair(data[idx], idx, gen)
+        assert pairs.stats["cost"] <= pairs.stats["cost_before"] + 1e-6
+        assert torch.equal(coupling.bank[idx], pairs.x0)  # the improved pairing is written back
+        costs.append(coupling.bank_cost(data))
+    assert all(b <= a + 1e-6 for a, b in zip(costs, costs[1:], strict=False))
+    # it approaches the exact OT cost of the whole set (bank <-> data, one global assignment)
+    c = cost_matrix(data.double(), coupling.bank.double()).numpy()
+    rows, cols = linear_sum_assignment(c)
+    optimum = c[rows, cols].mean()
+    assert costs[-1] - optimum < 0.5 * (costs[0] - optimum)
+    state = coupling.state_dict()
+    other = OnlineOT(source, n_train=512)
+    other.load_state_dict(state)
+    assert torch.equal(other.bank, coupling.bank)
+    with pytest.raises(ValueError, match="bank has 512 entries"):
+        OnlineOT(source, n_train=100).load_state_dict(state)

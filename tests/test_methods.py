@@ -1,0 +1,141 @@
+"""Registry-wide method tests: every registered method on tiny data."""
+
+import pytest
+import torch
+
+from bench.evaluate import NFEMismatch, counting, generate
+from bench.methods.base import Batch, Method, SampleOut
+from bench.methods.nfm import NeuralFlow
+from bench.registry import DATASETS, METHODS
+from bench.runner import build_method
+from bench.seeding import Streams
+from bench.trainer import train
+
+
+def _data(cfg, cpu, seed=0):
+    return DATASETS.get("moons")(cfg.data, seed, cpu)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_contract(name, tiny_cfg, cpu):
+    cfg = tiny_cfg()
+    data = _data(cfg, cpu)
+    method = build_method(name, data, cfg, cpu, seed=0)
+    gens = Streams(0, cpu)
+    idx = torch.arange(64)
+    loss, logs = method.loss(Batch(data.train[idx], idx), gens)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert {"cost", "cost_independent", "solver_seconds"} <= set(logs)
+    loss.backward()
+    for pname, p in method.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"no gradient for {pname}"
+        assert p.grad.abs().sum() > 0, f"zero gradient for {pname}"
+    method.eval()
+    x0 = data.source(100, Streams(0, cpu)["eval"])
+    with counting(method.net) as c:
+        out = method.sample(x0)
+    assert out.x.shape == (100, 2)
+    assert c.calls == out.nfe  # counted, not declared
+    if name.startswith("fm-euler"):
+        assert out.nfe == int(name.removeprefix("fm-euler"))
+    else:
+        assert out.nfe == 1
+
+
+@pytest.mark.parametrize("name", ["naive-map", "otnfm-online", "fm-euler4"])
+def test_same_seed_same_samples(name, tiny_cfg, cpu):
+    cfg = tiny_cfg()
+    outs = []
+    for _ in range(2):
+        data = _data(cfg, cpu)
+        method = build_method(name, data, cfg, cpu, seed=0)
+        train(method, data, cfg.train, Streams(0, cpu))
+        outs.append(generate(method, data.source(50, Streams(0, cpu)["eval"]), 50)[0])
+    assert torch.equal(outs[0], outs[1])
+    data = _data(cfg, cpu, seed=1)
+    method = build_method(name, data, cfg, cpu, seed=1)
+    train(method, data, cfg.train, Streams(1, cpu))
+    assert not torch.equal(outs[0], generate(method, data.source(50, Streams(1, cpu)["eval"]),
+                                             50)[0])
+
+
+def test_samples_do_not_depend_on_batch_size(tiny_cfg, cpu):
+    cfg = tiny_cfg()
+    data = _data(cfg, cpu)
+    method = build_method("fm-euler10", data, cfg, cpu, seed=0).eval()
+    x0 = data.source(300, Streams(0, cpu)["eval"])
+    a, nfe_a = generate(method, x0, 300)
+    b, nfe_b = generate(method, x0, 64)
+    assert torch.allclose(a, b, atol=1e-5) and nfe_a == nfe_b == 10
+
+
+def test_neural_flow_is_identity_at_t0(tiny_cfg, cpu):
+    cfg = tiny_cfg()
+    data = _data(cfg, cpu)
+    for name in ("nfm-random", "otnfm-minibatch", "otnfm-online"):
+        method = build_method(name, data, cfg, cpu, seed=0)
+        assert isinstance(method, NeuralFlow)
+        x0 = torch.randn(20, 2)
+        torch.testing.assert_close(method.flow(x0, torch.zeros(20)), x0, rtol=0, atol=0)
+
+
+class _ConstantFlow(torch.nn.Module):
+    """g(x0, t) = c - x0, so F(x0, t) = (1 - t) x0 + t c."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = torch.nn.Parameter(c.clone())
+
+    def forward(self, x, t):
+        return self.c - x
+
+
+def test_independent_pair_optimum_is_the_data_mean(tiny_cfg, cpu):
+    """With independent pairs, E|F(x0,t) - x_t|^2 over c is minimised at c = E[x1]."""
+    cfg = tiny_cfg(data={"n_train": 200_000})
+    data = _data(cfg, cpu)
+    mean = data.train.mean(0)
+    from bench.couplings import Independent
+
+    def loss_at(c):
+        method = NeuralFlow(_ConstantFlow(c), Independent(data.source))
+        idx = torch.arange(data.train.shape[0])
+        return method.loss(Batch(data.train, idx), Streams(0, cpu))[0]
+
+    at_mean = loss_at(mean)
+    for delta in ([0.1, 0.0], [0.0, -0.1], [0.07, 0.07]):
+        assert loss_at(mean + torch.tensor(delta)) > at_mean
+    c = mean.clone().requires_grad_(True)
+    method = NeuralFlow(_ConstantFlow(c), Independent(data.source))
+    g = torch.autograd.grad(method.loss(Batch(data.train, torch.arange(200_000)),
+                                        Streams(0, cpu))[0], method.net.c)[0]
+    assert g.norm() < 2e-3
+
+
+def test_independent_pairs_collapse_and_ot_does_not(tiny_cfg, cpu):
+    from bench.metrics.points import collapse
+
+    cfg = tiny_cfg(train={"steps": 400, "batch_size": 128}, net={"hidden": 64})
+    data = _data(cfg, cpu)
+    ratios = {}
+    for name in ("nfm-random", "otnfm-minibatch"):
+        method = build_method(name, data, cfg, cpu, seed=0)
+        train(method, data, cfg.train, Streams(0, cpu))
+        x, _ = generate(method, data.source(600, Streams(0, cpu)["eval"]), 600)
+        ratios[name] = collapse(x, data.eval, None)["var_ratio"]
+    assert ratios["nfm-random"] < 0.1
+    assert ratios["otnfm-minibatch"] > 0.6
+
+
+class _LyingMethod(Method):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(2, 2)
+
+    def sample(self, x0):
+        return SampleOut(self.net(self.net(x0)), nfe=1)
+
+
+def test_nfe_claim_mismatch_is_an_error():
+    with pytest.raises(NFEMismatch, match="claims NFE 1 but its network ran 2 times"):
+        generate(_LyingMethod(), torch.randn(10, 2), 10)

@@ -1,0 +1,60 @@
+"""Golden-file test of the Markdown report (set UPDATE_GOLDEN=1 to rewrite the golden file)."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bench.evaluate import directions
+from bench.report.markdown import Source, render_report
+from bench.report.stats import fmt_num, summarize
+from bench.results import RunRecord, append_record, read_records
+
+GOLDEN = Path(__file__).parent / "golden" / "report.md"
+
+
+def _records(base: Path) -> None:
+    rng = np.random.default_rng(0)
+    (base / "samples").mkdir(parents=True)
+    rows = [("data", None, 0.11, 1.0), ("nfm-random", 1, 1.46, 0.001),
+            ("otnfm-online", 1, 0.21, 0.97), ("fm-euler100", 100, 0.26, 0.99)]
+    for seed in (0, 1, 2):
+        for method, nfe, w, vr in rows:
+            rid = f"moons.{method}.s{seed}.abcdef12"
+            np.save(base / "samples" / f"{rid}.npy", rng.normal(size=(50, 2)).astype("float32"))
+            append_record(base / "records.jsonl", RunRecord(
+                method=method, dataset="moons", seed=seed, status="ok", run_id=rid,
+                suite="golden", config_file="configs/golden.yaml",
+                config_hash=f"{method[:4]}0000000000", git_commit="0123456789abcdef",
+                device="cpu", nfe=nfe, train_seconds=0.0 if nfe is None else 10.0 + seed,
+                coupling_seconds=2.0 if method == "otnfm-online" else 0.0,
+                sample_ms_per_1k=None if nfe is None else 1.5 * nfe + 0.01 * seed,
+                metrics={"w2": w + 0.01 * seed, "var_ratio": vr, "mmd": w / 10},
+                metric_info={"n_samples": 10000, "n_reference": 10000, "w2_samples": 2000,
+                             "features": "raw coordinates"},
+                samples_path=f"samples/{rid}.npy",
+                data_info={"kind": "points", "shape": [2], "source": "gaussian",
+                           "n_train": 20000, "n_eval": 10000, "description": "Two moons."},
+            ))
+    append_record(base / "records.jsonl", RunRecord(
+        method="otnfm-minibatch", dataset="moons", seed=0, status="failed",
+        run_id="moons.otnfm-minibatch.s0.abcdef12", config_hash="otnf1111111111",
+        error="TrainingDiverged: loss became nan at step 3"))
+
+
+def test_report_matches_golden(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _records(Path("res"))
+    text = render_report([Source("res/records.jsonl", read_records("res/records.jsonl").records)],
+                         Path("out/report.md"), directions())
+    assert Path("out/report/moons_samples.png").exists()
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_summary_formatting():
+    assert summarize([1.0, 2.0, 3.0]).fmt() == "2 ± 1"
+    assert summarize([0.25]).fmt() == "0.25 (1 seed)"
+    assert summarize([]).fmt() == "–"
+    assert fmt_num(123456.0) == "1.23e+05" and fmt_num(0.0001234) == "1.23e-04"

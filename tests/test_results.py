@@ -1,0 +1,39 @@
+import json
+
+from bench.results import RunRecord, append_record, read_records
+
+
+def rec(i, status="ok"):
+    return RunRecord(method="m", dataset="d", seed=i, status=status, run_id=f"r{i}",
+                     metrics={"w2": 0.1 * i})
+
+
+def test_append_and_read_roundtrip(tmp_path):
+    path = tmp_path / "records.jsonl"
+    for i in range(3):
+        append_record(path, rec(i))
+    res = read_records(path)
+    assert [r.seed for r in res.records] == [0, 1, 2] and not res.skipped
+    assert res.records[2].metrics == {"w2": 0.2}
+
+
+def test_torn_line_is_skipped_and_next_append_starts_a_new_line(tmp_path):
+    path = tmp_path / "records.jsonl"
+    append_record(path, rec(0))
+    with open(path, "a") as f:
+        f.write(rec(1).to_json()[:40])  # a writer killed mid-line
+    append_record(path, rec(2))
+    res = read_records(path)
+    assert [r.seed for r in res.records] == [0, 2]
+    assert len(res.skipped) == 1 and res.skipped[0][0] == 2
+    # the earlier whole lines are untouched
+    first = json.loads(path.read_text().splitlines()[0])
+    assert first["run_id"] == "r0"
+
+
+def test_garbage_lines_are_reported_not_fatal(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text('not json\n[1, 2]\n{"no_method": 1}\n')
+    append_record(path, rec(5))
+    res = read_records(path)
+    assert [r.seed for r in res.records] == [5] and len(res.skipped) == 3
