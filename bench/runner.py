@@ -21,7 +21,7 @@ from bench.datasets.base import DataBundle
 from bench.evaluate import compute_metrics, generate, time_sampling
 from bench.methods.base import BuildContext, Method
 from bench.nets import n_params
-from bench.registry import DATASETS, METHODS
+from bench.registry import DATASETS, METHODS, METRICS
 from bench.results import (
     RECORDS_FILE,
     RunRecord,
@@ -116,6 +116,8 @@ class Runner:
         self.records_path = self.out / RECORDS_FILE
         self.methods = METHODS.match(cfg.methods)
         self.datasets = DATASETS.match(cfg.datasets)
+        if cfg.eval.metrics:
+            METRICS.match(cfg.eval.metrics)  # an unknown metric fails before any training
         self.commit = git_commit()
         self.versions = library_versions()
 

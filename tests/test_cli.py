@@ -70,6 +70,8 @@ def test_unknown_method_and_dataset_name_the_choices(tmp_path):
     assert "unknown method 'otnfm-onlin'" in res.output and "otnfm-online" in res.output
     res = runner.invoke(app, ["run", "-d", "moon", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "Did you mean: moons" in res.output
+    res = runner.invoke(app, ["run", "--set", "eval.metrics=[w2,mdd]", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown metric 'mdd'" in res.output and "mmd" in res.output
     assert not (tmp_path / "records.jsonl").exists()
 
 
