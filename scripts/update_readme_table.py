@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""Copy the per-dataset tables of a rendered report into README.md between marker comments.
+
+    python scripts/update_readme_table.py reports/quick.md README.md quick-table
+
+Only columns named in COLUMNS are kept; every number comes from the report, which names the
+run it was built from.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+COLUMNS = ("method", "NFE", "w2 ↓", "mmd ↓", "precision ↑", "recall ↑", "var_ratio →1",
+           "train s", "sample ms/1k")
+
+
+def tables(report: str) -> list[tuple[str, list[list[str]]]]:
+    out: list[tuple[str, list[list[str]]]] = []
+    section = ""
+    rows: list[list[str]] = []
+    for line in report.splitlines() + [""]:
+        if line.startswith("## "):
+            section = line[3:].strip()
+        if line.startswith("|"):
+            rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif rows:
+            if rows[0] and rows[0][0] == "method":
+                out.append((section, rows))
+            rows = []
+    return out
+
+
+def compact(section: str, rows: list[list[str]]) -> str:
+    header = rows[0]
+    keep = [header.index(c) for c in COLUMNS if c in header]
+    lines = [f"**{section}**", "", "| " + " | ".join(header[i] for i in keep) + " |",
+             "|" + "---|" * len(keep)]
+    for row in rows[2:]:
+        lines.append("| " + " | ".join(row[i] for i in keep) + " |")
+    return "\n".join(lines)
+
+
+def main(report_path: str, readme_path: str, marker: str) -> None:
+    report = Path(report_path).read_text()
+    body = "\n\n".join(compact(s, r) for s, r in tables(report))
+    built = next((ln for ln in report.splitlines() if ln.startswith("Built from")), "")
+    block = f"From `{report_path}`. {built}\n\n{body}\n"
+    readme = Path(readme_path).read_text()
+    pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
+    if not pattern.search(readme):
+        sys.exit(f"markers <!-- {marker}:start/end --> not found in {readme_path}")
+    Path(readme_path).write_text(pattern.sub(lambda m: m.group(1) + block + m.group(2), readme))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
