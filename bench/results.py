@@ -45,6 +45,8 @@ class RunRecord:
     train_steps: int = 0
     train_seconds: float = 0.0
     coupling_seconds: float = 0.0
+    #: parts of train_seconds for methods with a teacher (teacher, pair generation, student)
+    train_breakdown: dict[str, float] = field(default_factory=dict)
     checkpoint: str | None = None
     checkpoint_reused: bool = False
     net_params: int = 0

@@ -72,6 +72,9 @@ def run_config(cfg: Config, method: str, dataset: str) -> dict[str, Any]:
     d["data"]["name"] = dataset
     d["method"] = method
     d["recipe"] = recipe_of(method)
+    teacher = METHODS.entry(method).meta.get("teacher")
+    if teacher:  # a distilled method's numbers depend on its teacher's recipe too
+        d["teacher"] = teacher
     return d
 
 
@@ -81,8 +84,8 @@ def recipe_of(method: str) -> str:
 
 def recipe_hash(run_cfg: dict[str, Any]) -> str:
     """Hash of what determines the trained weights: recipe, data, network, training, coupling."""
-    keys = ("recipe", "data", "net", "train", "coupling")
-    return stable_hash({k: run_cfg.get(k) for k in keys})
+    keys = ("recipe", "data", "net", "train", "coupling", "teacher")
+    return stable_hash({k: run_cfg.get(k) for k in keys if k in run_cfg})
 
 
 def build_method(name: str, data: DataBundle, cfg: Config, device: torch.device,
@@ -232,9 +235,25 @@ class Runner:
             return Trained(path, state, reused=True)
         method = build_method(name, data, self.cfg, self.device, seed)
         gens = Streams(seed, self.device)
+        breakdown: dict[str, float] = {}
+        teacher_name = run_cfg.get("teacher")
+        if teacher_name:
+            # e.g. reflow: the teacher checkpoint is trained once and shared with its own runs
+            t_cfg = run_config(self.cfg, teacher_name, data.name)
+            t_trained = self._train_or_load(teacher_name, data, seed, recipe_hash(t_cfg), t_cfg)
+            teacher = self._load_method(teacher_name, data, seed, t_trained)
+            breakdown["teacher_seconds"] = t_trained.state["train"]["seconds"]
+            self.reporter.log(f"{data.name} · {run_cfg['recipe']} · seed {seed}: "
+                              f"generating pairs with {teacher_name}")
+            breakdown.update(method.prepare(teacher, data.train.shape[0], gens,
+                                            self.cfg.eval.batch_size))
         self.reporter.start(f"{data.name} · {run_cfg['recipe']} · seed {seed}",
                             self.cfg.train.steps)
         result, ema = train(method, data, self.cfg.train, gens, on_step=self.reporter.advance)
+        if breakdown:
+            breakdown["student_seconds"] = result.seconds
+            result.seconds = sum(breakdown.values())
+            result.breakdown = breakdown
         state = {
             "recipe_hash": rhash,
             "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
@@ -267,12 +286,9 @@ class Runner:
         rec.coupling_seconds, rec.train_history = tr["coupling_seconds"], tr["history"]
         rec.checkpoint, rec.checkpoint_reused = str(trained.path), trained.reused
         rec.net_params = trained.state["net_params"]
+        rec.train_breakdown = tr.get("breakdown", {})
         try:
-            method = build_method(name, data, self.cfg, self.device, seed)
-            weights = trained.state["ema"] or trained.state["model"]
-            method.load_state_dict(weights)
-            method.load_extra_state_dict(trained.state["extra"])
-            method.eval()
+            method = self._load_method(name, data, seed, trained)
             ecfg = self.cfg.eval
             gens = Streams(seed, self.device)
             x0 = data.source(ecfg.n_samples, gens["eval"])
@@ -290,6 +306,13 @@ class Runner:
             return self._finish(rec)
         except Exception as err:
             return self._finish(rec, err)
+
+    def _load_method(self, name: str, data: DataBundle, seed: int, trained: Trained) -> Method:
+        """Build ``name`` and load the checkpoint's EMA weights (raw weights without EMA)."""
+        method = build_method(name, data, self.cfg, self.device, seed)
+        method.load_state_dict(trained.state["ema"] or trained.state["model"])
+        method.load_extra_state_dict(trained.state["extra"])
+        return method.eval()
 
     def _metrics(self, x: torch.Tensor, data: DataBundle, seed: int) -> dict[str, float]:
         gen = Streams(seed, "cpu")["metrics"]  # same subsample for every method of a seed

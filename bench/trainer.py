@@ -84,6 +84,9 @@ class TrainResult:
     final_loss: float
     #: one dict per ``log_every`` window: step, loss and the coupling's averaged statistics
     history: list[dict[str, float]] = field(default_factory=list)
+    #: for methods with a teacher: teacher_seconds, pairs_seconds, student_seconds (all in
+    #: ``seconds``)
+    breakdown: dict[str, float] = field(default_factory=dict)
 
 
 def train(

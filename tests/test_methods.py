@@ -16,11 +16,29 @@ def _data(cfg, cpu, seed=0):
     return DATASETS.get("moons")(cfg.data, seed, cpu)
 
 
+def expected_nfe(name: str) -> int:
+    if "-euler" in name:
+        return int(name.rsplit("-euler", 1)[1])
+    if name.endswith("step"):
+        return int(name.rsplit("-", 1)[1].removesuffix("step"))
+    return 1
+
+
+def ready(name, data, cfg, cpu, seed=0):
+    """Build a method; a method with a teacher gets (an untrained) one and its pairs."""
+    method = build_method(name, data, cfg, cpu, seed=seed)
+    teacher = METHODS.entry(name).meta.get("teacher")
+    if teacher:
+        t = build_method(teacher, data, cfg, cpu, seed=seed).eval()
+        method.prepare(t, data.train.shape[0], Streams(seed, cpu), 256)
+    return method
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_contract(name, tiny_cfg, cpu):
     cfg = tiny_cfg()
     data = _data(cfg, cpu)
-    method = build_method(name, data, cfg, cpu, seed=0)
+    method = ready(name, data, cfg, cpu)
     gens = Streams(0, cpu)
     idx = torch.arange(64)
     loss, logs = method.loss(Batch(data.train[idx], idx), gens)
@@ -35,25 +53,22 @@ def test_method_contract(name, tiny_cfg, cpu):
     with counting(method.net) as c:
         out = method.sample(x0)
     assert out.x.shape == (100, 2)
-    assert c.calls == out.nfe  # counted, not declared
-    if name.startswith("fm-euler"):
-        assert out.nfe == int(name.removeprefix("fm-euler"))
-    else:
-        assert out.nfe == 1
+    assert c.calls == out.nfe == expected_nfe(name)  # counted, not declared
 
 
-@pytest.mark.parametrize("name", ["naive-map", "otnfm-online", "fm-euler4"])
+@pytest.mark.parametrize("name", ["naive-map", "otnfm-online", "fm-euler4", "meanflow",
+                                  "shortcut-2step", "reflow"])
 def test_same_seed_same_samples(name, tiny_cfg, cpu):
     cfg = tiny_cfg()
     outs = []
     for _ in range(2):
         data = _data(cfg, cpu)
-        method = build_method(name, data, cfg, cpu, seed=0)
+        method = ready(name, data, cfg, cpu)
         train(method, data, cfg.train, Streams(0, cpu))
         outs.append(generate(method, data.source(50, Streams(0, cpu)["eval"]), 50)[0])
     assert torch.equal(outs[0], outs[1])
     data = _data(cfg, cpu, seed=1)
-    method = build_method(name, data, cfg, cpu, seed=1)
+    method = ready(name, data, cfg, cpu, seed=1)
     train(method, data, cfg.train, Streams(1, cpu))
     assert not torch.equal(outs[0], generate(method, data.source(50, Streams(1, cpu)["eval"]),
                                              50)[0])

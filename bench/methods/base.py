@@ -78,6 +78,11 @@ class Method(nn.Module):
     def sample(self, x0: torch.Tensor) -> SampleOut:
         raise NotImplementedError
 
+    def prepare(self, teacher: Method, n_pairs: int, gens: Streams,
+                batch_size: int) -> dict[str, float]:
+        """Hook for methods registered with ``teacher=...`` (runs before training)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take a teacher")
+
     def extra_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """Training state outside the parameters (e.g. the online-OT bank), for checkpoints."""
         return {"coupling": self.coupling.state_dict()} if self.coupling is not None else {}

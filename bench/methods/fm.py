@@ -1,9 +1,12 @@
-"""Flow matching (Lipman et al., ICLR 2023; Liu et al., ICLR 2023) sampled with N Euler steps.
+"""Flow matching (Lipman et al., ICLR 2023; Liu et al., ICLR 2023) sampled with N Euler steps,
+and OT-CFM (Tong et al., TMLR 2024): the same regression on exact minibatch-OT pairs (the same
+``MinibatchOT`` coupling object as ``otnfm-minibatch``), sampled the same way.
 
 The velocity v(x_t, t) is regressed onto x1 - x0 along the straight path with independent
 pairs. The interpolation and the Euler sampler are the ``rectified-flow`` package's
 (``RectifiedFlow.get_interpolation``, ``EulerSampler``). ``fm-euler{N}`` for every N share one
-training recipe ("fm"), so one checkpoint is trained and evaluated at every NFE.
+training recipe ("fm"), so one checkpoint is trained and evaluated at every NFE; likewise
+``otcfm-euler{N}`` share "otcfm".
 """
 
 from __future__ import annotations
@@ -54,17 +57,19 @@ class FlowMatching(Method):
         return SampleOut(sampler.x_t, nfe=self.steps)
 
 
-def _register_euler(n: int) -> None:
+def _register_euler(family: str, coupling: str, n: int, paper: str) -> None:
     def factory(ctx: BuildContext) -> Method:
-        return FlowMatching(ctx.net(time_inputs=1), ctx.coupling("independent"),
-                            ctx.data.shape, steps=n)
+        return FlowMatching(ctx.net(time_inputs=1), ctx.coupling(coupling), ctx.data.shape,
+                            steps=n)
 
     register_method(
-        f"fm-euler{n}", recipe="fm",
-        help=f"Flow matching (independent pairs), {n} Euler step{'s' if n > 1 else ''} "
-             f"(shares the 'fm' checkpoint)",
+        f"{family}-euler{n}", recipe=family,
+        help=f"{paper}, {n} Euler step{'s' if n > 1 else ''} (shares the '{family}' checkpoint)",
     )(factory)
 
 
 for _n in EULER_STEPS:
-    _register_euler(_n)
+    _register_euler("fm", "independent", _n, "Flow matching (independent pairs)")
+for _n in EULER_STEPS:
+    _register_euler("otcfm", "minibatch-ot", _n,
+                    "OT-CFM (Tong et al., TMLR 2024; minibatch-OT pairs)")
