@@ -155,25 +155,80 @@ def run_cmd(
             console.print(f"# run {p['dataset']} {p['method']} seed {p['seed']} "
                           f"(recipe {p['recipe']}, config {p['config_hash']})")
         return
-    console.print(f"[bold]{cfg.name}[/]: {len(runner.methods)} method(s) × "
-                  f"{len(runner.datasets)} dataset(s) × {len(cfg.seeds)} seed(s) on {dev} → "
-                  f"{out_dir / RECORDS_FILE}")
-    progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                        TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.4f}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                        transient=True)
-    runner.reporter = RichReporter(progress)
-    with progress:
-        written = runner.run()
+    written = _execute(runner, out_dir)
     if not written:
         console.print("Nothing to do: every run already has an ok record (use --force to rerun).")
         return
+    _finish(written, out_dir)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.4f}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                    transient=True)
+
+
+def _execute(runner, out_dir: Path, label: str = "") -> list[RunRecord]:
+    cfg = runner.cfg
+    console.print(f"[bold]{cfg.name}[/]{label}: {len(runner.methods)} method(s) × "
+                  f"{len(runner.datasets)} dataset(s) × {len(cfg.seeds)} seed(s) on "
+                  f"{runner.device} → {out_dir / RECORDS_FILE}")
+    progress = _progress()
+    runner.reporter = RichReporter(progress)
+    with progress:
+        return runner.run()
+
+
+def _finish(written: list[RunRecord], out_dir: Path) -> None:
     console.print(_summary(written))
     failed = [r for r in written if r.status != "ok"]
     if failed:
         err_console.print(f"[red]{len(failed)} of {len(written)} run(s) failed[/] "
                           f"(recorded with their reasons in {out_dir / RECORDS_FILE})")
         raise typer.Exit(1)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML suite with a 'sweep:' grid")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", "-s", help="Override a config key for every grid point (repeatable)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Results folder (default results/<suite name>)")] = None,
+    plugin: Annotated[list[Path] | None, typer.Option(help="Plugin files (repeatable)")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the grid, run nothing")] = False,
+    force: Annotated[bool, typer.Option(help="Re-run runs that already have an ok record")] = False,
+) -> None:
+    """Expand a grid of config values into runs; skip runs whose ok record exists."""
+    _setup(plugin)
+    from bench.config import expand_sweep
+    from bench.runner import Runner, pick_device
+
+    try:
+        points = expand_sweep(config, (set_ or []) + ([f"device={device}"] if device else []))
+        dev = pick_device(points[0][1].device)
+        out_dir = out or Path("results") / points[0][1].name
+        runners = [(assign, Runner(cfg, out_dir, dev, config_file=str(config), force=force,
+                                   sweep=assign)) for assign, cfg in points]
+    except (ConfigError, RegistryError, ValueError) as err:
+        _fail(str(err))
+    total = sum(len(r.plan()) for _, r in runners)
+    console.print(f"sweep {config}: {len(points)} grid point(s), {total} run(s) in all")
+    if dry_run:
+        for assign, r in runners:
+            console.print(f"# {assign or '(no grid keys)'}: {len(r.plan())} run(s)")
+        return
+    written: list[RunRecord] = []
+    for i, (assign, r) in enumerate(runners, 1):
+        label = f" [{i}/{len(runners)}] " + ", ".join(f"{k}={v}" for k, v in assign.items())
+        written += _execute(r, out_dir, label)
+    if not written:
+        console.print(f"Nothing to do: all {total} runs of this sweep already have ok records; "
+                      "nothing was trained (use --force to rerun).")
+        return
+    _finish(written, out_dir)
 
 
 def _sources(paths: list[Path]):
@@ -198,6 +253,18 @@ def _sources(paths: list[Path]):
     return out
 
 
+def _pairs(items: list[str] | None) -> list[tuple[str, str]] | None:
+    if not items:
+        return None
+    out = []
+    for item in items:
+        a, sep, b = item.partition(":")
+        if not sep or not a or not b:
+            _fail(f"--compare {item!r}: expected A:B, e.g. otnfm-online:fm-euler100")
+        out.append((a, b))
+    return out
+
+
 @app.command("report")
 def report_cmd(
     results: Annotated[list[Path] | None, typer.Argument(
@@ -205,6 +272,9 @@ def report_cmd(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Markdown file to write (figures go to <stem>/ beside it)")] = None,
     title: Annotated[str | None, typer.Option(help="Report title")] = None,
+    compare: Annotated[list[str] | None, typer.Option(
+        help="Paired comparison A:B over common seeds (repeatable; default: every method vs "
+             "fm-euler100 when present)")] = None,
     plugin: Annotated[list[Path] | None, typer.Option(help="Plugin files (for their metrics)")]
     = None,
 ) -> None:
@@ -216,7 +286,7 @@ def report_cmd(
     paths = results or [Path("results")]
     sources = _sources(paths)
     target = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "report.md"
-    render_report(sources, target, directions(), title=title)
+    render_report(sources, target, directions(), title=title, compare=_pairs(compare))
     n = sum(len(s.records) for s in sources)
     console.print(f"wrote {target} from {n} record(s) in {len(sources)} file(s)")
 

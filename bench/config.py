@@ -66,6 +66,24 @@ class CouplingConfig:
     #: exact assignment solver: ``pot``, ``scipy`` or ``auto`` (picked by dimension from the
     #: timings measured on these machines, see couplings.POT_MAX_DIM)
     solver: str = "auto"
+    #: OT couplings: points per exact assignment (0 = train.batch_size). Larger than the
+    #: training batch: more data is drawn and the loss uses a random train.batch_size subset of
+    #: the pairs; smaller: the batch is assigned in independent blocks. Only the coupling
+    #: changes, never the gradient batch.
+    batch_size: int = 0
+    #: consistency diagnostic: fixed probe noise points and OT trials per measurement
+    probes: int = 64
+    trials: int = 8
+    #: measurements of the consistency diagnostic during training (0 = off)
+    diagnostics: int = 5
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    #: ``linear`` | ``cosine`` | ``poly2`` | ``stochastic`` (bench/paths.py)
+    kind: str = "linear"
+    #: noise scale of the stochastic (Brownian bridge) path
+    sigma: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,7 @@ class Config:
     net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     coupling: CouplingConfig = field(default_factory=CouplingConfig)
+    path: PathConfig = field(default_factory=PathConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -226,13 +245,16 @@ def resolve(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     sets: list[str] | tuple[str, ...] = (),
+    raw: dict[str, Any] | None = None,
 ) -> Config:
-    """defaults <- YAML file <- ``overrides`` (CLI flags) <- ``--set`` items."""
-    raw: dict[str, Any] = {}
+    """defaults <- YAML file (or ``raw``) <- ``overrides`` (CLI flags) <- ``--set`` items."""
     where = "config"
+    raw = dict(raw or {})
     if path is not None:
-        raw = load_yaml(path)
+        raw = _merge(load_yaml(path), raw)
         where = str(path)
+        if "sweep" in raw:
+            raise ConfigError(f"{where}: has a 'sweep' grid; run it with `bench sweep --config`")
     if overrides:
         raw = _merge(raw, overrides)
     if sets:
@@ -256,8 +278,49 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"data.source: unknown source {cfg.data.source!r}; choices: gaussian, 8gmm"
         )
+    from bench.paths import KINDS
+
+    if cfg.path.kind not in KINDS:
+        raise ConfigError(f"path.kind: unknown path {cfg.path.kind!r}; choices: {', '.join(KINDS)}")
+    if cfg.coupling.batch_size < 0:
+        raise ConfigError("coupling.batch_size must be >= 0 (0 = train.batch_size)")
     if cfg.eval.timing_repeats < 1:
         raise ConfigError("eval.timing_repeats must be >= 1")
+
+
+SWEEP_LIST_KEYS = {"method": "methods", "seed": "seeds", "dataset": "datasets"}
+
+
+def expand_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()
+                 ) -> list[tuple[dict[str, Any], Config]]:
+    """A suite file with a ``sweep:`` mapping (dotted key -> list of values) -> one resolved
+    config per grid point, with the point's assignments. ``method``, ``seed`` and ``dataset``
+    lists become the suite's methods / seeds / datasets (the runner loops over those)."""
+    import itertools
+
+    raw = load_yaml(path)
+    grid = raw.pop("sweep", None)
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError(f"{path}: a sweep file needs a non-empty 'sweep:' mapping of "
+                          "key -> list of values")
+    axes: dict[str, list[Any]] = {}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: sweep.{key} must be a non-empty list")
+        if key in SWEEP_LIST_KEYS:
+            raw[SWEEP_LIST_KEYS[key]] = values
+        else:
+            axes[key] = values
+    points: list[tuple[dict[str, Any], Config]] = []
+    for combo in itertools.product(*axes.values()) if axes else [()]:
+        assign = dict(zip(axes, combo, strict=True))
+        point = json.loads(json.dumps(raw))
+        for key, value in assign.items():
+            _set_nested(point, key, value, f"{path}: sweep.{key}")
+        cfg = from_dict(Config, _merge(point, parse_set(sets)), f"{path} (sweep {assign})")
+        validate(cfg)
+        points.append((assign, cfg))
+    return points
 
 
 def stable_hash(obj: Any, n: int = 12) -> str:

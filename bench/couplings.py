@@ -87,11 +87,21 @@ def solve_assignment(cost: np.ndarray, solver: str) -> np.ndarray:
     raise ValueError(f"unknown OT solver {solver!r}; choices: {', '.join(SOLVERS)}")
 
 
-def ot_permutation(x1: torch.Tensor, x0: torch.Tensor, solver: str) -> tuple[torch.Tensor, float]:
-    """Permutation ``perm`` so that (x0[perm], x1) is an exact OT pairing; also solver seconds."""
+def ot_permutation(x1: torch.Tensor, x0: torch.Tensor, solver: str,
+                   block: int = 0) -> tuple[torch.Tensor, float]:
+    """Permutation ``perm`` so that (x0[perm], x1) is an exact OT pairing; also solver seconds.
+
+    With ``0 < block < len(x1)`` the rows are cut into consecutive blocks of ``block`` points
+    and each block is assigned exactly within itself (OT at a smaller batch size).
+    """
     start = time.perf_counter()
-    c = cost_matrix(x1.double(), x0.double()).cpu().numpy()
-    perm = solve_assignment(c, solver)
+    n = x1.shape[0]
+    step = block if 0 < block < n else n
+    perm = np.empty(n, dtype=np.int64)
+    for i in range(0, n, step):
+        j = min(n, i + step)
+        c = cost_matrix(x1[i:j].double(), x0[i:j].double()).cpu().numpy()
+        perm[i:j] = solve_assignment(c, solver) + i
     return torch.as_tensor(perm, device=x0.device), time.perf_counter() - start
 
 
@@ -106,12 +116,35 @@ class Coupling(ABC):
     @abstractmethod
     def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs: ...
 
+    def data_batch_size(self, train_batch: int) -> int:
+        """How many data points to draw per step for a training batch of ``train_batch``."""
+        return train_batch
+
+    def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
+                      gen: torch.Generator) -> torch.Tensor:
+        """The data points this coupling pairs with the noise points ``probes`` [K, *shape]
+        right now (one draw). Repeated draws measure the coupling's consistency: the
+        variance of a probe's targets is the regression-target variance a model faces at
+        that noise point. Default: independent pairing, a random data point each."""
+        rows = torch.randint(0, data.shape[0], (probes.shape[0],), generator=gen,
+                             device=gen.device).to(data.device)
+        return data[rows]
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if state:
             raise ValueError(f"{self.name} coupling has no state, got keys {sorted(state)}")
+
+
+def _subset(pairs: Pairs, n: int, gen: torch.Generator) -> Pairs:
+    """A random ``n`` of the pairs (all of them when n >= their number)."""
+    if n >= pairs.x1.shape[0]:
+        return pairs
+    keep = torch.randperm(pairs.x1.shape[0], generator=gen, device=gen.device)[:n]
+    keep = keep.to(pairs.x1.device)
+    return Pairs(pairs.x0[keep], pairs.x1[keep], pairs.stats)
 
 
 class Independent(Coupling):
@@ -135,19 +168,46 @@ class MinibatchOT(Coupling):
 
     name = "minibatch-ot"
 
-    def __init__(self, source: SourceFn, solver: str = "auto") -> None:
+    def __init__(self, source: SourceFn, solver: str = "auto", ot_batch: int = 0) -> None:
         super().__init__(source)
         self.solver = solver
+        #: points per assignment (0: the training batch). Larger: more data is drawn and the
+        #: loss gets a random training-batch subset of the pairs; smaller: the batch is
+        #: assigned in independent blocks. Either way the gradient batch stays the same.
+        self.ot_batch = ot_batch
+        self._train_batch: int | None = None
+
+    def data_batch_size(self, train_batch: int) -> int:
+        self._train_batch = train_batch
+        return max(train_batch, self.ot_batch)
+
+    def _solve(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, float, str]:
+        solver = pick_solver(self.solver, x1[0].numel())
+        perm, seconds = ot_permutation(x1, x0, solver, self.ot_batch)
+        return perm, seconds, solver
 
     def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
         x0 = self.source(x1.shape[0], gen)
-        solver = pick_solver(self.solver, x1[0].numel())
-        perm, seconds = ot_permutation(x1, x0, solver)
+        perm, seconds, solver = self._solve(x0, x1)
         x0p = x0[perm]
-        return Pairs(x0p, x1, {
+        pairs = Pairs(x0p, x1, {
             "cost": pair_cost(x0p, x1), "cost_independent": independent_cost(x0, x1),
             "solver_seconds": seconds, f"solver_{solver}": 1.0,
         })
+        return _subset(pairs, self._train_batch or x1.shape[0], gen)
+
+    def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
+                      gen: torch.Generator) -> torch.Tensor:
+        """Probes placed in a fresh OT batch (rest fresh noise, data drawn at random)."""
+        n = max(self.ot_batch or self._train_batch or 0, probes.shape[0])
+        rows = torch.randperm(data.shape[0], generator=gen, device=gen.device)[:n]
+        x1 = data[rows.to(data.device)]
+        x0 = torch.cat([probes, self.source(n - probes.shape[0], gen)])
+        perm, _, _ = self._solve(x0, x1)
+        # perm[i] = noise row paired with data row i; invert to find each probe's data row
+        inv = torch.empty_like(perm)
+        inv[perm] = torch.arange(n, device=perm.device)
+        return x1[inv[: probes.shape[0]]]
 
 
 class OnlineOT(Coupling):
@@ -161,14 +221,24 @@ class OnlineOT(Coupling):
 
     name = "online-ot"
 
-    def __init__(self, source: SourceFn, n_train: int, solver: str = "auto") -> None:
+    def __init__(self, source: SourceFn, n_train: int, solver: str = "auto",
+                 ot_batch: int = 0) -> None:
         super().__init__(source)
         self.n_train = n_train
         self.solver = solver
+        self.ot_batch = ot_batch
+        self._train_batch: int | None = None
         self.bank: torch.Tensor | None = None
+        #: ids[i] = which initial noise vector sits at bank slot i (tracks noise as it moves)
+        self.ids: torch.Tensor | None = None
+
+    def data_batch_size(self, train_batch: int) -> int:
+        self._train_batch = train_batch
+        return max(train_batch, self.ot_batch)
 
     def init_bank(self, gen: torch.Generator) -> None:
         self.bank = self.source(self.n_train, gen)
+        self.ids = torch.arange(self.n_train, device=self.bank.device)
 
     def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
         if self.bank is None:
@@ -178,15 +248,32 @@ class OnlineOT(Coupling):
             self.bank = self.bank.to(x1.device)
         x0 = self.bank[idx]
         solver = pick_solver(self.solver, x1[0].numel())
-        perm, seconds = ot_permutation(x1, x0, solver)
+        perm, seconds = ot_permutation(x1, x0, solver, self.ot_batch)
         x0p = x0[perm]
         self.bank[idx] = x0p
+        if self.ids is None or self.ids.device != idx.device:
+            self.ids = (torch.arange(self.n_train) if self.ids is None else self.ids).to(
+                idx.device)
+        self.ids[idx] = self.ids[idx][perm]
+        # with permutation epochs, the batch share reassigned averages to the share of the
+        # bank reassigned per epoch
         moved = float((perm != torch.arange(len(perm), device=perm.device)).float().mean())
-        return Pairs(x0p, x1, {
+        pairs = Pairs(x0p, x1, {
             "cost": pair_cost(x0p, x1), "cost_before": pair_cost(x0, x1),
             "cost_independent": independent_cost(x0, x1), "solver_seconds": seconds,
             "reassigned": moved, f"solver_{solver}": 1.0,
         })
+        return _subset(pairs, self._train_batch or x1.shape[0], gen)
+
+    def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
+                      gen: torch.Generator) -> torch.Tensor:
+        """The online coupling's probes are its own first K noise vectors, followed as they
+        move through the bank; their targets are the data points they currently sit with."""
+        if self.ids is None:
+            raise RuntimeError("online-ot bank is not initialised")
+        pos = torch.empty_like(self.ids)
+        pos[self.ids] = torch.arange(self.n_train, device=self.ids.device)
+        return data[pos[: probes.shape[0]].to(data.device)]
 
     def bank_cost(self, data: torch.Tensor) -> float:
         """Mean pair cost over the whole bank (bank[i] paired with training point i)."""
@@ -194,7 +281,9 @@ class OnlineOT(Coupling):
         return pair_cost(self.bank, data)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {} if self.bank is None else {"bank": self.bank.detach().cpu().clone()}
+        if self.bank is None or self.ids is None:
+            return {}
+        return {"bank": self.bank.detach().cpu().clone(), "ids": self.ids.cpu().clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         bank = state.get("bank")
@@ -203,3 +292,5 @@ class OnlineOT(Coupling):
                 f"online-ot bank has {bank.shape[0]} entries, the training set {self.n_train}"
             )
         self.bank = None if bank is None else bank.clone()
+        ids = state.get("ids")
+        self.ids = None if ids is None else ids.clone()

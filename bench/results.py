@@ -31,6 +31,8 @@ class RunRecord:
     error: str | None = None
     schema: int = SCHEMA_VERSION
     suite: str = ""
+    #: the sweep grid point this run belongs to (dotted config key -> value), if any
+    sweep: dict[str, Any] = field(default_factory=dict)
     config_file: str | None = None
     recipe: str = ""
     config: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +49,8 @@ class RunRecord:
     coupling_seconds: float = 0.0
     #: parts of train_seconds for methods with a teacher (teacher, pair generation, student)
     train_breakdown: dict[str, float] = field(default_factory=dict)
+    #: consistency of the coupling (trainer.ConsistencyProbe): target_var_ratio, draws, probes
+    coupling_diagnostics: dict[str, float] = field(default_factory=dict)
     checkpoint: str | None = None
     checkpoint_reused: bool = False
     net_params: int = 0

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from bench.config import Config, stable_hash, to_dict
+from bench.config import Config, ConfigError, stable_hash, to_dict
 from bench.datasets.base import DataBundle
 from bench.evaluate import compute_metrics, generate, time_sampling
 from bench.methods.base import BuildContext, Method
@@ -64,12 +64,43 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def split_dataset(key: str) -> tuple[str, str | None]:
+    """``"moons@8gmm"`` -> ("moons", "8gmm"): a dataset with its own source distribution."""
+    name, _, source = key.partition("@")
+    return name, (source or None)
+
+
+def expand_datasets(patterns: tuple[str, ...] | list[str]) -> list[str]:
+    """Names, globs and ``name@source`` keys -> dataset keys (unknown names raise)."""
+    out: list[str] = []
+    for pat in patterns:
+        name, source = split_dataset(pat)
+        if source is None:
+            keys = DATASETS.match([name])
+        else:
+            DATASETS.entry(name)
+            if source not in ("gaussian", "8gmm"):
+                raise ConfigError(f"dataset {pat!r}: unknown source {source!r}; "
+                                  "choices: gaussian, 8gmm")
+            keys = [pat]
+        out += [k for k in keys if k not in out]
+    return out
+
+
+def dataset_config(cfg: Config, dataset: str) -> Config:
+    """``cfg`` with ``data.name`` (and ``data.source`` for ``name@source`` keys) filled in."""
+    name, source = split_dataset(dataset)
+    data = dataclasses.replace(cfg.data, name=dataset)
+    if source:
+        data = dataclasses.replace(data, source=source)
+    return dataclasses.replace(cfg, data=data)
+
+
 def run_config(cfg: Config, method: str, dataset: str) -> dict[str, Any]:
     """The resolved config of one run (everything that can change its numbers but the seed)."""
-    d = to_dict(cfg)
+    d = to_dict(dataset_config(cfg, dataset))
     for key in ("name", "methods", "datasets", "seeds", "device"):
         d.pop(key)
-    d["data"]["name"] = dataset
     d["method"] = method
     d["recipe"] = recipe_of(method)
     teacher = METHODS.entry(method).meta.get("teacher")
@@ -109,7 +140,9 @@ class Trained:
 class Runner:
     def __init__(self, cfg: Config, out: str | Path, device: torch.device, *,
                  config_file: str | None = None, force: bool = False,
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None,
+                 sweep: dict[str, Any] | None = None) -> None:
+        self.sweep = dict(sweep or {})
         self.cfg = cfg
         self.out = Path(out)
         self.device = device
@@ -118,7 +151,7 @@ class Runner:
         self.reporter: Reporter = reporter or SilentReporter()
         self.records_path = self.out / RECORDS_FILE
         self.methods = METHODS.match(cfg.methods)
-        self.datasets = DATASETS.match(cfg.datasets)
+        self.datasets = expand_datasets(cfg.datasets)
         if cfg.eval.metrics:
             METRICS.match(cfg.eval.metrics)  # an unknown metric fails before any training
         self.commit = git_commit()
@@ -154,6 +187,7 @@ class Runner:
         return RunRecord(
             method=method, dataset=dataset, seed=seed, status="running",
             run_id=f"{dataset}.{method}.s{seed}.{chash[:8]}", suite=self.cfg.name,
+            sweep=self.sweep,
             config_file=self.config_file, recipe=run_cfg["recipe"], config=run_cfg,
             config_hash=chash, recipe_hash=recipe_hash(run_cfg), git_commit=self.commit,
             versions=self.versions, device=str(self.device), started_at=now(),
@@ -188,7 +222,9 @@ class Runner:
             return []
         out: list[RunRecord] = []
         try:
-            data = DATASETS.get(dataset)(cfg.data, seed, self.device)
+            dcfg = dataset_config(cfg, dataset)
+            data = DATASETS.get(split_dataset(dataset)[0])(dcfg.data, seed, self.device)
+            data.name = dataset
         except Exception as err:  # a dataset that cannot load fails every run on it
             for m in todo:
                 rec = self._base_record(m, dataset, seed, run_config(cfg, m, dataset), None)
@@ -204,9 +240,9 @@ class Runner:
         return out
 
     def _floor_config(self, dataset: str) -> dict[str, Any]:
-        d = to_dict(self.cfg)
-        return {"method": FLOOR_METHOD, "recipe": FLOOR_METHOD,
-                "data": {**d["data"], "name": dataset}, "eval": d["eval"]}
+        d = to_dict(dataset_config(self.cfg, dataset))
+        return {"method": FLOOR_METHOD, "recipe": FLOOR_METHOD, "data": d["data"],
+                "eval": d["eval"]}
 
     def _floor(self, data: DataBundle, seed: int, floor_cfg: dict[str, Any]) -> RunRecord:
         """Held-out data scored as if it were samples: what a perfect generator would get."""
@@ -249,7 +285,8 @@ class Runner:
                                             self.cfg.eval.batch_size))
         self.reporter.start(f"{data.name} · {run_cfg['recipe']} · seed {seed}",
                             self.cfg.train.steps)
-        result, ema = train(method, data, self.cfg.train, gens, on_step=self.reporter.advance)
+        result, ema = train(method, data, self.cfg.train, gens, on_step=self.reporter.advance,
+                            coupling_cfg=self.cfg.coupling)
         if breakdown:
             breakdown["student_seconds"] = result.seconds
             result.seconds = sum(breakdown.values())
@@ -287,6 +324,7 @@ class Runner:
         rec.checkpoint, rec.checkpoint_reused = str(trained.path), trained.reused
         rec.net_params = trained.state["net_params"]
         rec.train_breakdown = tr.get("breakdown", {})
+        rec.coupling_diagnostics = tr.get("diagnostics", {})
         try:
             method = self._load_method(name, data, seed, trained)
             ecfg = self.cfg.eval

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from bench.config import TrainConfig
+from bench.config import CouplingConfig, TrainConfig
 from bench.datasets.base import DataBundle
 from bench.methods.base import Batch, Method
 from bench.seeding import Streams
@@ -84,14 +84,52 @@ class TrainResult:
     final_loss: float
     #: one dict per ``log_every`` window: step, loss and the coupling's averaged statistics
     history: list[dict[str, float]] = field(default_factory=list)
+    #: coupling consistency: ``target_var_ratio`` = mean over probe noise points of the variance
+    #: of the data points the coupling assigns them (over repeated draws in the second half of
+    #: training) / the data's total variance. 1: as random as independent pairs; 0: each noise
+    #: point always gets the same target (a deterministic map exists).
+    diagnostics: dict[str, float] = field(default_factory=dict)
     #: for methods with a teacher: teacher_seconds, pairs_seconds, student_seconds (all in
     #: ``seconds``)
     breakdown: dict[str, float] = field(default_factory=dict)
 
 
+class ConsistencyProbe:
+    """Collects the coupling's targets for fixed probe noise points during training."""
+
+    def __init__(self, method: Method, data: DataBundle, cfg: CouplingConfig, steps: int,
+                 gens: Streams) -> None:
+        self.coupling = method.coupling
+        self.data = data.train
+        self.cfg = cfg
+        self.gen = gens["probes"]
+        self.probes = data.source(cfg.probes, self.gen)
+        n = cfg.diagnostics if self.coupling is not None and cfg.probes > 0 else 0
+        # measured in the second half of training, where the coupling has settled
+        self.at = {max(1, round(steps * (0.5 + 0.5 * (i + 1) / n))) for i in range(n)}
+        self.targets: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def maybe_measure(self, step: int) -> None:
+        if step not in self.at or self.coupling is None:
+            return
+        for _ in range(self.cfg.trials):
+            self.targets.append(self.coupling.probe_targets(self.probes, self.data, self.gen))
+
+    def result(self) -> dict[str, float]:
+        if len(self.targets) < 2:
+            return {}
+        t = torch.stack(self.targets).flatten(2).double()  # [draws, K, d]
+        per_probe = t.var(0).sum(-1)  # total variance of each probe's targets
+        data_var = self.data.flatten(1).double().var(0).sum()
+        return {"target_var_ratio": float(per_probe.mean() / data_var),
+                "draws": float(t.shape[0]), "probes": float(t.shape[1])}
+
+
 def train(
     method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
     on_step: Callable[[int, float], None] | None = None,
+    coupling_cfg: CouplingConfig | None = None,
 ) -> tuple[TrainResult, EMA | None]:
     """Train ``method`` on ``data.train`` for ``cfg.steps`` steps; returns the result and EMA."""
     device = data.train.device
@@ -99,12 +137,17 @@ def train(
     opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     ema = EMA(method, cfg.ema) if cfg.ema > 0 else None
-    batches = batch_indices(data.train.shape[0], cfg.batch_size, gens["data"], device)
+    bs = cfg.batch_size
+    if method.coupling is not None:
+        bs = method.coupling.data_batch_size(cfg.batch_size)
+    batches = batch_indices(data.train.shape[0], bs, gens["data"], device)
+    probe = ConsistencyProbe(method, data, coupling_cfg or CouplingConfig(), cfg.steps, gens)
     history: list[dict[str, float]] = []
     window: dict[str, float] = {}
     count = 0
     coupling_seconds = 0.0
     last = float("nan")
+    diag_seconds = 0.0
     start = time.perf_counter()
     for step in range(cfg.steps):
         idx = next(batches)
@@ -124,11 +167,20 @@ def train(
         for k, v in {"loss": last, **logs}.items():
             window[k] = window.get(k, 0.0) + float(v)
         count += 1
+        diag_start = time.perf_counter()  # diagnostics are excluded from the training time
         if count == cfg.log_every or step == cfg.steps - 1:
-            history.append({"step": step + 1, **{k: v / count for k, v in window.items()}})
+            row = {"step": step + 1, **{k: v / count for k, v in window.items()}}
+            bank_cost = getattr(method.coupling, "bank_cost", None)
+            if bank_cost is not None:  # online OT: mean cost of the whole bank over time
+                row["bank_cost"] = bank_cost(data.train)
+            history.append(row)
             window, count = {}, 0
+        probe.maybe_measure(step + 1)
+        diag_seconds += time.perf_counter() - diag_start
         if on_step is not None:
             on_step(step + 1, last)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - diag_seconds
     method.eval()
-    return TrainResult(cfg.steps, seconds, coupling_seconds, last, history), ema
+    result = TrainResult(cfg.steps, seconds, coupling_seconds, last, history)
+    result.diagnostics = {**probe.result(), "diagnostics_seconds": diag_seconds}
+    return result, ema

@@ -51,5 +51,12 @@ def test_config_is_frozen_and_hash_stable():
 def test_shipped_configs_resolve():
     from pathlib import Path
 
-    for f in sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml")):
-        resolve(f)
+    from bench.config import expand_sweep, load_yaml
+
+    files = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
+    assert len(files) >= 5
+    for f in files:
+        if "sweep" in load_yaml(f):
+            assert len(expand_sweep(f)) >= 2
+        else:
+            resolve(f)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from bench.couplings import Coupling, Independent, MinibatchOT, OnlineOT
+from bench.paths import expand_t  # noqa: F401  (re-exported for methods)
 
 if TYPE_CHECKING:
     from bench.config import Config
@@ -52,15 +53,23 @@ class BuildContext:
 
         return build_net(self.data.shape, self.data.kind, self.cfg.net, time_inputs)
 
+    def require_linear_path(self, method: str) -> None:
+        """For methods whose identities assume the straight path (MeanFlow, shortcut)."""
+        if self.cfg.path.kind != "linear":
+            raise ValueError(f"{method} is defined on the linear path only, "
+                             f"got path.kind={self.cfg.path.kind!r}")
+
     def coupling(self, kind: str) -> Coupling:
         """``independent`` | ``minibatch-ot`` | ``online-ot`` over this dataset's source."""
         src, solver = self.data.source, self.cfg.coupling.solver
+        ot_batch = self.cfg.coupling.batch_size
         if kind == "independent":
             return Independent(src)
         if kind == "minibatch-ot":
-            return MinibatchOT(src, solver)
+            return MinibatchOT(src, solver, ot_batch=ot_batch)
         if kind == "online-ot":
-            return OnlineOT(src, n_train=self.data.train.shape[0], solver=solver)
+            return OnlineOT(src, n_train=self.data.train.shape[0], solver=solver,
+                            ot_batch=ot_batch)
         raise ValueError(
             f"unknown coupling {kind!r}; choices: independent, minibatch-ot, online-ot")
 
@@ -90,11 +99,6 @@ class Method(nn.Module):
     def load_extra_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
         if self.coupling is not None:
             self.coupling.load_state_dict(state.get("coupling", {}))
-
-
-def expand_t(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """[B] -> [B, 1, ..., 1] broadcastable against ``x``."""
-    return t.reshape(-1, *([1] * (x.dim() - 1)))
 
 
 def uniform_t(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:

@@ -2,9 +2,10 @@
 and OT-CFM (Tong et al., TMLR 2024): the same regression on exact minibatch-OT pairs (the same
 ``MinibatchOT`` coupling object as ``otnfm-minibatch``), sampled the same way.
 
-The velocity v(x_t, t) is regressed onto x1 - x0 along the straight path with independent
-pairs. The interpolation and the Euler sampler are the ``rectified-flow`` package's
-(``RectifiedFlow.get_interpolation``, ``EulerSampler``). ``fm-euler{N}`` for every N share one
+The velocity v(x_t, t) is regressed onto dx_t/dt along the configured path (``path.kind``;
+the straight line by default, target x1 - x0) with independent pairs. The path is
+``bench.paths`` (shared with the neural flows, so a path ablation changes one thing); the
+sampler is the ``rectified-flow`` package's ``EulerSampler``. ``fm-euler{N}`` for every N share one
 training recipe ("fm"), so one checkpoint is trained and evaluated at every NFE; likewise
 ``otcfm-euler{N}`` share "otcfm".
 """
@@ -17,8 +18,10 @@ from rectified_flow.rectified_flow import RectifiedFlow
 from rectified_flow.samplers import EulerSampler
 from torch import nn
 
+from bench.config import PathConfig
 from bench.couplings import Coupling
 from bench.methods.base import Batch, BuildContext, Method, SampleOut, uniform_t
+from bench.paths import interpolate
 from bench.registry import register_method
 from bench.seeding import Streams
 
@@ -26,13 +29,14 @@ EULER_STEPS = (1, 2, 4, 10, 100)
 
 
 class FlowMatching(Method):
-    """Velocity v(x_t, t); loss |v(x_t, t) - (x1 - x0)|^2 (rectified-flow's straight interp)."""
+    """Velocity v(x_t, t); loss |v(x_t, t) - dx_t/dt|^2 along ``path`` (straight: x1 - x0)."""
 
     def __init__(self, net: nn.Module, coupling: Coupling, shape: tuple[int, ...],
-                 steps: int) -> None:
+                 steps: int, path: PathConfig | None = None) -> None:
         super().__init__()
         self.net, self.coupling, self.steps = net, coupling, steps
         self.shape = shape
+        self.path = path or PathConfig()
         self._rf_cache: dict[torch.device, RectifiedFlow] = {}
 
     def _rf(self, device: torch.device) -> RectifiedFlow:
@@ -44,8 +48,9 @@ class FlowMatching(Method):
 
     def loss(self, batch: Batch, gens: Streams) -> tuple[torch.Tensor, dict[str, float]]:
         pairs = self.coupling.pair(batch.x1, batch.idx, gens["noise"])
-        t = uniform_t(batch.x1.shape[0], gens["time"], batch.x1.device)
-        xt, dxt = self._rf(batch.x1.device).get_interpolation(pairs.x0, pairs.x1, t)
+        t = uniform_t(pairs.x1.shape[0], gens["time"], pairs.x1.device)
+        xt, dxt = interpolate(self.path.kind, pairs.x0, pairs.x1, t, gens["time"],
+                              self.path.sigma)
         return F.mse_loss(self.net(xt, t), dxt), pairs.stats
 
     @torch.no_grad()
@@ -60,7 +65,7 @@ class FlowMatching(Method):
 def _register_euler(family: str, coupling: str, n: int, paper: str) -> None:
     def factory(ctx: BuildContext) -> Method:
         return FlowMatching(ctx.net(time_inputs=1), ctx.coupling(coupling), ctx.data.shape,
-                            steps=n)
+                            steps=n, path=ctx.cfg.path)
 
     register_method(
         f"{family}-euler{n}", recipe=family,

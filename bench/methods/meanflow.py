@@ -88,6 +88,7 @@ def _register(steps: int) -> None:
     name = "meanflow" if steps == 1 else f"meanflow-{steps}step"
 
     def factory(ctx: BuildContext) -> Method:
+        ctx.require_linear_path(name)
         return MeanFlow(ctx.net(time_inputs=2), ctx.coupling("independent"), steps)
 
     register_method(name, recipe="meanflow",

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.config import PathConfig
 from bench.couplings import Coupling
 from bench.methods.base import Batch, BuildContext, Method, SampleOut, expand_t, uniform_t
+from bench.paths import interpolate
 from bench.registry import register_method
 from bench.seeding import Streams
 
@@ -39,13 +41,15 @@ class NaiveMap(Method):
 class NeuralFlow(Method):
     """F(x0, t) = x0 + t * g(x0, t), so F(x0, 0) = x0 exactly.
 
-    Loss: E_t,(x0,x1)~coupling |F(x0, t) - x_t|^2 with x_t = (1 - t) x0 + t x1, t ~ U[0, 1].
-    Sample: x = F(z, 1), one network evaluation.
+    Loss: E_t,(x0,x1)~coupling |F(x0, t) - x_t|^2 with x_t on ``path`` (default the straight
+    line (1 - t) x0 + t x1), t ~ U[0, 1]. Sample: x = F(z, 1), one network evaluation.
     """
 
-    def __init__(self, net: nn.Module, coupling: Coupling) -> None:
+    def __init__(self, net: nn.Module, coupling: Coupling,
+                 path: PathConfig | None = None) -> None:
         super().__init__()
         self.net, self.coupling = net, coupling
+        self.path = path or PathConfig()
 
     def flow(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """F(x0, t) for x0: [B, *shape], t: [B]."""
@@ -55,8 +59,7 @@ class NeuralFlow(Method):
         pairs = self.coupling.pair(batch.x1, batch.idx, gens["noise"])
         x0, x1 = pairs.x0, pairs.x1
         t = uniform_t(x1.shape[0], gens["time"], x1.device)
-        tb = expand_t(t, x1)
-        xt = (1 - tb) * x0 + tb * x1
+        xt, _ = interpolate(self.path.kind, x0, x1, t, gens["time"], self.path.sigma)
         return F.mse_loss(self.flow(x0, t), xt), pairs.stats
 
     @torch.no_grad()
@@ -74,16 +77,16 @@ def naive_map(ctx: BuildContext) -> Method:
 @register_method("nfm-random")
 def nfm_random(ctx: BuildContext) -> Method:
     """Neural flow F(x0,t)=x0+t*g regressed onto x_t with independent pairs (collapses)."""
-    return NeuralFlow(ctx.net(time_inputs=1), ctx.coupling("independent"))
+    return NeuralFlow(ctx.net(time_inputs=1), ctx.coupling("independent"), ctx.cfg.path)
 
 
 @register_method("otnfm-minibatch")
 def otnfm_minibatch(ctx: BuildContext) -> Method:
     """OT-NFM: neural flow with exact minibatch OT pairs; one step F(z, 1)."""
-    return NeuralFlow(ctx.net(time_inputs=1), ctx.coupling("minibatch-ot"))
+    return NeuralFlow(ctx.net(time_inputs=1), ctx.coupling("minibatch-ot"), ctx.cfg.path)
 
 
 @register_method("otnfm-online")
 def otnfm_online(ctx: BuildContext) -> Method:
     """OT-NFM: neural flow with an online OT bank refined across batches (LOOM-CFM style)."""
-    return NeuralFlow(ctx.net(time_inputs=1), ctx.coupling("online-ot"))
+    return NeuralFlow(ctx.net(time_inputs=1), ctx.coupling("online-ot"), ctx.cfg.path)

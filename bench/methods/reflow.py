@@ -42,6 +42,12 @@ class FixedPairs(Coupling):
         return Pairs(a, b, {"cost": pair_cost(a, b), "cost_independent": independent_cost(a, b),
                             "solver_seconds": 0.0})
 
+    def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
+                      gen: torch.Generator) -> torch.Tensor:
+        """Fixed pairs: the first K pairs' targets never change (a perfectly consistent plan)."""
+        assert self.x1 is not None
+        return self.x1[: probes.shape[0]].to(data.device)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.x0 is None or self.x1 is None:
             return {}
@@ -73,7 +79,7 @@ def _register(steps: int) -> None:
 
     def factory(ctx: BuildContext) -> Method:
         return Reflow(ctx.net(time_inputs=1), FixedPairs(ctx.data.source), ctx.data.shape,
-                      steps=steps)
+                      steps=steps, path=ctx.cfg.path)
 
     register_method(name, recipe="reflow", teacher=TEACHER,
                     help=f"2-rectified flow (Liu et al., ICLR 2023): FM on pairs from the "

@@ -67,8 +67,9 @@ class Shortcut(Method):
         pred_sc = self.net(xt, t, 2 * d)
         loss_sc = F.mse_loss(pred_sc, target, reduction="sum")
         loss = (loss_fm + loss_sc) / x1.numel()
-        return loss, {**pairs.stats, "loss_fm": float(loss_fm) / max(1, xt[n_sc:].numel()),
-                      "loss_sc": float(loss_sc) / max(1, target.numel())}
+        return loss, {**pairs.stats,
+                      "loss_fm": float(loss_fm.detach()) / max(1, pred_fm.numel()),
+                      "loss_sc": float(loss_sc.detach()) / max(1, target.numel())}
 
     @torch.no_grad()
     def sample(self, x0: torch.Tensor) -> SampleOut:
@@ -84,6 +85,7 @@ def _register(steps: int) -> None:
     name = "shortcut" if steps == 1 else f"shortcut-{steps}step"
 
     def factory(ctx: BuildContext) -> Method:
+        ctx.require_linear_path(name)
         return Shortcut(ctx.net(time_inputs=2), ctx.coupling("independent"), steps)
 
     register_method(name, recipe="shortcut",

@@ -1,15 +1,17 @@
-"""Render run records into a Markdown report with tables (mean ± std over seeds) and plots."""
+"""Render run records into a Markdown report: tables (mean ± std and 95% CI over seeds),
+paired comparisons, sweep plots, coupling diagnostics and quality-vs-cost plots."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.report.plots import scatter_grid
-from bench.report.stats import fmt_num, summarize
+from bench.report import plots
+from bench.report.stats import Summary, fmt_num, paired, summarize
 from bench.results import RunRecord
 
 ARROWS = {"min": "↓", "max": "↑", "one": "→1"}
@@ -20,6 +22,9 @@ COST_COLUMNS = (
     ("coupling_seconds", "coupling s"),
     ("sample_ms_per_1k", "sample ms/1k"),
 )
+#: Metrics in the paired-comparison table and the plots (when present)
+KEY_METRICS = ("w2", "mmd", "var_ratio")
+DEFAULT_REFERENCE = "fm-euler100"
 
 
 @dataclass
@@ -40,6 +45,17 @@ def _metric_order(records: list[RunRecord], directions: dict[str, str]) -> list[
 def _header_name(metric: str, directions: dict[str, str]) -> str:
     arrow = ARROWS.get(directions.get(metric, ""), "")
     return f"{metric} {arrow}".strip()
+
+
+def _sweep_label(r: RunRecord) -> str:
+    return ", ".join(f"{k}={v}" for k, v in r.sweep.items())
+
+
+def _label(r: RunRecord) -> str:
+    """Table label of a (method, config) group."""
+    if r.method == FLOOR:
+        return "data (floor)"
+    return f"{r.method} · {_sweep_label(r)}" if r.sweep else r.method
 
 
 def _group(records: list[RunRecord]) -> dict[tuple[str, str, str], list[RunRecord]]:
@@ -69,8 +85,62 @@ def _data_line(r: RunRecord) -> str:
     return f"{r.dataset}: {shape} {info.get('description', '')}".strip()
 
 
+def _by_seed(runs: list[RunRecord], metric: str) -> dict[int, float]:
+    return {r.seed: r.metrics[metric] for r in runs if metric in r.metrics}
+
+
+def _main_table(keys, groups, metrics, directions) -> list[str]:
+    header = (["method", "seeds", "NFE"] + [_header_name(m, directions) for m in metrics]
+              + [h for _, h in COST_COLUMNS])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key in keys:
+        runs = sorted(groups[key], key=lambda r: r.seed)
+        row = [_label(runs[0]), str(len(runs)), _nfe_cell(runs)]
+        row += [summarize([r.metrics.get(m) for r in runs]).fmt(ci=True) for m in metrics]
+        if key[1] == FLOOR:
+            row += ["–"] * len(COST_COLUMNS)
+        else:
+            row += [summarize([getattr(r, f) for r in runs]).fmt() for f, _ in COST_COLUMNS]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _pairs_table(keys, groups, metrics, compare) -> list[str]:
+    """Paired differences A - B over the seeds both have, with 95% t-intervals."""
+    by_label = {_label(groups[k][0]): k for k in keys}
+    pairs = [(a, b) for a, b in compare if a in by_label and b in by_label]
+    metrics = [m for m in KEY_METRICS if m in metrics]
+    if not pairs or not metrics:
+        return []
+    lines = ["Paired over common seeds: mean difference A − B with its 95% interval; **bold** "
+             "where the interval excludes 0.", "",
+             "| A | B | seeds | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
+             "|" + "---|" * (3 + len(metrics))]
+    for a, b in pairs:
+        ra, rb = groups[by_label[a]], groups[by_label[b]]
+        cells = []
+        n = 0
+        for m in metrics:
+            s = paired(_by_seed(ra, m), _by_seed(rb, m))
+            n = s.n
+            cell = s.fmt(ci=True)
+            if s.n > 1 and (s.lo > 0 or s.hi < 0):
+                cell = f"**{cell}**"
+            cells.append(cell)
+        lines.append(f"| {a} | {b} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _default_compare(keys, groups) -> list[tuple[str, str]]:
+    labels = [_label(groups[k][0]) for k in keys if k[1] != FLOOR]
+    if DEFAULT_REFERENCE not in labels:
+        return []
+    return [(lab, DEFAULT_REFERENCE) for lab in labels if lab != DEFAULT_REFERENCE]
+
+
 def render_report(sources: list[Source], out: str | Path, directions: dict[str, str],
-                  title: str | None = None, plots: bool = True) -> str:
+                  title: str | None = None, plots_on: bool = True,
+                  compare: list[tuple[str, str]] | None = None) -> str:
     """Write ``out`` (Markdown) and its figures into ``<out stem>/``; returns the Markdown."""
     out = Path(out)
     fig_dir = out.parent / out.stem
@@ -95,11 +165,13 @@ def render_report(sources: list[Source], out: str | Path, directions: dict[str, 
         lines.append(f"\n**{skipped} malformed line(s) were skipped** while reading the records.")
     lines.append("")
     lines.append(
-        "Each cell is mean ± sample std over seeds (n = seeds column). ↓ lower is better, "
-        "↑ higher is better, →1 best at 1. NFE is counted by hooking the network during "
-        "sampling. `data` is held-out data scored as if it were samples: the floor a perfect "
-        "generator reaches at this sample size. Training and coupling seconds belong to the "
-        "checkpoint a method was evaluated from (the `fm-euler*` family shares one)."
+        "Each metric cell is mean ± sample std over seeds, then the 95% confidence interval of "
+        "the mean (Student t, n − 1 degrees of freedom; n = seeds column; a single seed says "
+        "so). ↓ lower is better, ↑ higher is better, →1 best at 1. NFE is counted by hooking "
+        "the network during sampling. `data` is held-out data scored as if it were samples: "
+        "the floor a perfect generator reaches at this sample size. Training and coupling "
+        "seconds belong to the checkpoint a method was evaluated from (the `fm-euler*` family "
+        "shares one; `reflow` includes its teacher and pair generation)."
     )
     lines.append("")
     groups = _group(ok)
@@ -112,34 +184,19 @@ def render_report(sources: list[Source], out: str | Path, directions: dict[str, 
             lines += [f"Metrics on {mi.get('n_samples')} samples against {mi.get('n_reference')} "
                       f"held-out points ({mi.get('features')}); W2 on {mi.get('w2_samples')} "
                       f"per side.", ""]
-        header = (["method", "seeds", "NFE"] + [_header_name(m, directions) for m in metrics]
-                  + [h for _, h in COST_COLUMNS])
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        keys = [k for k in groups if k[0] == dataset]
         order = _method_order([r.method for r in ds_records])
-        keys.sort(key=lambda k: (order.index(k[1]), k[2]))
-        multi_cfg = len({k[2] for k in keys if k[1] != FLOOR}) > len(
-            {k[1] for k in keys if k[1] != FLOOR})
-        for key in keys:
-            runs = sorted(groups[key], key=lambda r: r.seed)
-            name = f"{key[1]} ({key[2][:8]})" if multi_cfg else key[1]
-            if key[1] == FLOOR:
-                name = "data (floor)"
-            row = [name, str(len(runs)), _nfe_cell(runs)]
-            row += [summarize([r.metrics.get(m) for r in runs]).fmt() for m in metrics]
-            if key[1] == FLOOR:
-                row += ["–"] * len(COST_COLUMNS)
-            else:
-                row += [summarize([getattr(r, f) for r in runs]).fmt() for f, _ in COST_COLUMNS]
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
-        if plots:
-            fig = _scatter(ds_records, dataset, fig_dir, order, bases)
-            if fig is not None:
-                rel = fig.relative_to(out.parent)
-                lines += [f"![{dataset}: samples of each method (lowest seed)]({rel.as_posix()})",
-                          ""]
+        keys = [k for k in groups if k[0] == dataset]
+        keys.sort(key=lambda k: (order.index(k[1]), json.dumps(groups[k][0].sweep,
+                                                                sort_keys=True)))
+        lines += _main_table(keys, groups, metrics, directions) + [""]
+        pair_lines = _pairs_table(keys, groups, metrics,
+                                  compare if compare is not None
+                                  else _default_compare(keys, groups))
+        if pair_lines:
+            lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
+        lines += _diagnostics_table(keys, groups)
+        if plots_on:
+            lines += _figures(ds_records, dataset, fig_dir, out.parent, order, bases, keys, groups)
     if failed:
         lines += ["## Failed runs", "", "| run | error |", "|---|---|"]
         for r in failed:
@@ -161,14 +218,124 @@ def render_report(sources: list[Source], out: str | Path, directions: dict[str, 
     return text
 
 
+def _diagnostics_table(keys, groups) -> list[str]:
+    """Coupling consistency next to the collapse diagnostic, for runs that measured it."""
+    rows = []
+    for key in keys:
+        runs = groups[key]
+        tv = summarize([r.coupling_diagnostics.get("target_var_ratio") for r in runs])
+        if tv.n == 0:
+            continue
+        hist = [r.train_history for r in runs if r.train_history]
+        ratio = summarize([h[-1]["cost"] / h[-1]["cost_independent"] for h in hist
+                           if h[-1].get("cost_independent")])
+        reassigned = summarize([h[-1].get("reassigned") for h in hist])
+        vr = summarize([r.metrics.get("var_ratio") for r in runs])
+        rows.append(f"| {_label(runs[0])} | {tv.fmt(ci=True)} | {ratio.fmt()} | "
+                    f"{reassigned.fmt()} | {vr.fmt()} |")
+    if not rows:
+        return []
+    return ["### Coupling diagnostics", "",
+            "Target variance: for fixed probe noise points, the variance of the data points the "
+            "coupling pairs them with (repeated draws in the second half of training) over the "
+            "data's variance — 1 is as random as independent pairs, 0 a deterministic "
+            "assignment. Cost ratio: pair cost / independent-pair cost in the last logged "
+            "window. Reassigned: share of the online bank re-paired per epoch at the end.", "",
+            "| method | target variance ↓ | cost ratio ↓ | reassigned/epoch "
+            "| sample var_ratio →1 |",
+            "|---|---|---|---|---|", *rows, ""]
+
+
+def _summary_point(runs: list[RunRecord], metric: str) -> Summary:
+    return summarize([r.metrics.get(metric) for r in runs])
+
+
+def _figures(ds_records, dataset, fig_dir, root, order, bases, keys, groups) -> list[str]:
+    lines: list[str] = []
+
+    def link(path: Path, alt: str) -> None:
+        lines.extend([f"![{alt}]({path.relative_to(root).as_posix()})", ""])
+
+    fig = _scatter(ds_records, dataset, fig_dir, order, bases)
+    if fig is not None:
+        link(fig, f"{dataset}: samples of each method (lowest seed)")
+    sweeps = sorted({k for r in ds_records for k in r.sweep})
+    metric = "w2" if any("w2" in r.metrics for r in ds_records) else None
+    if metric and not sweeps:
+        series: dict[str, list] = defaultdict(list)
+        for key in keys:
+            runs = groups[key]
+            if key[1] == FLOOR or runs[0].nfe is None:
+                continue
+            s = _summary_point(runs, metric)
+            series[runs[0].recipe].append((
+                key[1], runs[0].nfe, summarize([r.sample_ms_per_1k for r in runs]).mean,
+                summarize([r.train_seconds for r in runs]).mean, s.mean, s.std))
+        if series:
+            link(plots.quality_vs_cost(series, metric, fig_dir / f"{dataset}_cost.png",
+                                       f"{dataset}: {metric} vs NFE, sampling and training time"),
+                 f"{dataset}: quality vs cost")
+    for skey in sweeps:
+        panels = []
+        for m, getter in (("w2", lambda r: r.metrics.get("w2")),
+                          ("var_ratio", lambda r: r.metrics.get("var_ratio")),
+                          ("target variance", lambda r: r.coupling_diagnostics.get(
+                              "target_var_ratio"))):
+            series = defaultdict(list)
+            for key in keys:
+                runs = groups[key]
+                if key[1] == FLOOR or skey not in runs[0].sweep:
+                    continue
+                s = summarize([getter(r) for r in runs])
+                if s.n:
+                    half = s.ci95 if s.n > 1 else 0.0
+                    series[key[1]].append((runs[0].sweep[skey], s.mean, half, s.n))
+            if series:
+                panels.append((m, dict(series)))
+        if panels:
+            name = skey.replace(".", "_")
+            link(plots.sweep_lines(panels, skey, fig_dir / f"{dataset}_sweep_{name}.png",
+                                   f"{dataset}: metrics vs {skey} (band: 95% CI over seeds)"),
+                 f"{dataset}: sweep over {skey}")
+    pts: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in ds_records:
+        tv = r.coupling_diagnostics.get("target_var_ratio")
+        if tv is not None and "var_ratio" in r.metrics:
+            pts[r.method].append((tv, r.metrics["var_ratio"]))
+    if pts:
+        link(plots.consistency_scatter(dict(pts), fig_dir / f"{dataset}_consistency.png",
+                                       f"{dataset}: coupling consistency vs collapse"),
+             f"{dataset}: coupling consistency vs sample variance ratio")
+    curves = {}
+    for method in order:
+        runs = sorted((r for r in ds_records if r.method == method and r.train_history
+                       and not r.sweep), key=lambda r: r.seed)
+        if runs and runs[0].recipe not in {c[0] for c in curves.values()}:
+            hist = runs[0].train_history
+            curves[method] = (runs[0].recipe, [(row["step"], {
+                **row, "cost / independent": row["cost"] / row["cost_independent"]})
+                for row in hist if row.get("cost_independent")])
+    online = any("bank_cost" in row for _, h in curves.values() for _, row in h)
+    if curves:
+        keys_plot = ["cost / independent"] + (["bank_cost", "reassigned"] if online else [])
+        link(plots.training_curves({m: h for m, (_, h) in curves.items()}, keys_plot,
+                                   fig_dir / f"{dataset}_coupling.png",
+                                   f"{dataset}: coupling statistics during training "
+                                   "(lowest seed)"),
+             f"{dataset}: coupling statistics during training")
+    return lines
+
+
 def _scatter(records: list[RunRecord], dataset: str, fig_dir: Path, order: list[str],
              bases: dict[int, Path]) -> Path | None:
     panels: list[tuple[str, np.ndarray]] = []
+    seen: set[str] = set()
     for method in order:
         runs = sorted((r for r in records if r.method == method and r.samples_path),
-                      key=lambda r: r.seed)
-        if not runs:
+                      key=lambda r: (r.seed, json.dumps(r.sweep, sort_keys=True)))
+        if not runs or method in seen:
             continue
+        seen.add(method)
         r = runs[0]
         full = bases[id(r)] / r.samples_path  # relative to the records file's folder
         if not full.exists():
@@ -177,8 +344,10 @@ def _scatter(records: list[RunRecord], dataset: str, fig_dir: Path, order: list[
         if pts.ndim != 2 or pts.shape[1] != 2:
             return None
         label = "data (held-out)" if method == FLOOR else f"{method} (NFE {r.nfe})"
+        if r.sweep and method != FLOOR:
+            label += f"\n{_sweep_label(r)}"
         panels.append((label, pts))
     if not panels:
         return None
-    return scatter_grid(panels, fig_dir / f"{dataset}_samples.png", f"{dataset}: seed "
-                        f"{min(r.seed for r in records)}")
+    return plots.scatter_grid(panels, fig_dir / f"{dataset}_samples.png", f"{dataset}: seed "
+                              f"{min(r.seed for r in records)}")

@@ -43,3 +43,119 @@ def scatter_grid(panels: list[tuple[str, np.ndarray]], path: Path, title: str) -
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _xy_err(points: list[tuple[float, float, float]]):
+    pts = sorted(points)
+    return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+
+
+def quality_vs_cost(series: dict[str, list[tuple[str, float, float, float, float, float]]],
+                    metric: str, path: Path, title: str) -> Path:
+    """Three panels: ``metric`` vs counted NFE, vs sampling ms/1k, vs training seconds.
+
+    ``series``: recipe -> [(method, nfe, ms_per_1k, train_s, mean, std)]; methods of one
+    recipe (the fm-euler family ...) are joined by a line, single methods are points.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (col, label) in zip(axes, ((1, "counted NFE"), (2, "sampling ms / 1k samples"),
+                                       (3, "training s")), strict=True):
+        for recipe, rows in series.items():
+            rows = sorted(rows, key=lambda r: r[col])
+            xs, ys, es = [r[col] for r in rows], [r[4] for r in rows], [r[5] for r in rows]
+            style = "-o" if len(rows) > 1 else "o"
+            ax.errorbar(xs, ys, yerr=es, fmt=style, ms=4, capsize=2, label=recipe)
+            if len(rows) == 1:
+                ax.annotate(rows[0][0], (xs[0], ys[0]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+        if col in (1, 2):
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sweep_lines(panels: list[tuple[str, dict[str, list[tuple[object, float, float, int]]]]],
+                key: str, path: Path, title: str) -> Path:
+    """One panel per metric: value vs swept ``key``, a line per method, band = 95% CI
+    (or ± std when a point has fewer than two seeds). Series: method -> [(x, mean, half, n)]."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
+    for ax, (metric, series) in zip(axes.flat, panels, strict=True):
+        xs_all = sorted({p[0] for rows in series.values() for p in rows}, key=_sort_key)
+        categorical = not all(isinstance(x, int | float) for x in xs_all)
+        for method, rows in series.items():
+            rows = sorted(rows, key=lambda r: _sort_key(r[0]))
+            xs = [xs_all.index(r[0]) if categorical else r[0] for r in rows]
+            ys = np.array([r[1] for r in rows])
+            half = np.array([r[2] for r in rows])
+            ax.plot(xs, ys, "-o", ms=4, label=method)
+            ax.fill_between(xs, ys - half, ys + half, alpha=0.2)
+        if categorical:
+            ax.set_xticks(range(len(xs_all)), [str(x) for x in xs_all])
+        elif len(xs_all) > 2 and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 8:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _sort_key(x: object):
+    return (0, float(x), "") if isinstance(x, int | float) else (1, 0.0, str(x))
+
+
+def consistency_scatter(points: dict[str, list[tuple[float, float]]], path: Path,
+                        title: str) -> Path:
+    """Coupling target-variance ratio (x) vs the samples' variance ratio (y), per method."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for method, pts in points.items():
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, label=method)
+    ax.set_xlabel("coupling target variance / data variance (0 = consistent)")
+    ax.set_ylabel("sample var_ratio (1 = no collapse)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def training_curves(curves: dict[str, list[tuple[float, dict[str, float]]]], keys: list[str],
+                    path: Path, title: str) -> Path:
+    """One panel per history key (e.g. cost / cost_independent, bank_cost, reassigned)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=True):
+        for method, rows in curves.items():
+            pts = [(step, row[key]) for step, row in rows if key in row]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=method)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
