@@ -2,6 +2,7 @@
 """Copy the per-dataset tables of a rendered report into README.md between marker comments.
 
     python scripts/update_readme_table.py reports/quick.md README.md quick-table
+    python scripts/update_readme_table.py reports/peers2d.md README.md peers-table
 
 Only columns named in COLUMNS are kept; every number comes from the report, which names the
 run it was built from.
@@ -13,8 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-COLUMNS = ("method", "NFE", "w2 ↓", "mmd ↓", "precision ↑", "recall ↑", "var_ratio →1",
-           "train s", "sample ms/1k")
+COLUMNS = ("method", "seeds", "NFE", "w2 ↓", "mmd ↓", "precision ↑", "recall ↑",
+           "var_ratio →1", "train s", "sample ms/1k")
 
 
 def tables(report: str) -> list[tuple[str, list[list[str]]]]:
@@ -27,7 +28,7 @@ def tables(report: str) -> list[tuple[str, list[list[str]]]]:
         if line.startswith("|"):
             rows.append([c.strip() for c in line.strip().strip("|").split("|")])
         elif rows:
-            if rows[0] and rows[0][0] == "method":
+            if rows[0] and rows[0][:2] == ["method", "seeds"]:
                 out.append((section, rows))
             rows = []
     return out
