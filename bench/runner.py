@@ -250,11 +250,7 @@ class Runner:
         rec.recipe_hash = ""
         try:
             assert data.floor is not None
-            x = data.floor[: self.cfg.eval.n_samples]
-            rec.metrics = self._metrics(x, data, seed)
-            rec.metric_info = self._metric_info(x, data)
-            rec.samples_path = self._save_samples(rec.run_id, x)
-            return self._finish(rec)
+            return self._score(rec, data.floor[: self.cfg.eval.n_samples], data, seed)
         except Exception as err:
             return self._finish(rec, err)
 
@@ -338,10 +334,7 @@ class Runner:
                                    ecfg.timing_repeats)
             rec.sample_ms_per_1k, rec.sample_ms_spread = timing.ms_per_1k, timing.spread
             rec.timing_batch = timing.batch
-            rec.metrics = self._metrics(x, data, seed)
-            rec.metric_info = self._metric_info(x, data)
-            rec.samples_path = self._save_samples(rec.run_id, x)
-            return self._finish(rec)
+            return self._score(rec, x, data, seed)
         except Exception as err:
             return self._finish(rec, err)
 
@@ -352,14 +345,15 @@ class Runner:
         method.load_extra_state_dict(trained.state["extra"])
         return method.eval()
 
-    def _metrics(self, x: torch.Tensor, data: DataBundle, seed: int) -> dict[str, float]:
+    def _score(self, rec: RunRecord, x: torch.Tensor, data: DataBundle, seed: int) -> RunRecord:
+        """Metrics of samples ``x`` against the held-out data; store samples; write ``rec``."""
         gen = Streams(seed, "cpu")["metrics"]  # same subsample for every method of a seed
-        return compute_metrics(x.cpu(), data.eval.cpu(), data.kind, self.cfg.eval, gen,
-                               data.name)
-
-    def _metric_info(self, x: torch.Tensor, data: DataBundle) -> dict[str, Any]:
-        return {"n_samples": int(x.shape[0]), "n_reference": int(data.eval.shape[0]),
-                "w2_samples": self.cfg.eval.w2_samples, "features": "raw coordinates"}
+        rec.metrics = compute_metrics(x.cpu(), data.eval.cpu(), data.kind, self.cfg.eval, gen,
+                                      data.name)
+        rec.metric_info = {"n_samples": int(x.shape[0]), "n_reference": int(data.eval.shape[0]),
+                           "w2_samples": self.cfg.eval.w2_samples, "features": "raw coordinates"}
+        rec.samples_path = self._save_samples(rec.run_id, x)
+        return self._finish(rec)
 
     def _save_samples(self, run_id: str, x: torch.Tensor) -> str:
         rel = Path("samples") / f"{run_id}.npy"

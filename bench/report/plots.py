@@ -17,6 +17,16 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write the PNG (creating its folder) and free the figure."""
+    plt = _plt()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def scatter_grid(panels: list[tuple[str, np.ndarray]], path: Path, title: str) -> Path:
     """One scatter panel per (label, [n, 2] points), sharing axis limits with the first panel."""
     plt = _plt()
@@ -38,11 +48,7 @@ def scatter_grid(panels: list[tuple[str, np.ndarray]], path: Path, title: str) -
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _xy_err(points: list[tuple[float, float, float]]):
@@ -77,11 +83,7 @@ def quality_vs_cost(series: dict[str, list[tuple[str, float, float, float, float
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def sweep_lines(panels: list[tuple[str, dict[str, list[tuple[object, float, float, int]]]]],
@@ -109,11 +111,7 @@ def sweep_lines(panels: list[tuple[str, dict[str, list[tuple[object, float, floa
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _sort_key(x: object):
@@ -132,11 +130,7 @@ def consistency_scatter(points: dict[str, list[tuple[float, float]]], path: Path
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def training_curves(curves: dict[str, list[tuple[float, dict[str, float]]]], keys: list[str],
@@ -154,8 +148,4 @@ def training_curves(curves: dict[str, list[tuple[float, dict[str, float]]]], key
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
