@@ -109,6 +109,9 @@ class Coupling(ABC):
     """Draws or looks up noise for the data batch ``x1`` (rows ``idx`` of the training set)."""
 
     name: str = "coupling"
+    #: probe_targets returns the same thing on every call until training changes the state
+    #: (one draw per measurement is then enough; repeats would deflate the variance)
+    deterministic_probes: bool = False
 
     def __init__(self, source: SourceFn) -> None:
         self.source = source
@@ -198,16 +201,28 @@ class MinibatchOT(Coupling):
 
     def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
                       gen: torch.Generator) -> torch.Tensor:
-        """Probes placed in a fresh OT batch (rest fresh noise, data drawn at random)."""
-        n = max(self.ot_batch or self._train_batch or 0, probes.shape[0])
-        rows = torch.randperm(data.shape[0], generator=gen, device=gen.device)[:n]
+        """Probes placed in fresh OT batches of this coupling's size, at most 1/16 of each
+        batch (the rest fresh noise and random data), so the fixed probes barely change the
+        batches they are measured in."""
+        blk = self.ot_batch or self._train_batch or probes.shape[0]
+        k, per = probes.shape[0], max(1, blk // 16)
+        blocks = -(-k // per)
+        n = blocks * blk
+        if n <= data.shape[0]:
+            rows = torch.randperm(data.shape[0], generator=gen, device=gen.device)[:n]
+        else:
+            rows = torch.randint(0, data.shape[0], (n,), generator=gen, device=gen.device)
         x1 = data[rows.to(data.device)]
-        x0 = torch.cat([probes, self.source(n - probes.shape[0], gen)])
-        perm, _, _ = self._solve(x0, x1)
+        x0 = self.source(n, gen)
+        where = torch.tensor([b * blk + j for b in range(blocks) for j in range(per)][:k],
+                             device=x0.device)
+        x0[where] = probes.to(x0.device)
+        solver = pick_solver(self.solver, x1[0].numel())
+        perm, _ = ot_permutation(x1, x0, solver, blk)
         # perm[i] = noise row paired with data row i; invert to find each probe's data row
         inv = torch.empty_like(perm)
         inv[perm] = torch.arange(n, device=perm.device)
-        return x1[inv[: probes.shape[0]]]
+        return x1[inv[where]]
 
 
 class OnlineOT(Coupling):
@@ -220,6 +235,7 @@ class OnlineOT(Coupling):
     """
 
     name = "online-ot"
+    deterministic_probes = True
 
     def __init__(self, source: SourceFn, n_train: int, solver: str = "auto",
                  ot_batch: int = 0) -> None:

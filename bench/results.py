@@ -41,6 +41,8 @@ class RunRecord:
     git_commit: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     device: str = ""
+    #: torch intra-op threads (timings depend on it)
+    threads: int | None = None
     started_at: str = ""
     finished_at: str = ""
     #: training of the checkpoint this run was evaluated from (shared across a recipe)

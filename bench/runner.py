@@ -114,8 +114,9 @@ def recipe_of(method: str) -> str:
 
 
 def recipe_hash(run_cfg: dict[str, Any]) -> str:
-    """Hash of what determines the trained weights: recipe, data, network, training, coupling."""
-    keys = ("recipe", "data", "net", "train", "coupling", "teacher")
+    """Hash of what determines the trained weights: recipe, data, network, training, coupling,
+    path and teacher (everything but the evaluation settings)."""
+    keys = ("recipe", "data", "net", "train", "coupling", "path", "teacher")
     return stable_hash({k: run_cfg.get(k) for k in keys if k in run_cfg})
 
 
@@ -155,6 +156,9 @@ class Runner:
         if cfg.eval.metrics:
             METRICS.match(cfg.eval.metrics)  # an unknown metric fails before any training
         self.commit = git_commit()
+        #: checkpoints trained or loaded in this session (a teacher is trained once even
+        #: with --force, and shared with the teacher's own runs)
+        self._trained: dict[Path, Trained] = {}
         self.versions = library_versions()
 
     # -- planning -------------------------------------------------------------------------
@@ -190,7 +194,8 @@ class Runner:
             sweep=self.sweep,
             config_file=self.config_file, recipe=run_cfg["recipe"], config=run_cfg,
             config_hash=chash, recipe_hash=recipe_hash(run_cfg), git_commit=self.commit,
-            versions=self.versions, device=str(self.device), started_at=now(),
+            versions=self.versions, device=str(self.device), threads=torch.get_num_threads(),
+            started_at=now(),
             data_info={} if data is None else {"shape": list(data.shape), "kind": data.kind,
                                                **data.info},
         )
@@ -211,6 +216,7 @@ class Runner:
     def _run_dataset_seed(self, dataset: str, seed: int,
                           done: set[tuple[str, str, int]]) -> list[RunRecord]:
         cfg = self.cfg
+        self._trained.clear()  # checkpoints are per (dataset, seed): keep memory bounded
         todo = [m for m in self.methods
                 if (stable_hash(run_config(cfg, m, dataset)), m, seed) not in done]
         floor_cfg = self._floor_config(dataset)
@@ -260,6 +266,14 @@ class Runner:
     def _train_or_load(self, name: str, data: DataBundle, seed: int, rhash: str,
                        run_cfg: dict[str, Any]) -> Trained:
         path = self._checkpoint_path(data.name, run_cfg["recipe"], seed, rhash)
+        if path in self._trained:
+            return dataclasses.replace(self._trained[path], reused=True)
+        trained = self._train_or_load_uncached(name, data, seed, rhash, run_cfg, path)
+        self._trained[path] = trained
+        return trained
+
+    def _train_or_load_uncached(self, name: str, data: DataBundle, seed: int, rhash: str,
+                                run_cfg: dict[str, Any], path: Path) -> Trained:
         if path.exists() and not self.force:
             state = torch.load(path, map_location="cpu", weights_only=True)
             if state.get("recipe_hash") != rhash:

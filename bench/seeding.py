@@ -16,13 +16,14 @@ import torch
 
 #: The named streams of a run. Names, not positions, derive the seeds, so adding a stream
 #: later never shifts the others.
-STREAMS = ("data", "init", "noise", "time", "coupling", "eval", "metrics")
+STREAMS = ("data", "init", "noise", "time", "coupling", "eval", "metrics", "probes")
 
 
 def stream_seed(seed: int, name: str) -> int:
     """A 63-bit seed for stream ``name`` of run seed ``seed``."""
     ss = np.random.SeedSequence([int(seed), zlib.crc32(name.encode())])
-    return int(ss.generate_state(2, dtype=np.uint32).astype(np.uint64) @ [1, 1 << 32]) >> 1
+    lo, hi = (int(v) for v in ss.generate_state(2, dtype=np.uint32))
+    return (lo | hi << 32) >> 1
 
 
 class Streams:

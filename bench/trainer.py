@@ -113,7 +113,8 @@ class ConsistencyProbe:
     def maybe_measure(self, step: int) -> None:
         if step not in self.at or self.coupling is None:
             return
-        for _ in range(self.cfg.trials):
+        trials = 1 if self.coupling.deterministic_probes else self.cfg.trials
+        for _ in range(trials):
             self.targets.append(self.coupling.probe_targets(self.probes, self.data, self.gen))
 
     def result(self) -> dict[str, float]:

@@ -58,3 +58,13 @@ def test_summary_formatting():
     assert summarize([0.25]).fmt() == "0.25 (1 seed)"
     assert summarize([]).fmt() == "–"
     assert fmt_num(123456.0) == "1.23e+05" and fmt_num(0.0001234) == "1.23e-04"
+
+
+def test_a_rerun_supersedes_the_earlier_record():
+    from bench.report.markdown import latest_only
+
+    a = RunRecord(method="m", dataset="d", seed=0, status="ok", config_hash="h", run_id="1")
+    b = RunRecord(method="m", dataset="d", seed=0, status="ok", config_hash="h", run_id="2")
+    c = RunRecord(method="m", dataset="d", seed=1, status="ok", config_hash="h", run_id="3")
+    kept, dropped = latest_only([a, b, c])
+    assert [r.run_id for r in kept] == ["2", "3"] and dropped == 1

@@ -27,6 +27,7 @@ class FixedPairs(Coupling):
     """Pairs generated once (z_i, teacher(z_i)); batch row i uses pair ``idx[i]``."""
 
     name = "fixed-pairs"
+    deterministic_probes = True
 
     def __init__(self, source: SourceFn) -> None:
         super().__init__(source)

@@ -9,7 +9,8 @@ objective, Sec. 3):
 * self-consistency on 1/4: one step of size 2d equals two steps of size d,
   s(x_t, t, 2d) -> sg[(s(x_t, t, d) + s(x'_{t+d}, t + d, d)) / 2] with
   x'_{t+d} = x_t + d s(x_t, t, d), for d = 2^-k (k = 1..7, so 2d runs from 1/64 to 1) and t on
-  the grid of multiples of d with t + 2d <= 1.
+  the grid of multiples of 2d with t + 2d <= 1. At the finest level (d = 1/128) the two half
+  steps query d = 0, the flow-matching velocity, so every level is grounded.
 
 Sampling with N steps uses d = 1/N: x <- x + d s(x, t, d).
 """
@@ -38,12 +39,13 @@ class Shortcut(Method):
 
     def consistency_times(self, n: int, g: torch.Generator,
                           dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """d = 2^-k (k = 1..max_log2) and t in {0, d, 2d, ...} with t + 2d <= 1."""
+        """d = 2^-k (k = 1..max_log2) and t on the grid of the big step, t in {0, 2d, 4d, ...}
+        with t + 2d <= 1 (as the authors' code places t on multiples of the trained step)."""
         k = torch.randint(1, self.max_log2 + 1, (n,), generator=g, device=dev)
         d = torch.pow(2.0, -k.float())
-        slots = (1.0 / d).round() - 1  # admissible grid positions: t = j d, j < slots
+        slots = (0.5 / d).round()  # admissible positions: t = j 2d, j < 1 / (2d)
         j = torch.floor(torch.rand(n, generator=g, device=dev) * slots)
-        return j * d, d
+        return j * 2 * d, d
 
     def loss(self, batch: Batch, gens: Streams) -> tuple[torch.Tensor, dict[str, float]]:
         pairs = self.coupling.pair(batch.x1, batch.idx, gens["noise"])
@@ -59,10 +61,12 @@ class Shortcut(Method):
         t, d = self.consistency_times(n_sc, g, dev)
         tb = expand_t(t, x1[:n_sc])
         xt = (1 - tb) * x0[:n_sc] + tb * x1[:n_sc]
+        # the finest level is grounded in flow matching: its half steps query d = 0
+        d_in = torch.where(d <= 2.0 ** -self.max_log2, torch.zeros_like(d), d)
         with torch.no_grad():
-            s1 = self.net(xt, t, d)
+            s1 = self.net(xt, t, d_in)
             x_mid = xt + expand_t(d, xt) * s1
-            s2 = self.net(x_mid, t + d, d)
+            s2 = self.net(x_mid, t + d, d_in)
             target = (s1 + s2) / 2
         pred_sc = self.net(xt, t, 2 * d)
         loss_sc = F.mse_loss(pred_sc, target, reduction="sum")

@@ -36,6 +36,16 @@ class Source:
     skipped: int = 0
 
 
+def latest_only(records: list[RunRecord]) -> tuple[list[RunRecord], int]:
+    """One record per (dataset, method, config hash, seed): the last written (a rerun with
+    --force supersedes the earlier one). Returns the records and how many were dropped."""
+    last: dict[tuple[str, str, str, int], RunRecord] = {}
+    for r in records:
+        last[(r.dataset, r.method, r.config_hash, r.seed)] = r
+    kept = {id(r) for r in last.values()}
+    return [r for r in records if id(r) in kept], len(records) - len(kept)
+
+
 def _metric_order(records: list[RunRecord], directions: dict[str, str]) -> list[str]:
     present = {k for r in records for k in r.metrics}
     ordered = [k for k in directions if k in present]
@@ -107,7 +117,12 @@ def _main_table(keys, groups, metrics, directions) -> list[str]:
 
 def _pairs_table(keys, groups, metrics, compare) -> list[str]:
     """Paired differences A - B over the seeds both have, with 95% t-intervals."""
-    by_label = {_label(groups[k][0]): k for k in keys}
+    by_label: dict[str, tuple[str, str, str]] = {}
+    for k in keys:
+        # two configs with one label (e.g. records from two code versions): compare neither
+        lab = _label(groups[k][0])
+        by_label[lab] = None if lab in by_label else k  # type: ignore[assignment]
+    by_label = {lab: k for lab, k in by_label.items() if k is not None}
     pairs = [(a, b) for a, b in compare if a in by_label and b in by_label]
     metrics = [m for m in KEY_METRICS if m in metrics]
     if not pairs or not metrics:
@@ -144,7 +159,7 @@ def render_report(sources: list[Source], out: str | Path, directions: dict[str, 
     """Write ``out`` (Markdown) and its figures into ``<out stem>/``; returns the Markdown."""
     out = Path(out)
     fig_dir = out.parent / out.stem
-    records = [r for s in sources for r in s.records]
+    records, superseded = latest_only([r for s in sources for r in s.records])
     bases = {id(r): Path(s.path).parent for s in sources for r in s.records}
     ok = [r for r in records if r.status == "ok"]
     failed = [r for r in records if r.status != "ok"]
@@ -153,13 +168,17 @@ def render_report(sources: list[Source], out: str | Path, directions: dict[str, 
     files = ", ".join(f"`{s.path}`" for s in sources)
     cfg_files = sorted({r.config_file for r in records if r.config_file})
     commits = sorted({r.git_commit for r in records if r.git_commit})
-    devices = sorted({r.device for r in records if r.device})
+    devices = sorted({r.device + (f" ({r.threads} torch threads)" if r.threads else "")
+                      for r in records if r.device})
     lines.append(
         f"Built from {len(records)} records ({len(ok)} ok, {len(failed)} failed) in {files}"
         + (f"; configs: {', '.join(f'`{c}`' for c in cfg_files)}" if cfg_files else "")
         + (f"; commits: {', '.join(f'`{c[:12]}`' for c in commits)}" if commits else "")
         + (f"; devices: {', '.join(devices)}" if devices else "") + "."
     )
+    if superseded:
+        lines.append(f"\n{superseded} older record(s) of a rerun (same config and seed) were "
+                     "superseded by the later one.")
     skipped = sum(s.skipped for s in sources)
     if skipped:
         lines.append(f"\n**{skipped} malformed line(s) were skipped** while reading the records.")
