@@ -61,6 +61,11 @@ def _sweep_label(r: RunRecord) -> str:
     return ", ".join(f"{k}={v}" for k, v in r.sweep.items())
 
 
+def _sweep_key(r: RunRecord) -> tuple:
+    """Order grid points by their values, numbers numerically (32 before 128 before 1024)."""
+    return tuple((k, plots.sort_key(v)) for k, v in sorted(r.sweep.items()))
+
+
 def _label(r: RunRecord) -> str:
     """Table label of a (method, config) group."""
     if r.method == FLOOR:
@@ -205,8 +210,7 @@ def render_report(sources: list[Source], out: str | Path, directions: dict[str, 
                       f"per side.", ""]
         order = _method_order([r.method for r in ds_records])
         keys = [k for k in groups if k[0] == dataset]
-        keys.sort(key=lambda k: (order.index(k[1]), json.dumps(groups[k][0].sweep,
-                                                                sort_keys=True)))
+        keys.sort(key=lambda k: (order.index(k[1]), _sweep_key(groups[k][0])))
         lines += _main_table(keys, groups, metrics, directions) + [""]
         pair_lines = _pairs_table(keys, groups, metrics,
                                   compare if compare is not None

@@ -93,10 +93,10 @@ def sweep_lines(panels: list[tuple[str, dict[str, list[tuple[object, float, floa
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
     for ax, (metric, series) in zip(axes.flat, panels, strict=True):
-        xs_all = sorted({p[0] for rows in series.values() for p in rows}, key=_sort_key)
+        xs_all = sorted({p[0] for rows in series.values() for p in rows}, key=sort_key)
         categorical = not all(isinstance(x, int | float) for x in xs_all)
         for method, rows in series.items():
-            rows = sorted(rows, key=lambda r: _sort_key(r[0]))
+            rows = sorted(rows, key=lambda r: sort_key(r[0]))
             xs = [xs_all.index(r[0]) if categorical else r[0] for r in rows]
             ys = np.array([r[1] for r in rows])
             half = np.array([r[2] for r in rows])
@@ -114,7 +114,7 @@ def sweep_lines(panels: list[tuple[str, dict[str, list[tuple[object, float, floa
     return _save(fig, path)
 
 
-def _sort_key(x: object):
+def sort_key(x: object):
     return (0, float(x), "") if isinstance(x, int | float) else (1, 0.0, str(x))
 
 
