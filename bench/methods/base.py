@@ -7,8 +7,9 @@ the network whose forward passes the evaluator counts as NFE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -103,3 +104,19 @@ class Method(nn.Module):
 
 def uniform_t(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     return torch.rand(n, generator=gen, device=device)
+
+
+def register_step_family(family: str, steps: tuple[int, ...],
+                         build: Callable[[BuildContext, int], Method], help: str,
+                         **meta: Any) -> None:
+    """Register ``family`` (one step) and ``family-{n}step`` for the other step counts, all
+    sharing the training recipe ``family`` (one checkpoint evaluated at every step count)."""
+    from bench.registry import register_method
+
+    for n in steps:
+        name = family if n == 1 else f"{family}-{n}step"
+
+        def factory(ctx: BuildContext, n: int = n) -> Method:
+            return build(ctx, n)
+
+        register_method(name, recipe=family, help=f"{help}; {n} step(s)", **meta)(factory)

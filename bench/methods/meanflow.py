@@ -28,8 +28,14 @@ import torch
 from torch import nn
 
 from bench.couplings import Coupling
-from bench.methods.base import Batch, BuildContext, Method, SampleOut, expand_t
-from bench.registry import register_method
+from bench.methods.base import (
+    Batch,
+    BuildContext,
+    Method,
+    SampleOut,
+    expand_t,
+    register_step_family,
+)
 from bench.seeding import Streams
 
 
@@ -86,17 +92,11 @@ class MeanFlow(Method):
         return SampleOut(x, nfe=self.steps)
 
 
-def _register(steps: int) -> None:
-    name = "meanflow" if steps == 1 else f"meanflow-{steps}step"
-
-    def factory(ctx: BuildContext) -> Method:
-        ctx.require_linear_path(name)
-        return MeanFlow(ctx.net(time_inputs=2), ctx.coupling("independent"), steps)
-
-    register_method(name, recipe="meanflow",
-                    help=f"MeanFlow (Geng et al., NeurIPS 2025): average velocity u(x,s,t) via "
-                         f"the JVP identity; {steps} step(s)")(factory)
+def _build(ctx: BuildContext, steps: int) -> Method:
+    ctx.require_linear_path("meanflow")
+    return MeanFlow(ctx.net(time_inputs=2), ctx.coupling("independent"), steps)
 
 
-for _steps in (1, 2):
-    _register(_steps)
+register_step_family("meanflow", (1, 2), _build,
+                     "MeanFlow (Geng et al., NeurIPS 2025): average velocity u(x,s,t) via the "
+                     "JVP identity")

@@ -15,9 +15,8 @@ import time
 import torch
 
 from bench.couplings import Coupling, Pairs, SourceFn, independent_cost, pair_cost
-from bench.methods.base import BuildContext, Method
+from bench.methods.base import BuildContext, Method, register_step_family
 from bench.methods.fm import FlowMatching
-from bench.registry import register_method
 from bench.seeding import Streams
 
 TEACHER = "fm-euler100"
@@ -75,17 +74,11 @@ class Reflow(FlowMatching):
         return {"pairs_seconds": time.perf_counter() - start}
 
 
-def _register(steps: int) -> None:
-    name = "reflow" if steps == 1 else f"reflow-{steps}step"
-
-    def factory(ctx: BuildContext) -> Method:
-        return Reflow(ctx.net(time_inputs=1), FixedPairs(ctx.data.source), ctx.data.shape,
-                      steps=steps, path=ctx.cfg.path)
-
-    register_method(name, recipe="reflow", teacher=TEACHER,
-                    help=f"2-rectified flow (Liu et al., ICLR 2023): FM on pairs from the "
-                         f"{TEACHER} teacher; {steps} Euler step(s)")(factory)
+def _build(ctx: BuildContext, steps: int) -> Method:
+    return Reflow(ctx.net(time_inputs=1), FixedPairs(ctx.data.source), ctx.data.shape,
+                  steps=steps, path=ctx.cfg.path)
 
 
-for _steps in (1, 2):
-    _register(_steps)
+register_step_family("reflow", (1, 2), _build,
+                     f"2-rectified flow (Liu et al., ICLR 2023): FM on pairs from the {TEACHER} "
+                     "teacher, Euler sampling", teacher=TEACHER)

@@ -22,8 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.couplings import Coupling
-from bench.methods.base import Batch, BuildContext, Method, SampleOut, expand_t
-from bench.registry import register_method
+from bench.methods.base import (
+    Batch,
+    BuildContext,
+    Method,
+    SampleOut,
+    expand_t,
+    register_step_family,
+)
 from bench.seeding import Streams
 
 
@@ -85,17 +91,11 @@ class Shortcut(Method):
         return SampleOut(x, nfe=self.steps)
 
 
-def _register(steps: int) -> None:
-    name = "shortcut" if steps == 1 else f"shortcut-{steps}step"
-
-    def factory(ctx: BuildContext) -> Method:
-        ctx.require_linear_path(name)
-        return Shortcut(ctx.net(time_inputs=2), ctx.coupling("independent"), steps)
-
-    register_method(name, recipe="shortcut",
-                    help=f"Shortcut model (Frans et al., ICLR 2025): step-size-conditioned, "
-                         f"self-consistency target; {steps} step(s)")(factory)
+def _build(ctx: BuildContext, steps: int) -> Method:
+    ctx.require_linear_path("shortcut")
+    return Shortcut(ctx.net(time_inputs=2), ctx.coupling("independent"), steps)
 
 
-for _steps in (1, 2, 4):
-    _register(_steps)
+register_step_family("shortcut", (1, 2, 4), _build,
+                     "Shortcut model (Frans et al., ICLR 2025): step-size-conditioned, "
+                     "self-consistency target")
