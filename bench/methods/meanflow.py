@@ -16,7 +16,7 @@ whose total derivative is ONE Jacobian-vector product of u_theta along the tange
 (v, 1, 0) in (x, s, t) (``torch.func.jvp``). The target is stop-gradient. The paper's adaptive
 loss weight w = 1 / (|err|^2 + c)^p is kept as an option, but the harness uses p = 0 (plain
 MSE): on the 2-D suites at the shared CPU budget p = 1 (the paper's ImageNet choice) trained
-clearly worse than p = 0 in our trials (README, "Deviations"). (s, t) come from a
+clearly worse than p = 0 in a trial (README, "Where the harness differs"). (s, t) come from a
 logit-normal(0.4, 1) pair (the paper's lognorm(-0.4, 1), mirrored to this convention), and
 t = s for 75 % of the batch (the paper's 25 % r != t, Table 1a), where the target reduces to
 flow matching at the evaluation point. One step: x1 = x0 + u(x0, 0, 1); two steps through t = 0.5.
