@@ -162,21 +162,17 @@ class Independent(Coupling):
                               "solver_seconds": 0.0})
 
 
-class MinibatchOT(Coupling):
-    """Exact OT within each batch: the noise batch is permuted to the optimal assignment.
+class _ExactOT(Coupling):
+    """Shared by the exact-assignment couplings: the solver choice and the OT batch size.
 
-    A permutation (each x0 and each x1 used once), not pairs sampled from the plan with
-    replacement.
+    ``ot_batch`` = points per assignment (0: the training batch). Larger: more data is drawn
+    and the loss gets a random training-batch subset of the pairs; smaller: the batch is
+    assigned in independent blocks. Either way the gradient batch stays the same.
     """
-
-    name = "minibatch-ot"
 
     def __init__(self, source: SourceFn, solver: str = "auto", ot_batch: int = 0) -> None:
         super().__init__(source)
         self.solver = solver
-        #: points per assignment (0: the training batch). Larger: more data is drawn and the
-        #: loss gets a random training-batch subset of the pairs; smaller: the batch is
-        #: assigned in independent blocks. Either way the gradient batch stays the same.
         self.ot_batch = ot_batch
         self._train_batch: int | None = None
 
@@ -184,10 +180,25 @@ class MinibatchOT(Coupling):
         self._train_batch = train_batch
         return max(train_batch, self.ot_batch)
 
-    def _solve(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, float, str]:
+    def _solve(self, x0: torch.Tensor, x1: torch.Tensor,
+               block: int | None = None) -> tuple[torch.Tensor, float, str]:
+        """(perm, seconds, solver name): (x0[perm], x1) is optimal within each block."""
         solver = pick_solver(self.solver, x1[0].numel())
-        perm, seconds = ot_permutation(x1, x0, solver, self.ot_batch)
+        perm, seconds = ot_permutation(x1, x0, solver, self.ot_batch if block is None else block)
         return perm, seconds, solver
+
+    def _train_subset(self, pairs: Pairs, gen: torch.Generator) -> Pairs:
+        return _subset(pairs, self._train_batch or pairs.x1.shape[0], gen)
+
+
+class MinibatchOT(_ExactOT):
+    """Exact OT within each batch: the noise batch is permuted to the optimal assignment.
+
+    A permutation (each x0 and each x1 used once), not pairs sampled from the plan with
+    replacement.
+    """
+
+    name = "minibatch-ot"
 
     def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
         x0 = self.source(x1.shape[0], gen)
@@ -197,7 +208,7 @@ class MinibatchOT(Coupling):
             "cost": pair_cost(x0p, x1), "cost_independent": independent_cost(x0, x1),
             "solver_seconds": seconds, f"solver_{solver}": 1.0,
         })
-        return _subset(pairs, self._train_batch or x1.shape[0], gen)
+        return self._train_subset(pairs, gen)
 
     def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
                       gen: torch.Generator) -> torch.Tensor:
@@ -217,15 +228,14 @@ class MinibatchOT(Coupling):
         where = torch.tensor([b * blk + j for b in range(blocks) for j in range(per)][:k],
                              device=x0.device)
         x0[where] = probes.to(x0.device)
-        solver = pick_solver(self.solver, x1[0].numel())
-        perm, _ = ot_permutation(x1, x0, solver, blk)
+        perm, _, _ = self._solve(x0, x1, blk)
         # perm[i] = noise row paired with data row i; invert to find each probe's data row
         inv = torch.empty_like(perm)
         inv[perm] = torch.arange(n, device=perm.device)
         return x1[inv[where]]
 
 
-class OnlineOT(Coupling):
+class OnlineOT(_ExactOT):
     """A persistent noise bank, one noise point per training point, refined batch by batch.
 
     Each step looks up the bank entries of the drawn data points, solves the exact assignment
@@ -239,18 +249,11 @@ class OnlineOT(Coupling):
 
     def __init__(self, source: SourceFn, n_train: int, solver: str = "auto",
                  ot_batch: int = 0) -> None:
-        super().__init__(source)
+        super().__init__(source, solver, ot_batch)
         self.n_train = n_train
-        self.solver = solver
-        self.ot_batch = ot_batch
-        self._train_batch: int | None = None
         self.bank: torch.Tensor | None = None
         #: ids[i] = which initial noise vector sits at bank slot i (tracks noise as it moves)
         self.ids: torch.Tensor | None = None
-
-    def data_batch_size(self, train_batch: int) -> int:
-        self._train_batch = train_batch
-        return max(train_batch, self.ot_batch)
 
     def init_bank(self, gen: torch.Generator) -> None:
         self.bank = self.source(self.n_train, gen)
@@ -260,16 +263,13 @@ class OnlineOT(Coupling):
         if self.bank is None:
             self.init_bank(gen)
         assert self.bank is not None
+        assert self.ids is not None
         if self.bank.device != x1.device:  # after loading a checkpoint saved on the CPU
-            self.bank = self.bank.to(x1.device)
+            self.bank, self.ids = self.bank.to(x1.device), self.ids.to(x1.device)
         x0 = self.bank[idx]
-        solver = pick_solver(self.solver, x1[0].numel())
-        perm, seconds = ot_permutation(x1, x0, solver, self.ot_batch)
+        perm, seconds, solver = self._solve(x0, x1)
         x0p = x0[perm]
         self.bank[idx] = x0p
-        if self.ids is None or self.ids.device != idx.device:
-            self.ids = (torch.arange(self.n_train) if self.ids is None else self.ids).to(
-                idx.device)
         self.ids[idx] = self.ids[idx][perm]
         # with permutation epochs, the batch share reassigned averages to the share of the
         # bank reassigned per epoch
@@ -279,7 +279,7 @@ class OnlineOT(Coupling):
             "cost_independent": independent_cost(x0, x1), "solver_seconds": seconds,
             "reassigned": moved, f"solver_{solver}": 1.0,
         })
-        return _subset(pairs, self._train_batch or x1.shape[0], gen)
+        return self._train_subset(pairs, gen)
 
     def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
                       gen: torch.Generator) -> torch.Tensor:
@@ -309,4 +309,6 @@ class OnlineOT(Coupling):
             )
         self.bank = None if bank is None else bank.clone()
         ids = state.get("ids")
+        if bank is not None and ids is None:  # a bank saved without tracking: ids start here
+            ids = torch.arange(self.n_train)
         self.ids = None if ids is None else ids.clone()
