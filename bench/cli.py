@@ -84,7 +84,9 @@ def _summary(records: list[RunRecord]) -> Table:
         return fmt_num(s.mean, 3) + (f"±{fmt_num(s.std, 1)}" if s.n > 1 else "")
 
     table = Table(title="Summary (mean±std over seeds; full report: bench report)")
-    for col in ("dataset", "method", "ok", "NFE", "W2", "var ratio", "train s", "ms/1k"):
+    quality = next((m for m in ("w2", "fd_domain", "fid") if any(
+        m in r.metrics for r in records)), "w2")
+    for col in ("dataset", "method", "ok", "NFE", quality, "var ratio", "train s", "ms/1k"):
         table.add_column(col, no_wrap=True)
     keys: list[tuple[str, str]] = []
     for r in records:
@@ -96,7 +98,7 @@ def _summary(records: list[RunRecord]) -> Table:
         trained = [r.train_seconds for r in good if r.train_steps]
         nfe = sorted({r.nfe for r in good if r.nfe is not None})
         table.add_row(ds, m, f"{len(good)}/{len(runs)}", "/".join(map(str, nfe)) or "–",
-                      cell([r.metrics.get("w2") for r in good]),
+                      cell([r.metrics.get(quality) for r in good]),
                       cell([r.metrics.get("var_ratio") for r in good]), cell(trained),
                       cell([r.sample_ms_per_1k for r in good]))
     return table
@@ -120,6 +122,11 @@ def run_cmd(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = None,
     data_root: Annotated[str | None, typer.Option(
         "--data-root", help="Folder with dataset files (sets data.root)")] = None,
+    metrics: Annotated[str | None, typer.Option(
+        "--metrics", help="Metric names (sets eval.metrics), e.g. 'fd,classes,fid'")] = None,
+    inception_weights: Annotated[str | None, typer.Option(
+        "--inception-weights", help="Inception weights file for --metrics fid "
+        "(sets eval.inception_weights)")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the resolved config and the planned runs, run nothing")] = False,
     force: Annotated[bool, typer.Option(
@@ -140,6 +147,10 @@ def run_cmd(
         overrides["device"] = device
     if data_root:
         overrides["data"] = {"root": data_root}
+    if metrics:
+        overrides.setdefault("eval", {})["metrics"] = metrics
+    if inception_weights:
+        overrides.setdefault("eval", {})["inception_weights"] = inception_weights
     try:
         cfg = resolve(config, overrides, set_ or [])
         dev = pick_device(cfg.device)
@@ -289,6 +300,77 @@ def report_cmd(
     render_report(sources, target, directions(), title=title, compare=_pairs(compare))
     n = sum(len(s.records) for s in sources)
     console.print(f"wrote {target} from {n} record(s) in {len(sources)} file(s)")
+
+
+@app.command("perf")
+def perf_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset, e.g. moons, mnist5k")
+                       ] = "moons",
+    methods: Annotated[str | None, typer.Option(
+        "--methods", "-m", help="Methods (default: the core ones)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML suite file")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key")
+                    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
+    data_root: Annotated[str | None, typer.Option("--data-root")] = None,
+    repeats: Annotated[int, typer.Option(help="Timed repeats per figure")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed calls before timing")] = 3,
+    train_steps: Annotated[int, typer.Option(help="Steps of the real loop per overlap mode")
+                           ] = 30,
+    sample_batch: Annotated[int, typer.Option(help="Large batch for sampling throughput")
+                            ] = 1000,
+    ot_sizes: Annotated[str, typer.Option(help="Batch sizes for the solver timings")
+                        ] = "64,128,256,512,1024",
+    banks: Annotated[str, typer.Option(help="Online OT bank sizes")] = "1000,50000",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for perf.jsonl")
+                   ] = Path("results/perf"),
+    md: Annotated[Path | None, typer.Option(help="Also write a Markdown summary here")] = None,
+    plugin: Annotated[list[Path] | None, typer.Option(help="Plugin files")] = None,
+) -> None:
+    """Time training steps (data/coupling/forward/backward/optimizer), sampling (batch-1
+    latency, large-batch throughput, counted NFE), exact solvers vs batch size and the online
+    OT bank; print tables and append one JSON line to OUT/perf.jsonl."""
+    _setup(plugin)
+    import torch
+
+    from bench import perf
+    from bench.registry import DATASETS as DS
+    from bench.results import git_commit, library_versions
+    from bench.runner import dataset_config, pick_device, split_dataset
+
+    overrides: dict = {"datasets": dataset}
+    if device:
+        overrides["device"] = device
+    if data_root:
+        overrides["data"] = {"root": data_root}
+    try:
+        cfg = resolve(config, overrides, set_ or [])
+        names = METHODS.match([m.strip() for m in methods.split(",")]) if methods else \
+            list(perf.DEFAULT_METHODS)
+        dev = pick_device(cfg.device)
+        dcfg = dataset_config(cfg, dataset)
+        data = DS.get(split_dataset(dataset)[0])(dcfg.data, 0, dev)
+        data.name = dataset
+        sizes = [int(x) for x in ot_sizes.split(",") if x.strip()]
+        bank_sizes = tuple(int(x) for x in banks.split(",") if x.strip())
+    except (ConfigError, RegistryError, ValueError) as err:
+        _fail(str(err))
+    res = perf.run_perf(dcfg, data, dev, names, warmup, repeats, train_steps, sample_batch,
+                        sizes, bank_sizes, log=lambda m: console.print(f"[dim]· {m}[/]"))
+    record = {"dataset": dataset, "device": str(dev), "threads": torch.get_num_threads(),
+              "git_commit": git_commit(), "versions": library_versions(),
+              "batch_size": cfg.train.batch_size, "repeats": repeats, "warmup": warmup,
+              "config": to_dict(dcfg), **perf.jsonable(res)}
+    out.mkdir(parents=True, exist_ok=True)
+    from bench.results import append_json_line
+
+    append_json_line(out / "perf.jsonl", record)
+    text = perf.markdown(record)
+    console.print(text, markup=False, highlight=False)
+    if md is not None:
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(text, encoding="utf-8")
+    console.print(f"appended to {out / 'perf.jsonl'}" + (f"; wrote {md}" if md else ""))
 
 
 @app.command("list")

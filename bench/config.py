@@ -26,14 +26,17 @@ class DataConfig:
     name: str = "moons"
     #: source (noise) distribution for 2-D data: ``gaussian`` or ``8gmm``
     source: str = "gaussian"
-    #: training points generated from the run's seed (a finite set; online OT keeps one noise each)
+    #: training points: generated from the run's seed on 2-D data (a finite set; online OT keeps
+    #: one noise each); on images the first n of the training split (0 = all of it)
     n_train: int = 20000
-    #: held-out evaluation points (fixed across seeds)
+    #: held-out evaluation points (fixed across seeds); on images at most the eval split
     n_eval: int = 10000
     #: folder holding file-backed datasets (MNIST, CIFAR-10)
     root: str | None = None
     #: allow torchvision to download missing files (off by default: offline-safe)
     download: bool = False
+    #: verify CIFAR-10's md5 checksums (torchvision's check); off only for generated test folders
+    checksum: bool = True
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class NetConfig:
     depth: int = 3
     #: sinusoidal features per time input
     time_features: int = 16
+    #: UNet preset for images (bench/nets/unet.py: xs, s, m, cifar); ``auto`` = s
+    unet: str = "auto"
+    #: override the preset's base channel count (0 = preset)
+    channels: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,12 +66,17 @@ class TrainConfig:
     #: EMA decay of the weights used for sampling (0 disables EMA)
     ema: float = 0.999
     log_every: int = 50
+    #: mixed precision for the forward/backward pass: ``off`` or ``bf16`` (autocast; meant
+    #: for CUDA)
+    amp: str = "off"
+    #: torch.compile the network for training (the evaluated network is the plain module)
+    compile: bool = False
 
 
 @dataclass(frozen=True)
 class CouplingConfig:
     #: exact assignment solver: ``pot``, ``scipy`` or ``auto`` (picked by dimension from the
-    #: timings measured on these machines, see couplings.POT_MAX_DIM)
+    #: timings measured at run time for the batch size and dimension, see couplings)
     solver: str = "auto"
     #: OT couplings: points per exact assignment (0 = train.batch_size). Larger than the
     #: training batch: more data is drawn and the loss uses a random train.batch_size subset of
@@ -76,6 +88,9 @@ class CouplingConfig:
     trials: int = 8
     #: measurements of the consistency diagnostic during training (0 = off)
     diagnostics: int = 5
+    #: minibatch OT: solve the next batch's assignment in a worker thread while the network
+    #: trains on this one (same pairs, bit for bit)
+    overlap: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,8 +118,13 @@ class EvalConfig:
     floor: bool = True
     #: k of the k-NN precision/recall
     pr_k: int = 3
-    #: generated samples stored with the run for plots
+    #: generated samples stored with the run for plots (images: the first 64 make the grid)
     save_samples: int = 2000
+    #: Inception weights for ``fid`` (torch-fidelity's 2015-12-05 file); None = torch hub cache
+    inception_weights: str | None = None
+    #: images: KID subset size (capped at the sample counts) and number of subsets
+    kid_subset: int = 1000
+    kid_subsets: int = 50
 
 
 @dataclass(frozen=True)
@@ -284,6 +304,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"path.kind: unknown path {cfg.path.kind!r}; choices: {', '.join(KINDS)}")
     if cfg.coupling.batch_size < 0:
         raise ConfigError("coupling.batch_size must be >= 0 (0 = train.batch_size)")
+    if cfg.train.amp not in ("off", "bf16"):
+        raise ConfigError(f"train.amp: unknown mode {cfg.train.amp!r}; choices: off, bf16")
     if cfg.eval.timing_repeats < 1:
         raise ConfigError("eval.timing_repeats must be >= 1")
 

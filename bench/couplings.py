@@ -19,11 +19,13 @@ import torch
 
 SourceFn = Callable[[int, torch.Generator], torch.Tensor]
 
-#: Exact solvers, and the dimension up to which POT's network simplex beat scipy's
-#: linear_sum_assignment on these machines (shared/FACTS.md: d=2 POT is 1.7-5x faster at
-#: n=256..4096; at d=784 and d=3072 scipy is faster from n=1024 on).
+#: Exact solvers. ``auto`` times both once per process and (batch size, dimension) and uses
+#: the faster (shared/FACTS.md: POT's network simplex wins in 2-D, scipy's
+#: linear_sum_assignment in 784-D and 3072-D from n = 1,024 on); which one ran is logged.
 SOLVERS = ("pot", "scipy")
-POT_MAX_DIM = 32
+#: largest n timed when measuring (bigger batches reuse the choice measured at this size)
+MEASURE_MAX_N = 1024
+_MEASURED: dict[tuple[int, int], dict[str, float]] = {}
 
 
 @dataclass
@@ -56,9 +58,37 @@ def cost_matrix(x1: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     return c.clamp_min_(0.0)
 
 
-def pick_solver(solver: str, dim: int) -> str:
+def time_solvers(n: int, dim: int, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of each exact solver (cost matrix included) on n Gaussian points of
+    dimension ``dim`` per side; a private numpy generator, so no training stream moves."""
+    rng = np.random.default_rng(n * 7919 + dim)
+    out: dict[str, float] = {}
+    for solver in SOLVERS:
+        times = []
+        for _ in range(repeats):
+            a = torch.as_tensor(rng.standard_normal((n, dim)))
+            b = torch.as_tensor(rng.standard_normal((n, dim)))
+            t0 = time.perf_counter()
+            solve_assignment(cost_matrix(a, b).numpy(), solver)
+            times.append(time.perf_counter() - t0)
+        out[solver] = float(np.median(times))
+    return out
+
+
+def measured_choice(n: int, dim: int) -> tuple[str, dict[str, float]]:
+    """The faster exact solver for (n, dim), timed once per process (n capped at
+    MEASURE_MAX_N and rounded up to a power of two), with the timings it was chosen from."""
+    key = (min(MEASURE_MAX_N, 1 << max(0, n - 1).bit_length()), dim)
+    if key not in _MEASURED:
+        _MEASURED[key] = time_solvers(*key)
+    timings = _MEASURED[key]
+    return min(timings, key=timings.__getitem__), timings
+
+
+def pick_solver(solver: str, dim: int, n: int = 256) -> str:
+    """``auto``: the solver measured fastest at this batch size and dimension."""
     if solver == "auto":
-        return "pot" if dim <= POT_MAX_DIM else "scipy"
+        return measured_choice(n, dim)[0]
     if solver not in SOLVERS:
         raise ValueError(f"unknown OT solver {solver!r}; choices: auto, {', '.join(SOLVERS)}")
     return solver
@@ -98,10 +128,11 @@ def ot_permutation(x1: torch.Tensor, x0: torch.Tensor, solver: str,
     n = x1.shape[0]
     step = block if 0 < block < n else n
     perm = np.empty(n, dtype=np.int64)
-    for i in range(0, n, step):
-        j = min(n, i + step)
-        c = cost_matrix(x1[i:j].double(), x0[i:j].double()).cpu().numpy()
-        perm[i:j] = solve_assignment(c, solver) + i
+    with torch.autocast(x1.device.type, enabled=False):  # exact costs, also under bf16 AMP
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            c = cost_matrix(x1[i:j].double(), x0[i:j].double()).cpu().numpy()
+            perm[i:j] = solve_assignment(c, solver) + i
     return torch.as_tensor(perm, device=x0.device), time.perf_counter() - start
 
 
@@ -180,10 +211,15 @@ class _ExactOT(Coupling):
         self._train_batch = train_batch
         return max(train_batch, self.ot_batch)
 
+    def _solver_for(self, x1: torch.Tensor, block: int | None = None) -> str:
+        blk = self.ot_batch if block is None else block
+        n = blk if 0 < blk < x1.shape[0] else x1.shape[0]
+        return pick_solver(self.solver, x1[0].numel(), n)
+
     def _solve(self, x0: torch.Tensor, x1: torch.Tensor,
                block: int | None = None) -> tuple[torch.Tensor, float, str]:
         """(perm, seconds, solver name): (x0[perm], x1) is optimal within each block."""
-        solver = pick_solver(self.solver, x1[0].numel())
+        solver = self._solver_for(x1, block)
         perm, seconds = ot_permutation(x1, x0, solver, self.ot_batch if block is None else block)
         return perm, seconds, solver
 
@@ -200,13 +236,46 @@ class MinibatchOT(_ExactOT):
 
     name = "minibatch-ot"
 
-    def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
+    def __init__(self, source: SourceFn, solver: str = "auto", ot_batch: int = 0) -> None:
+        super().__init__(source, solver, ot_batch)
+        self._pending: tuple | None = None
+        self._pool = None
+
+    def prefetch(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
+        """Draw the next batch's noise now and solve its assignment in a worker thread while
+        the network trains on this batch (both solvers release the GIL). The noise is drawn
+        in the same order as without prefetching, so the pairs are identical (tested)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ot-solver")
         x0 = self.source(x1.shape[0], gen)
-        perm, seconds, solver = self._solve(x0, x1)
+        solver = self._solver_for(x1)
+        fut = self._pool.submit(ot_permutation, x1, x0, solver, self.ot_batch)
+        self._pending = (idx, x0, fut, solver)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._pending = None
+
+    def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
+        start = time.perf_counter()
+        if self._pending is not None and self._pending[0] is idx:
+            _, x0, fut, solver = self._pending
+            self._pending = None
+            perm, seconds = fut.result()
+        else:
+            self._pending = None
+            x0 = self.source(x1.shape[0], gen)
+            perm, seconds, solver = self._solve(x0, x1)
         x0p = x0[perm]
         pairs = Pairs(x0p, x1, {
             "cost": pair_cost(x0p, x1), "cost_independent": independent_cost(x0, x1),
             "solver_seconds": seconds, f"solver_{solver}": 1.0,
+            # what the training loop waited for (less than solver_seconds when prefetched)
+            "coupling_wait_seconds": time.perf_counter() - start,
         })
         return self._train_subset(pairs, gen)
 
@@ -260,6 +329,7 @@ class OnlineOT(_ExactOT):
         self.ids = torch.arange(self.n_train, device=self.bank.device)
 
     def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
+        start = time.perf_counter()
         if self.bank is None:
             self.init_bank(gen)
         assert self.bank is not None
@@ -278,6 +348,7 @@ class OnlineOT(_ExactOT):
             "cost": pair_cost(x0p, x1), "cost_before": pair_cost(x0, x1),
             "cost_independent": independent_cost(x0, x1), "solver_seconds": seconds,
             "reassigned": moved, f"solver_{solver}": 1.0,
+            "coupling_wait_seconds": time.perf_counter() - start,
         })
         return self._train_subset(pairs, gen)
 

@@ -100,8 +100,10 @@ def time_sampling(method: Method, x0: torch.Tensor, repeats: int) -> Timing:
 
 
 def metric_names(kind: str, wanted: tuple[str, ...]) -> list[str]:
-    """Registered metrics that apply to data ``kind`` (all of them when ``wanted`` is empty)."""
-    names = METRICS.match(list(wanted)) if wanted else METRICS.names()
+    """Registered metrics that apply to data ``kind`` (when ``wanted`` is empty: all of them but
+    the opt-in ones registered with ``default=False``, e.g. Inception FID)."""
+    names = (METRICS.match(list(wanted)) if wanted else
+             [n for n in METRICS.names() if METRICS.entry(n).meta.get("default", True)])
     ok = [n for n in names if kind in METRICS.entry(n).meta.get("kinds", ())]
     if wanted:
         bad = [n for n in names if n not in ok]
@@ -111,8 +113,13 @@ def metric_names(kind: str, wanted: tuple[str, ...]) -> list[str]:
 
 
 def compute_metrics(x: torch.Tensor, ref: torch.Tensor, kind: str, cfg: EvalConfig,
-                    gen: torch.Generator, dataset: str) -> dict[str, float]:
-    ctx = MetricContext(cfg, gen, dataset)
+                    gen: torch.Generator, dataset: str, data=None,
+                    device: torch.device | None = None,
+                    info: dict | None = None) -> dict[str, float]:
+    """Every applicable metric of samples ``x`` against ``ref``; what the metrics say about how
+    they were computed (extractor ids, sample counts) goes into ``info``."""
+    ctx = MetricContext(cfg, gen, dataset, data, device or torch.device("cpu"),
+                        {} if info is None else info)
     out: dict[str, float] = {}
     for name in metric_names(kind, cfg.metrics):
         out.update(METRICS.get(name)(x, ref, ctx))

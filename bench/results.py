@@ -78,9 +78,18 @@ class RunRecord:
 
 def append_record(path: str | Path, record: RunRecord) -> None:
     """Append one whole line under an exclusive lock; flush and fsync before unlocking."""
+    append_line(path, record.to_json())
+
+
+def append_json_line(path: str | Path, obj: dict) -> None:
+    """Any JSON object as one appended line, with the same guarantees as append_record."""
+    append_line(path, json.dumps(obj, sort_keys=True, default=str))
+
+
+def append_line(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = record.to_json() + "\n"
+    line = text + "\n"
     with open(path, "a", encoding="utf-8") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:

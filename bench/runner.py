@@ -128,6 +128,8 @@ def build_method(name: str, data: DataBundle, cfg: Config, device: torch.device,
         method = factory(BuildContext(data=data, cfg=cfg, device=device))
     if not isinstance(method, Method):
         raise TypeError(f"method factory {name!r} returned {type(method).__name__}, not a Method")
+    if device.type == "cuda" and data.kind == "images":  # NHWC convolutions on GPUs
+        method = method.to(memory_format=torch.channels_last)
     return method.to(device)
 
 
@@ -155,6 +157,13 @@ class Runner:
         self.datasets = expand_datasets(cfg.datasets)
         if cfg.eval.metrics:
             METRICS.match(cfg.eval.metrics)  # an unknown metric fails before any training
+            if "fid" in METRICS.match(cfg.eval.metrics):
+                from bench.metrics.extractors import InceptionWeightsMissing, inception_weights
+
+                try:  # missing Inception weights fail before any training, not after it
+                    inception_weights(cfg.eval.inception_weights)
+                except InceptionWeightsMissing as err:
+                    raise ConfigError(str(err)) from None
         self.commit = git_commit()
         #: checkpoints trained or loaded in this session (a teacher is trained once even
         #: with --force, and shared with the teacher's own runs)
@@ -340,7 +349,9 @@ class Runner:
             ecfg = self.cfg.eval
             gens = Streams(seed, self.device)
             x0 = data.source(ecfg.n_samples, gens["eval"])
-            x, nfe = generate(method, x0, ecfg.batch_size)
+            self.reporter.start(f"{data.name} · {name} · seed {seed}: sampling", ecfg.n_samples)
+            x, nfe = generate(method, x0, ecfg.batch_size,
+                              on_batch=lambda done: self.reporter.advance(done, float("nan")))
             if not torch.isfinite(x).all():
                 raise FloatingPointError("generated samples contain NaN or inf")
             rec.nfe = nfe
@@ -362,10 +373,13 @@ class Runner:
     def _score(self, rec: RunRecord, x: torch.Tensor, data: DataBundle, seed: int) -> RunRecord:
         """Metrics of samples ``x`` against the held-out data; store samples; write ``rec``."""
         gen = Streams(seed, "cpu")["metrics"]  # same subsample for every method of a seed
+        info: dict[str, Any] = {"n_samples": int(x.shape[0]),
+                                "n_reference": int(data.eval.shape[0])}
+        if data.kind == "points":
+            info.update({"w2_samples": self.cfg.eval.w2_samples, "features": "raw coordinates"})
         rec.metrics = compute_metrics(x.cpu(), data.eval.cpu(), data.kind, self.cfg.eval, gen,
-                                      data.name)
-        rec.metric_info = {"n_samples": int(x.shape[0]), "n_reference": int(data.eval.shape[0]),
-                           "w2_samples": self.cfg.eval.w2_samples, "features": "raw coordinates"}
+                                      data.name, data=data, device=self.device, info=info)
+        rec.metric_info = info
         rec.samples_path = self._save_samples(rec.run_id, x)
         return self._finish(rec)
 

@@ -80,6 +80,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 class TrainResult:
     steps: int
     seconds: float
+    #: seconds the training loop spent in the coupling (waiting for it when overlapped)
     coupling_seconds: float
     final_loss: float
     #: one dict per ``log_every`` window: step, loss and the coupling's averaged statistics
@@ -92,6 +93,8 @@ class TrainResult:
     #: for methods with a teacher: teacher_seconds, pairs_seconds, student_seconds (all in
     #: ``seconds``)
     breakdown: dict[str, float] = field(default_factory=dict)
+    #: solver work in seconds (cost matrices + assignments), overlapped or not
+    solver_seconds: float = 0.0
 
 
 class ConsistencyProbe:
@@ -132,8 +135,30 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     coupling_cfg: CouplingConfig | None = None,
 ) -> tuple[TrainResult, EMA | None]:
-    """Train ``method`` on ``data.train`` for ``cfg.steps`` steps; returns the result and EMA."""
+    """Train ``method`` on ``data.train`` for ``cfg.steps`` steps; returns the result and EMA.
+
+    ``cfg.compile`` trains through ``torch.compile(method.net)`` (the plain module is put back
+    afterwards, so checkpoints and NFE counting see the same network)."""
+    plain = method.net
+    if cfg.compile:
+        method.net = torch.compile(plain)
+    try:
+        return _train(method, data, cfg, gens, on_step, coupling_cfg)
+    finally:
+        method.net = plain
+        close = getattr(method.coupling, "close", None)
+        if close is not None:
+            close()
+
+
+def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
+           on_step: Callable[[int, float], None] | None,
+           coupling_cfg: CouplingConfig | None) -> tuple[TrainResult, EMA | None]:
     device = data.train.device
+    coupling_cfg = coupling_cfg or CouplingConfig()
+    prefetch = getattr(method.coupling, "prefetch", None) if coupling_cfg.overlap else None
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                if cfg.amp == "bf16" else contextlib.nullcontext())
     method.train()
     opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
@@ -142,17 +167,22 @@ def train(
     if method.coupling is not None:
         bs = method.coupling.data_batch_size(cfg.batch_size)
     batches = batch_indices(data.train.shape[0], bs, gens["data"], device)
-    probe = ConsistencyProbe(method, data, coupling_cfg or CouplingConfig(), cfg.steps, gens)
+    probe = ConsistencyProbe(method, data, coupling_cfg, cfg.steps, gens)
     history: list[dict[str, float]] = []
     window: dict[str, float] = {}
     count = 0
-    coupling_seconds = 0.0
+    coupling_seconds = solver_seconds = 0.0
     last = float("nan")
     diag_seconds = 0.0
     start = time.perf_counter()
+    idx = next(batches) if cfg.steps else None
     for step in range(cfg.steps):
-        idx = next(batches)
-        loss, logs = method.loss(Batch(data.train[idx], idx), gens)
+        with autocast:
+            loss, logs = method.loss(Batch(data.train[idx], idx), gens)
+        if step + 1 < cfg.steps:
+            idx = next(batches)
+            if prefetch is not None:  # the next assignment is solved during this step
+                prefetch(data.train[idx], idx, gens["noise"])
         last = float(loss.detach())
         if not math.isfinite(last):
             raise TrainingDiverged(f"loss became {last} at step {step}")
@@ -164,7 +194,8 @@ def train(
         sched.step()
         if ema is not None:
             ema.update(method)
-        coupling_seconds += logs.get("solver_seconds", 0.0)
+        coupling_seconds += logs.get("coupling_wait_seconds", logs.get("solver_seconds", 0.0))
+        solver_seconds += logs.get("solver_seconds", 0.0)
         for k, v in {"loss": last, **logs}.items():
             window[k] = window.get(k, 0.0) + float(v)
         count += 1
@@ -182,6 +213,7 @@ def train(
             on_step(step + 1, last)
     seconds = time.perf_counter() - start - diag_seconds
     method.eval()
-    result = TrainResult(cfg.steps, seconds, coupling_seconds, last, history)
+    result = TrainResult(cfg.steps, seconds, coupling_seconds, last, history,
+                         solver_seconds=solver_seconds)
     result.diagnostics = {**probe.result(), "diagnostics_seconds": diag_seconds}
     return result, ema

@@ -3,6 +3,7 @@
 
     python scripts/update_readme_table.py reports/quick.md README.md quick-table
     python scripts/update_readme_table.py reports/peers2d.md README.md peers-table
+    python scripts/update_readme_table.py reports/mnist5k.md README.md mnist5k-table
 
 Only columns named in COLUMNS are kept; every number comes from the report, which names the
 run it was built from.
@@ -15,7 +16,8 @@ import sys
 from pathlib import Path
 
 COLUMNS = ("method", "seeds", "NFE", "w2 ↓", "mmd ↓", "precision ↑", "recall ↑",
-           "var_ratio →1", "train s", "sample ms/1k")
+           "fd_domain ↓", "kid_domain ↓", "prec_domain ↑", "rec_domain ↑", "class_entropy ↑",
+           "class_coverage ↑", "fid ↓", "var_ratio →1", "train s", "sample ms/1k")
 
 
 def tables(report: str) -> list[tuple[str, list[list[str]]]]:

@@ -42,3 +42,25 @@ def tiny_cfg():
 @pytest.fixture
 def cpu():
     return torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Extractors and reference features go to a per-session folder, never ~/.cache."""
+    import os
+
+    old = os.environ.get("BENCH_CACHE")
+    os.environ["BENCH_CACHE"] = str(tmp_path_factory.mktemp("bench-cache"))
+    yield
+    if old is None:
+        os.environ.pop("BENCH_CACHE", None)
+    else:
+        os.environ["BENCH_CACHE"] = old
+
+
+#: Image settings small enough for seconds on a CPU (UNet preset xs).
+IMAGE_SETS = [
+    "net.unet=xs", "train.steps=20", "train.batch_size=32", "train.warmup=2",
+    "train.log_every=10", "eval.n_samples=64", "eval.batch_size=64", "eval.timing_batch=16",
+    "eval.timing_repeats=1", "eval.save_samples=64", "coupling.diagnostics=0",
+]

@@ -1,3 +1,3 @@
 """Built-in datasets (imported explicitly so registration never depends on folder scans)."""
 
-from bench.datasets import toy2d  # noqa: F401
+from bench.datasets import images, toy2d  # noqa: F401

@@ -36,6 +36,11 @@ class DataBundle:
     floor: torch.Tensor | None
     source: Callable[[int, torch.Generator], torch.Tensor]
     info: dict[str, Any] = field(default_factory=dict)
+    #: class labels of ``train`` / ``eval`` (labelled image datasets; used by the domain
+    #: feature extractor and the class histogram, never by the generators)
+    train_labels: torch.Tensor | None = None
+    eval_labels: torch.Tensor | None = None
+    num_classes: int = 0
 
     @property
     def dim(self) -> int:

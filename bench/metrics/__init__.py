@@ -1,4 +1,4 @@
 """Built-in metrics (explicit imports)."""
 
-from bench.metrics import points  # noqa: F401
+from bench.metrics import images, points  # noqa: F401
 from bench.metrics.base import MetricContext  # noqa: F401

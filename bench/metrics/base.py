@@ -6,18 +6,29 @@ Each metric registers which data kinds it applies to and, per output, its direct
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from bench.config import EvalConfig
 
+if TYPE_CHECKING:
+    from bench.datasets.base import DataBundle
+
 
 @dataclass
 class MetricContext:
+    """What a metric gets besides the samples: eval settings, its random stream, the dataset
+    (labels, training split for learned extractors), the device, and ``info`` to fill with what
+    the record should say about how the numbers were made (extractor ids, sample counts)."""
+
     cfg: EvalConfig
     gen: torch.Generator
     dataset: str
+    data: DataBundle | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def pairwise_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -15,7 +17,19 @@ def build_net(shape: tuple[int, ...], kind: str, cfg: NetConfig, time_inputs: in
         return TimeMLP(
             int(torch.Size(shape).numel()), cfg.hidden, cfg.depth, time_inputs, cfg.time_features
         )
-    raise ValueError(f"no network for data kind {kind!r} (known: points)")
+    if kind == "images":
+        from bench.nets.unet import UNET_PRESETS, UNet
+
+        name = "s" if cfg.unet == "auto" else cfg.unet
+        if name not in UNET_PRESETS:
+            raise ValueError(f"unknown UNet preset {name!r}; choices: auto, "
+                             f"{', '.join(UNET_PRESETS)}")
+        ushape = UNET_PRESETS[name]
+        if cfg.channels:
+            ushape = dataclasses.replace(ushape, channels=cfg.channels)
+        c, h, _ = shape
+        return UNet(c, ushape, time_inputs, resolution=h)
+    raise ValueError(f"no network for data kind {kind!r} (known: points, images)")
 
 
 def n_params(module: nn.Module) -> int:

@@ -23,7 +23,9 @@ COST_COLUMNS = (
     ("sample_ms_per_1k", "sample ms/1k"),
 )
 #: Metrics in the paired-comparison table and the plots (when present)
-KEY_METRICS = ("w2", "mmd", "var_ratio")
+KEY_METRICS = ("w2", "mmd", "fd_domain", "fid", "class_entropy", "var_ratio")
+#: the headline quality metric of a dataset (first one present), for the cost plot
+QUALITY_METRICS = ("w2", "fid", "fd_domain")
 DEFAULT_REFERENCE = "fm-euler100"
 
 
@@ -96,8 +98,39 @@ def _data_line(r: RunRecord) -> str:
         return (f"2-D {r.dataset} ({info.get('description', '')}); source "
                 f"`{info.get('source')}`; {info.get('n_train')} training points from each run's "
                 f"seed, {info.get('n_eval')} held-out points from a fixed seed.")
+    if info.get("kind") == "images":
+        return (f"{r.dataset}: {info.get('description', '')}. Resolution "
+                f"{info.get('resolution')}, {info.get('channels')} channel(s), scaled to "
+                f"{info.get('range')}; {info.get('n_train')} training / {info.get('n_eval')} "
+                f"held-out images; floor = {info.get('floor')}.")
     shape = "×".join(str(s) for s in info.get("shape", []))
     return f"{r.dataset}: {shape} {info.get('description', '')}".strip()
+
+
+def _metric_line(ds_records: list[RunRecord]) -> str:
+    mi = next((r.metric_info for r in ds_records if r.metric_info and r.method != FLOOR),
+              next((r.metric_info for r in ds_records if r.metric_info), {}))
+    if not mi:
+        return ""
+    if "w2_samples" in mi:
+        return (f"Metrics on {mi.get('n_samples')} samples against {mi.get('n_reference')} "
+                f"held-out points ({mi.get('features')}); W2 on {mi.get('w2_samples')} per side.")
+    parts = [f"Metrics on {mi.get('n_samples')} generated samples against "
+             f"{mi.get('n_reference')} held-out images, computed by torch-fidelity on uint8 "
+             "images."]
+    if "fd_extractor" in mi:
+        acc = mi.get("fd_extractor_eval_accuracy")
+        parts.append(
+            f"`fd_domain`, `kid_domain`, `prec_domain`, `rec_domain` use the features of the "
+            f"domain classifier `{mi['fd_extractor']}` (a small CNN trained on the training "
+            f"split; held-out accuracy {fmt_num(acc, 3) if acc is not None else '?'}): a "
+            "Fréchet distance in those features, **not Inception FID**. `class_entropy` is the "
+            "entropy of its class histogram of the samples over log 10 (0 = one class), "
+            "`class_coverage` the share of classes holding at least half their uniform share.")
+    if "fid_extractor" in mi:
+        parts.append(f"`fid`, `kid`, `prec_inception`, `rec_inception`: torch-fidelity "
+                     f"`{mi['fid_extractor']}` (Inception FID).")
+    return " ".join(parts)
 
 
 def _by_seed(runs: list[RunRecord], metric: str) -> dict[int, float]:
@@ -203,11 +236,9 @@ def render_report(sources: list[Source], out: str | Path, directions: dict[str, 
         ds_records = [r for r in ok if r.dataset == dataset]
         metrics = _metric_order(ds_records, directions)
         lines += [f"## {dataset}", "", _data_line(ds_records[0]), ""]
-        mi = next((r.metric_info for r in ds_records if r.metric_info), {})
-        if mi:
-            lines += [f"Metrics on {mi.get('n_samples')} samples against {mi.get('n_reference')} "
-                      f"held-out points ({mi.get('features')}); W2 on {mi.get('w2_samples')} "
-                      f"per side.", ""]
+        mline = _metric_line(ds_records)
+        if mline:
+            lines += [mline, ""]
         order = _method_order([r.method for r in ds_records])
         keys = [k for k in groups if k[0] == dataset]
         keys.sort(key=lambda k: (order.index(k[1]), _sweep_key(groups[k][0])))
@@ -283,7 +314,7 @@ def _figures(ds_records, dataset, fig_dir, root, order, bases, keys, groups) -> 
     if fig is not None:
         link(fig, f"{dataset}: samples of each method (lowest seed)")
     sweeps = sorted({k for r in ds_records for k in r.sweep})
-    metric = "w2" if any("w2" in r.metrics for r in ds_records) else None
+    metric = next((m for m in QUALITY_METRICS if any(m in r.metrics for r in ds_records)), None)
     if metric and not sweeps:
         series: dict[str, list] = defaultdict(list)
         for key in keys:
@@ -364,13 +395,16 @@ def _scatter(records: list[RunRecord], dataset: str, fig_dir: Path, order: list[
         if not full.exists():
             continue
         pts = np.load(full, allow_pickle=False)
-        if pts.ndim != 2 or pts.shape[1] != 2:
+        if pts.ndim not in (2, 4) or (pts.ndim == 2 and pts.shape[1] != 2):
             return None
-        label = "data (held-out)" if method == FLOOR else f"{method} (NFE {r.nfe})"
+        label = "data (floor)" if method == FLOOR else f"{method} (NFE {r.nfe})"
         if r.sweep and method != FLOOR:
             label += f"\n{_sweep_label(r)}"
         panels.append((label, pts))
     if not panels:
         return None
+    if panels[0][1].ndim == 4:  # images: one 8x8 grid per method, real data first
+        return plots.image_grids(panels, fig_dir / f"{dataset}_samples.png", f"{dataset}: "
+                                 f"seed {min(r.seed for r in records)}, first 64 samples")
     return plots.scatter_grid(panels, fig_dir / f"{dataset}_samples.png", f"{dataset}: seed "
                               f"{min(r.seed for r in records)}")

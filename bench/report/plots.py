@@ -51,6 +51,38 @@ def scatter_grid(panels: list[tuple[str, np.ndarray]], path: Path, title: str) -
     return _save(fig, path)
 
 
+def tile(images: np.ndarray, cols: int = 8) -> np.ndarray:
+    """[n, C, H, W] in [-1, 1] -> one [rows*(H+1)+1, cols*(W+1)+1, C] image in [0, 1] with
+    1-pixel white borders (the first cols*cols images)."""
+    x = np.clip((images[: cols * cols] + 1.0) / 2.0, 0.0, 1.0)
+    n, c, h, w = x.shape
+    rows = math.ceil(n / cols)
+    out = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, c), dtype=np.float32)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        out[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + q * (w + 1): 1 + q * (w + 1) + w] = \
+            x[i].transpose(1, 2, 0)
+    return out
+
+
+def image_grids(panels: list[tuple[str, np.ndarray]], path: Path, title: str) -> Path:
+    """One 8x8 sample grid per (label, [n, C, H, W] images in [-1, 1]); real data first."""
+    plt = _plt()
+    cols = min(5, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 3.0 * rows), squeeze=False)
+    for ax, (label, imgs) in zip(axes.flat, panels, strict=False):
+        grid = tile(imgs)
+        ax.imshow(grid[..., 0] if grid.shape[2] == 1 else grid, cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
 def _xy_err(points: list[tuple[float, float, float]]):
     pts = sorted(points)
     return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]

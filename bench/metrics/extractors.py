@@ -1,0 +1,198 @@
+"""Feature extractors for image metrics, registered with torch-fidelity.
+
+- ``bench-domain``: a small CNN classifier trained once per dataset on its training split
+  (fixed seed, fixed recipe, CPU seconds), cached on disk under ``$BENCH_CACHE/extractors``
+  (default ``~/.cache/otnfm-bench``). Its 128-d penultimate features feed torch-fidelity's FID /
+  KID / precision-recall code: the result is a Frechet distance in *this* feature space,
+  recorded as ``fd_domain`` with the extractor's id, never called FID. Its logits give the class
+  histogram of generated samples.
+- ``inception-v3-compat``: torch-fidelity's own extractor; weights come from
+  ``eval.inception_weights`` or torch hub's cache, never downloaded by the harness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 + INCEPTION_FILE)
+DOMAIN_NAME = "bench-domain"
+#: bump when the classifier or its training recipe changes (invalidates cached extractors)
+DOMAIN_VERSION = 2
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BENCH_CACHE", "~/.cache/otnfm-bench")).expanduser()
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float [N, C, H, W] -> uint8 [N, 3, H, W] (grey images repeated to RGB), the input
+    torch-fidelity's extractors take."""
+    u8 = ((x.float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    return u8.expand(-1, 3, -1, -1).contiguous() if u8.shape[1] == 1 else u8
+
+
+class DomainCNN(nn.Module):
+    """conv 32 -> conv 64 (stride 2) -> conv 128 (stride 2) -> global average -> 128 -> classes."""
+
+    def __init__(self, channels: int, classes: int) -> None:
+        super().__init__()
+        self.channels, self.classes = channels, classes
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.GroupNorm(8, 32), nn.SiLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GroupNorm(8, 64), nn.SiLU(),
+            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.GroupNorm(8, 128), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 128), nn.SiLU(),
+        )
+        self.head = nn.Linear(128, classes)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.body(x)
+        return f, self.head(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[1]
+
+
+def from_uint8(u8: torch.Tensor, channels: int) -> torch.Tensor:
+    x = u8.float().div(127.5).sub(1.0)
+    return x[:, :1] if channels == 1 else x
+
+
+def _digest(data: torch.Tensor, labels: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(to_uint8(data.cpu()).numpy().tobytes())
+    h.update(labels.cpu().numpy().tobytes())
+    h.update(f"v{DOMAIN_VERSION}".encode())
+    return h.hexdigest()[:12]
+
+
+def train_domain_classifier(x: torch.Tensor, y: torch.Tensor, classes: int,
+                            epochs: int = 30, batch: int = 128) -> DomainCNN:
+    """Deterministic (seed 0, CPU) Adam training on uint8-rounded images, ``epochs`` passes
+    (100 to 3,000 steps); small random shifts keep it from memorising the training set."""
+    steps = int(min(3000, max(100, epochs * x.shape[0] // batch)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x = from_uint8(to_uint8(x.cpu()), x.shape[1])
+        y = y.cpu()
+        net = DomainCNN(x.shape[1], classes)
+        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(steps):
+            idx = torch.randint(0, x.shape[0], (batch,), generator=g)
+            xb = x[idx]
+            dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
+            xb = torch.roll(xb, shifts=(dx, dy), dims=(2, 3))
+            loss = F.cross_entropy(net(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
+def domain_extractor(dataset: str, data: torch.Tensor, labels: torch.Tensor, classes: int,
+                     eval_x: torch.Tensor | None = None, eval_y: torch.Tensor | None = None
+                     ) -> tuple[Path, dict]:
+    """Path of the cached classifier for this training set (trained on first use) and its info
+    (id, held-out accuracy)."""
+    key = _digest(data, labels)
+    path = cache_dir() / "extractors" / f"{dataset}-{key}.pt"
+    if not path.exists():
+        net = train_domain_classifier(data, labels, classes)
+        acc = None
+        if eval_x is not None and eval_y is not None:
+            with torch.no_grad():
+                pred = net(from_uint8(to_uint8(eval_x.cpu()), net.channels)).argmax(1)
+            acc = float((pred == eval_y.cpu()).float().mean())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"channels": net.channels, "classes": classes, "state": net.state_dict(),
+                    "id": f"fd-{dataset}-cnn-{key}", "eval_accuracy": acc}, tmp)
+        tmp.replace(path)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return path, {"id": blob["id"], "eval_accuracy": blob["eval_accuracy"]}
+
+
+def load_domain(path: str | Path) -> DomainCNN:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    net = DomainCNN(blob["channels"], blob["classes"])
+    net.load_state_dict(blob["state"])
+    return net.eval()
+
+
+def _register() -> None:
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    if DOMAIN_NAME in FEATURE_EXTRACTORS_REGISTRY:
+        return
+
+    class DomainFeatures(FeatureExtractorBase):
+        """torch-fidelity wrapper of :class:`DomainCNN` (``feature_extractor_weights_path`` =
+        the cached classifier)."""
+
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            if feature_extractor_weights_path is None:
+                raise ValueError(f"{DOMAIN_NAME} needs feature_extractor_weights_path")
+            self.net = load_domain(feature_extractor_weights_path)
+            self.requires_grad_(False)
+
+        def forward(self, x):
+            f, logits = self.net.features(from_uint8(x, self.net.channels))
+            out = {"feat": f, "logits": logits}
+            return tuple(out[a] for a in self.features_list)
+
+        @staticmethod
+        def get_provided_features_list():
+            return ("feat", "logits")
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return "feat"
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+
+    register_feature_extractor(DOMAIN_NAME, DomainFeatures)
+
+
+_register()
+
+
+class InceptionWeightsMissing(FileNotFoundError):
+    pass
+
+
+def inception_weights(path: str | None) -> Path:
+    """The Inception weights file to use: ``path`` if given, else torch hub's cache; a clear
+    error otherwise (the harness never downloads them)."""
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise InceptionWeightsMissing(f"--inception-weights {p}: no such file")
+        return p
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    if hub.is_file():
+        return hub
+    raise InceptionWeightsMissing(
+        f"Inception FID needs torch-fidelity's Inception weights ({INCEPTION_FILE}); they are "
+        f"not in torch hub's cache ({hub}) and no --inception-weights PATH was given. Download "
+        f"{INCEPTION_URL} on a machine with network access and pass its path with "
+        f"--inception-weights (or put it at {hub}). For CPU-scale runs use the default domain "
+        "metric fd_domain instead.")
