@@ -70,8 +70,8 @@ def step_breakdown(method: Method, data: DataBundle, cfg: Config, device: torch.
                                      ("data", "coupling", "forward", "backward", "optimizer")}
     method.train()
     for i in range(warmup + repeats):
-        t_data, (idx, x1) = _timed(lambda: (lambda j: (j, data.train[j]))(next(batches)), device)
-        t_loss, (loss, logs) = _timed(lambda: method.loss(Batch(x1, idx), gens), device)
+        t_data, batch = _timed(lambda: (lambda j: Batch(data.train[j], j))(next(batches)), device)
+        t_loss, (loss, logs) = _timed(lambda b=batch: method.loss(b, gens), device)
         opt.zero_grad(set_to_none=True)
         t_bwd, _ = _timed(loss.backward, device)
 
@@ -161,7 +161,7 @@ def bank_scaling(data: DataBundle, cfg: Config, device: torch.device, banks: tup
         times = []
         for i in range(warmup + repeats):
             idx = next(batches)
-            t, _ = _timed(lambda idx=idx: coupling.pair(pool[idx], idx, gen), device)
+            t, _ = _timed(lambda c=coupling, p=pool, i=idx, g=gen: c.pair(p[i], i, g), device)
             if i >= warmup:
                 times.append(t)
         out[n_bank] = Stat.of(times)
@@ -218,8 +218,8 @@ def markdown(rec: dict[str, Any]) -> str:
              f"{rec['repeats']} timed repeats after {rec['warmup']} warm-up calls; every figure "
              "is the median [interquartile range] of the repeats, device synchronised around "
              "each timed region.", "", "## Training step (ms)", "",
-             "| recipe | data | coupling | forward | backward | optimizer | step | coupling share |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| recipe | data | coupling | forward | backward | optimizer | step "
+             "| coupling share |", "|---|---|---|---|---|---|---|---|"]
     for recipe, parts in rec["training"].items():
         share = parts["coupling"]["median"] / parts["step"]["median"]
         lines.append(f"| {recipe} | " + " | ".join(_ms(parts[k]) for k in (

@@ -39,9 +39,9 @@ $BENCH report "$OUT_DIR/cifar10" --out "$OUT_DIR/cifar10.md"
 echo "cifar10 preset: $(( $(date +%s) - t0 )) s"
 
 t0=$(date +%s)
-$BENCH perf -d mnist5k --out "$OUT_DIR" --md "$OUT_DIR/perf-mnist5k.md" --ot-sizes 64,256,1024,4096
+$BENCH perf -d mnist5k --repeats 10 --out "$OUT_DIR" --md "$OUT_DIR/perf-mnist5k.md" --ot-sizes 64,256,1024
 $BENCH perf -d cifar10 --data-root "$ROOT" "${EXTRA[@]}" --set net.unet=cifar --set train.batch_size=128 \
   -m otnfm-minibatch,otnfm-online,fm-euler100 --repeats 10 --train-steps 20 --ot-sizes 128 --banks 1000,50000 \
   --out "$OUT_DIR" --md "$OUT_DIR/perf-cifar10-cifarnet.md"
-$BENCH perf -d moons --out "$OUT_DIR" --md "$OUT_DIR/perf-moons.md"
+$BENCH perf -d moons --repeats 10 --out "$OUT_DIR" --md "$OUT_DIR/perf-moons.md" --ot-sizes 64,256,1024
 echo "perf: $(( $(date +%s) - t0 )) s"
