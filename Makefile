@@ -7,7 +7,7 @@ BENCH  := $(VENV)/bin/bench
 # an unpinned multi-GB download. pyproject itself states ranges; override TORCH_PINS elsewhere.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv run test test-all lint bench-perf clean
+.PHONY: venv run test test-all lint bench perf images clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ test: venv
 
 test-all: venv
 	$(PY) -m pytest -q -m ''
+
+# pytest-benchmark suite (tests/test_benchmarks.py); compare with the committed baseline:
+#   make bench BENCH_ARGS='--benchmark-compare=0001_baseline --benchmark-compare-fail=median:25%'
+bench: venv
+	$(PY) -m pytest -q -m benchmark --benchmark-enable $(BENCH_ARGS)
+
+perf: venv
+	$(BENCH) perf --dataset mnist5k --repeats 10 --sample-batch 256 --md reports/perf-mnist5k.md
+
+images: venv
+	$(BENCH) run --config configs/mnist5k.yaml --out results/mnist5k
+	$(BENCH) report results/mnist5k --out reports/mnist5k.md
 
 lint: venv
 	$(VENV)/bin/ruff check bench tests

@@ -187,8 +187,14 @@ def _execute(runner, out_dir: Path, label: str = "") -> list[RunRecord]:
                   f"{runner.device} → {out_dir / RECORDS_FILE}")
     progress = _progress()
     runner.reporter = RichReporter(progress)
-    with progress:
-        return runner.run()
+    try:
+        with progress:
+            return runner.run()
+    except KeyboardInterrupt as err:
+        msg = str(err) or "interrupted"
+        err_console.print(f"[bold yellow]interrupted:[/] {msg}. Finished runs are recorded; "
+                          "run the same command again to resume.", highlight=False)
+        raise typer.Exit(130) from None
 
 
 def _finish(written: list[RunRecord], out_dir: Path) -> None:

@@ -135,6 +135,9 @@ class Config:
     seeds: tuple[int, ...] = (0,)
     #: ``auto`` = cuda when available, else cpu; or an explicit torch device string
     device: str = "auto"
+    #: save the whole training state every this many steps (0 = only on Ctrl-C); an
+    #: interrupted run resumes from it. Not part of the config hash: it changes no number.
+    checkpoint_every: int = 500
     data: DataConfig = field(default_factory=DataConfig)
     net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -87,21 +87,29 @@ def append_json_line(path: str | Path, obj: dict) -> None:
 
 
 def append_line(path: str | Path, text: str) -> None:
+    """Append ``text`` as one line under an exclusive lock, flushed and fsynced. If the write
+    fails (a full disk), the file is cut back to its size before the write and the error is
+    raised: the records already there stay intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = text + "\n"
-    with open(path, "a", encoding="utf-8") as f:
+    data = (text + "\n").encode("utf-8")
+    with open(path, "ab") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
+            size = f.seek(0, os.SEEK_END)
             # A torn last line (a killed writer) must not swallow this record: start a new line.
-            if f.tell() > 0:
+            if size > 0:
                 with open(path, "rb") as r:
                     r.seek(-1, os.SEEK_END)
                     if r.read(1) != b"\n":
-                        line = "\n" + line
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+                        data = b"\n" + data
+            try:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:
+                f.truncate(size)
+                raise
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 

@@ -31,7 +31,7 @@ from bench.results import (
     read_records,
 )
 from bench.seeding import Streams, init_scope, stream_seed
-from bench.trainer import EMA, train
+from bench.trainer import EMA, Checkpointing, TrainingInterrupted, train
 
 FLOOR_METHOD = "data"
 
@@ -99,7 +99,7 @@ def dataset_config(cfg: Config, dataset: str) -> Config:
 def run_config(cfg: Config, method: str, dataset: str) -> dict[str, Any]:
     """The resolved config of one run (everything that can change its numbers but the seed)."""
     d = to_dict(dataset_config(cfg, dataset))
-    for key in ("name", "methods", "datasets", "seeds", "device"):
+    for key in ("name", "methods", "datasets", "seeds", "device", "checkpoint_every"):
         d.pop(key)
     d["method"] = method
     d["recipe"] = recipe_of(method)
@@ -209,16 +209,24 @@ class Runner:
                                                **data.info},
         )
 
-    def _finish(self, rec: RunRecord, err: BaseException | None = None) -> RunRecord:
+    def _finish(self, rec: RunRecord, err: BaseException | None = None,
+                status: str = "failed") -> RunRecord:
         if err is not None:
-            rec.status = "failed"
+            rec.status = status
             tb = traceback.extract_tb(err.__traceback__)
             where = f" (at {tb[-1].filename.split('/')[-1]}:{tb[-1].lineno})" if tb else ""
             rec.error = f"{type(err).__name__}: {err}{where}"
         else:
             rec.status = "ok"
         rec.finished_at = now()
-        append_record(self.records_path, rec)
+        try:
+            append_record(self.records_path, rec)
+        except OSError as werr:  # e.g. a full disk: the file is left as it was
+            if rec.status != "ok":
+                raise
+            rec.status, rec.metrics = "failed", {}
+            rec.error = f"could not write the record: {type(werr).__name__}: {werr}"
+            append_record(self.records_path, rec)  # a short failed record may still fit
         self.reporter.done(rec)
         return rec
 
@@ -302,10 +310,21 @@ class Runner:
                               f"generating pairs with {teacher_name}")
             breakdown.update(method.prepare(teacher, data.train.shape[0], gens,
                                             self.cfg.eval.batch_size))
+        partial = path.with_suffix(".partial.pt")
+        resume = None
+        if partial.exists() and not self.force:
+            saved = torch.load(partial, map_location="cpu", weights_only=True)
+            if saved.get("meta", {}).get("recipe_hash") == rhash:
+                resume = saved
+                self.reporter.log(f"{data.name} · {run_cfg['recipe']} · seed {seed}: resuming "
+                                  f"from step {saved['step']} ({partial})")
+            else:
+                self.reporter.log(f"ignoring {partial}: saved by another config")
         self.reporter.start(f"{data.name} · {run_cfg['recipe']} · seed {seed}",
                             self.cfg.train.steps)
+        ckpt = Checkpointing(partial, self.cfg.checkpoint_every, {"recipe_hash": rhash})
         result, ema = train(method, data, self.cfg.train, gens, on_step=self.reporter.advance,
-                            coupling_cfg=self.cfg.coupling)
+                            coupling_cfg=self.cfg.coupling, checkpoint=ckpt, resume=resume)
         if breakdown:
             breakdown["student_seconds"] = result.seconds
             result.seconds = sum(breakdown.values())
@@ -322,6 +341,7 @@ class Runner:
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(path)  # write-then-rename: never a half-written checkpoint
+        partial.unlink(missing_ok=True)
         return Trained(path, state, reused=False)
 
     def _run_recipe(self, names: list[str], data: DataBundle, seed: int) -> list[RunRecord]:
@@ -329,6 +349,11 @@ class Runner:
         rhash = recipe_hash(run_cfgs[names[0]])
         try:
             trained = self._train_or_load(names[0], data, seed, rhash, run_cfgs[names[0]])
+        except TrainingInterrupted as err:  # Ctrl-C: say so in the records, then stop
+            for m in names:
+                rec = self._base_record(m, data.name, seed, run_cfgs[m], data)
+                self._finish(rec, err, status="interrupted")
+            raise
         except Exception as err:
             return [self._finish(self._base_record(m, data.name, seed, run_cfgs[m], data), err)
                     for m in names]

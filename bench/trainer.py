@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -51,21 +55,97 @@ class EMA:
                 for p, s in zip(module.parameters(), saved, strict=True):
                     p.copy_(s)
 
+    def state_dict(self) -> dict:
+        return {"n": self.n, "shadow": [t.detach().cpu().clone() for t in self.shadow]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n = int(state["n"])
+        for s, t in zip(self.shadow, state["shadow"], strict=True):
+            s.copy_(t)
+
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
         for p, s in zip(module.parameters(), self.shadow, strict=True):
             p.copy_(s)
 
 
+class BatchSampler:
+    """Epochs of random permutations cut into full batches ([B] index tensors); its position
+    is part of a resumable training state."""
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator,
+                 device: torch.device) -> None:
+        if batch_size > n:
+            raise ValueError(f"train.batch_size {batch_size} exceeds the {n} training points")
+        self.n, self.batch_size, self.gen, self.device = n, batch_size, gen, device
+        self.perm: torch.Tensor | None = None
+        self.pos = 0
+
+    def __iter__(self) -> BatchSampler:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.perm is None or self.pos + self.batch_size > self.n:
+            self.perm = torch.randperm(self.n, generator=self.gen, device=self.device)
+            self.pos = 0
+        out = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return out
+
+    def state_dict(self) -> dict:
+        return {"perm": None if self.perm is None else self.perm.cpu(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        perm = state["perm"]
+        self.perm = None if perm is None else perm.to(self.device)
+        self.pos = int(state["pos"])
+
+
 def batch_indices(n: int, batch_size: int, gen: torch.Generator,
-                  device: torch.device) -> Iterator[torch.Tensor]:
+                  device: torch.device) -> BatchSampler:
     """Epochs of random permutations cut into full batches ([B] index tensors)."""
-    if batch_size > n:
-        raise ValueError(f"train.batch_size {batch_size} exceeds the {n} training points")
-    while True:
-        perm = torch.randperm(n, generator=gen, device=device)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield perm[i : i + batch_size]
+    return BatchSampler(n, batch_size, gen, device)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the state after the last finished step was checkpointed."""
+
+
+@dataclass
+class Checkpointing:
+    """Resumable training: the whole state is written to ``path`` every ``every`` steps (and
+    on Ctrl-C), write-then-rename; ``meta`` is stored with it (the runner's recipe hash)."""
+
+    path: Path
+    every: int = 0
+    meta: dict = field(default_factory=dict)
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({**state, "meta": self.meta}, tmp)
+        tmp.replace(self.path)
+
+
+@contextlib.contextmanager
+def _sigint_flag() -> Iterator[dict]:
+    """In the main thread, the first Ctrl-C sets a flag the loop checks between steps (so the
+    state can be saved whole); a second one interrupts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -134,16 +214,21 @@ def train(
     method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
     on_step: Callable[[int, float], None] | None = None,
     coupling_cfg: CouplingConfig | None = None,
+    checkpoint: Checkpointing | None = None, resume: dict | None = None,
 ) -> tuple[TrainResult, EMA | None]:
     """Train ``method`` on ``data.train`` for ``cfg.steps`` steps; returns the result and EMA.
 
     ``cfg.compile`` trains through ``torch.compile(method.net)`` (the plain module is put back
-    afterwards, so checkpoints and NFE counting see the same network)."""
+    afterwards, so checkpoints and NFE counting see the same network). With ``checkpoint`` the
+    whole state (model, optimizer, schedule, EMA, random streams, batch position, coupling
+    state such as the online-OT bank, logs) is saved every ``checkpoint.every`` steps and on
+    Ctrl-C; ``resume`` (such a saved state) continues from it, and the result equals that of
+    an uninterrupted run on the CPU (tested)."""
     plain = method.net
     if cfg.compile:
         method.net = torch.compile(plain)
     try:
-        return _train(method, data, cfg, gens, on_step, coupling_cfg)
+        return _train(method, data, cfg, gens, on_step, coupling_cfg, checkpoint, resume)
     finally:
         method.net = plain
         close = getattr(method.coupling, "close", None)
@@ -153,7 +238,8 @@ def train(
 
 def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
            on_step: Callable[[int, float], None] | None,
-           coupling_cfg: CouplingConfig | None) -> tuple[TrainResult, EMA | None]:
+           coupling_cfg: CouplingConfig | None, checkpoint: Checkpointing | None,
+           resume: dict | None) -> tuple[TrainResult, EMA | None]:
     device = data.train.device
     coupling_cfg = coupling_cfg or CouplingConfig()
     prefetch = getattr(method.coupling, "prefetch", None) if coupling_cfg.overlap else None
@@ -173,45 +259,93 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
     count = 0
     coupling_seconds = solver_seconds = 0.0
     last = float("nan")
-    diag_seconds = 0.0
-    start = time.perf_counter()
-    idx = next(batches) if cfg.steps else None
-    for step in range(cfg.steps):
-        with autocast:
-            loss, logs = method.loss(Batch(data.train[idx], idx), gens)
-        if step + 1 < cfg.steps:
-            idx = next(batches)
-            if prefetch is not None:  # the next assignment is solved during this step
-                prefetch(data.train[idx], idx, gens["noise"])
-        last = float(loss.detach())
-        if not math.isfinite(last):
-            raise TrainingDiverged(f"loss became {last} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
-        opt.step()
-        sched.step()
+    diag_seconds = elapsed = 0.0
+    first = 0
+    idx = None
+    if resume is not None:
+        method.load_state_dict(resume["model"])
+        method.load_extra_state_dict(resume["extra"])
+        opt.load_state_dict(resume["opt"])
+        sched.load_state_dict(resume["sched"])
         if ema is not None:
-            ema.update(method)
-        coupling_seconds += logs.get("coupling_wait_seconds", logs.get("solver_seconds", 0.0))
-        solver_seconds += logs.get("solver_seconds", 0.0)
-        for k, v in {"loss": last, **logs}.items():
-            window[k] = window.get(k, 0.0) + float(v)
-        count += 1
-        diag_start = time.perf_counter()  # diagnostics are excluded from the training time
-        if count == cfg.log_every or step == cfg.steps - 1:
-            row = {"step": step + 1, **{k: v / count for k, v in window.items()}}
-            bank_cost = getattr(method.coupling, "bank_cost", None)
-            if bank_cost is not None:  # online OT: mean cost of the whole bank over time
-                row["bank_cost"] = bank_cost(data.train)
-            history.append(row)
-            window, count = {}, 0
-        probe.maybe_measure(step + 1)
-        diag_seconds += time.perf_counter() - diag_start
-        if on_step is not None:
-            on_step(step + 1, last)
-    seconds = time.perf_counter() - start - diag_seconds
+            ema.load_state_dict(resume["ema"])
+        gens.load_state_dict(resume["streams"])
+        batches.load_state_dict(resume["sampler"])
+        probe.targets = [t.to(data.train.device) for t in resume["probe_targets"]]
+        history, window, count = resume["history"], resume["window"], resume["count"]
+        coupling_seconds, solver_seconds = resume["coupling_seconds"], resume["solver_seconds"]
+        diag_seconds, elapsed, last = resume["diag_seconds"], resume["elapsed"], resume["last"]
+        first = int(resume["step"])
+        idx = resume["next_idx"]
+        idx = None if idx is None else idx.to(data.train.device)
+
+    def state(step: int, next_idx: torch.Tensor | None) -> dict:
+        return {
+            "step": step, "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+            "extra": method.extra_state_dict(), "opt": opt.state_dict(),
+            "sched": sched.state_dict(), "ema": None if ema is None else ema.state_dict(),
+            "streams": gens.state_dict(), "sampler": batches.state_dict(),
+            "probe_targets": [t.cpu() for t in probe.targets], "history": history,
+            "window": window, "count": count, "coupling_seconds": coupling_seconds,
+            "solver_seconds": solver_seconds, "diag_seconds": diag_seconds,
+            "elapsed": elapsed + time.perf_counter() - start, "last": last,
+            "next_idx": None if next_idx is None else next_idx.cpu(),
+        }
+
+    every = checkpoint.every if checkpoint is not None else 0
+    start = time.perf_counter()
+    if idx is None and first < cfg.steps:
+        idx = next(batches)
+    with _sigint_flag() as flag:
+        for step in range(first, cfg.steps):
+            with autocast:
+                loss, logs = method.loss(Batch(data.train[idx], idx), gens)
+            save_now = every > 0 and (step + 1) % every == 0 and step + 1 < cfg.steps
+            if step + 1 < cfg.steps:
+                idx = next(batches)
+                # the next assignment is solved during this step (not across a checkpoint:
+                # its noise would be drawn before the state is saved)
+                if prefetch is not None and not save_now and not flag["stop"]:
+                    prefetch(data.train[idx], idx, gens["noise"])
+            last = float(loss.detach())
+            if not math.isfinite(last):
+                raise TrainingDiverged(f"loss became {last} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema.update(method)
+            coupling_seconds += logs.get("coupling_wait_seconds",
+                                         logs.get("solver_seconds", 0.0))
+            solver_seconds += logs.get("solver_seconds", 0.0)
+            for k, v in {"loss": last, **logs}.items():
+                window[k] = window.get(k, 0.0) + float(v)
+            count += 1
+            diag_start = time.perf_counter()  # diagnostics are excluded from the training time
+            if count == cfg.log_every or step == cfg.steps - 1:
+                row = {"step": step + 1, **{k: v / count for k, v in window.items()}}
+                bank_cost = getattr(method.coupling, "bank_cost", None)
+                if bank_cost is not None:  # online OT: mean cost of the whole bank over time
+                    row["bank_cost"] = bank_cost(data.train)
+                history.append(row)
+                window, count = {}, 0
+            probe.maybe_measure(step + 1)
+            diag_seconds += time.perf_counter() - diag_start
+            if on_step is not None:
+                on_step(step + 1, last)
+            if checkpoint is not None and step + 1 < cfg.steps and (save_now or flag["stop"]):
+                ckpt_start = time.perf_counter()
+                checkpoint.save(state(step + 1, idx))
+                diag_seconds += time.perf_counter() - ckpt_start
+                if flag["stop"]:
+                    raise TrainingInterrupted(
+                        f"interrupted after step {step + 1}; state saved to {checkpoint.path}")
+            elif flag["stop"]:
+                raise KeyboardInterrupt
+    seconds = elapsed + time.perf_counter() - start - diag_seconds
     method.eval()
     result = TrainResult(cfg.steps, seconds, coupling_seconds, last, history,
                          solver_seconds=solver_seconds)
