@@ -131,6 +131,15 @@ def run_cmd(
         "--dry-run", help="Print the resolved config and the planned runs, run nothing")] = False,
     force: Annotated[bool, typer.Option(
         help="Re-run (and retrain) even if an ok record / checkpoint exists")] = False,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    workers: Annotated[int, typer.Option(help="Local worker processes")] = 1,
+    cluster: Annotated[str | None, typer.Option(
+        help="submitit cluster: slurm, or local (submitit's local executor)")] = None,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs per Slurm job")] = None,
+    time_min: Annotated[int, typer.Option(help="Slurm time limit per job (minutes)")] = 240,
+    mem_gb: Annotated[int | None, typer.Option(help="Memory per Slurm job (GB)")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for Slurm jobs and collect them")] = False,
 ) -> None:
     """Train and evaluate methods x datasets x seeds; append one JSON record per run."""
     _setup(plugin)
@@ -166,11 +175,23 @@ def run_cmd(
             console.print(f"# run {p['dataset']} {p['method']} seed {p['seed']} "
                           f"(recipe {p['recipe']}, config {p['config_hash']})")
         return
+    if executor not in ("local", "slurm"):
+        _fail(f"--executor {executor!r}: choices: local, slurm")
+    if executor == "slurm" or workers > 1:
+        _dispatch([runner], out_dir, executor, workers, cluster, _slurm_params(
+            partition, gpus, time_min, mem_gb), wait, plugin,
+            str(config) if config else None, cfg.device, force)
+        return
     written = _execute(runner, out_dir)
     if not written:
         console.print("Nothing to do: every run already has an ok record (use --force to rerun).")
         return
     _finish(written, out_dir)
+
+
+def _slurm_params(partition, gpus, time_min, mem_gb) -> dict:
+    return {"slurm_partition": partition, "gpus_per_node": gpus, "timeout_min": time_min,
+            "mem_gb": mem_gb}
 
 
 def _progress() -> Progress:
@@ -197,6 +218,38 @@ def _execute(runner, out_dir: Path, label: str = "") -> list[RunRecord]:
         raise typer.Exit(130) from None
 
 
+EXECUTOR_HELP = "local (this machine) or slurm (one submitit job per dataset x seed)"
+
+
+def _dispatch(runners, out_dir: Path, executor: str, workers: int, cluster: str | None,
+              slurm: dict, wait: bool, plugin: list[Path] | None, config_file: str | None,
+              device: str, force: bool) -> None:
+    """Run the suite's (grid point, dataset, seed) groups in worker processes or as submitit
+    jobs, then summarise what the records file holds for them."""
+    from bench import executors
+
+    groups = [executors.Group(r.cfg, r.sweep, d, s) for r in runners for d, s in r.groups()]
+    plugins = [str(p) for p in plugin or []]
+
+    def log(msg: str) -> None:
+        console.print(f"[dim]·[/] {msg}", highlight=False)
+
+    if executor == "slurm":
+        executors.submit_slurm(groups, out_dir, device, config_file, force, plugins, cluster,
+                               slurm, wait or cluster == "local", log)
+        if not (wait or cluster == "local"):
+            console.print(f"submitted {len(groups)} job(s); `bench status {out_dir}` shows "
+                          "them, and the same command again collects: finished runs are "
+                          "skipped.")
+            return
+    else:
+        executors.run_local(groups, out_dir, device, config_file, force, plugins, workers, log)
+    keys = {(g.dataset, g.seed, json.dumps(g.sweep, sort_keys=True)) for g in groups}
+    recs = [r for r in read_records(out_dir / RECORDS_FILE).records
+            if (r.dataset, r.seed, json.dumps(r.sweep, sort_keys=True)) in keys]
+    _finish(recs, out_dir)
+
+
 def _finish(written: list[RunRecord], out_dir: Path) -> None:
     console.print(_summary(written))
     failed = [r for r in written if r.status != "ok"]
@@ -217,6 +270,15 @@ def sweep_cmd(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the grid, run nothing")] = False,
     force: Annotated[bool, typer.Option(help="Re-run runs that already have an ok record")] = False,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    workers: Annotated[int, typer.Option(help="Local worker processes")] = 1,
+    cluster: Annotated[str | None, typer.Option(
+        help="submitit cluster: slurm, or local (submitit's local executor)")] = None,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs per Slurm job")] = None,
+    time_min: Annotated[int, typer.Option(help="Slurm time limit per job (minutes)")] = 240,
+    mem_gb: Annotated[int | None, typer.Option(help="Memory per Slurm job (GB)")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for Slurm jobs and collect them")] = False,
 ) -> None:
     """Expand a grid of config values into runs; skip runs whose ok record exists."""
     _setup(plugin)
@@ -236,6 +298,13 @@ def sweep_cmd(
     if dry_run:
         for assign, r in runners:
             console.print(f"# {assign or '(no grid keys)'}: {len(r.plan())} run(s)")
+        return
+    if executor not in ("local", "slurm"):
+        _fail(f"--executor {executor!r}: choices: local, slurm")
+    if executor == "slurm" or workers > 1:
+        _dispatch([r for _, r in runners], out_dir, executor, workers, cluster,
+                  _slurm_params(partition, gpus, time_min, mem_gb), wait, plugin, str(config),
+                  points[0][1].device, force)
         return
     written: list[RunRecord] = []
     for i, (assign, r) in enumerate(runners, 1):
@@ -306,6 +375,30 @@ def report_cmd(
     render_report(sources, target, directions(), title=title, compare=_pairs(compare))
     n = sum(len(s.records) for s in sources)
     console.print(f"wrote {target} from {n} record(s) in {len(sources)} file(s)")
+
+
+@app.command("status")
+def status_cmd(
+    results: Annotated[Path, typer.Argument(help="Results folder of a submitted suite")],
+) -> None:
+    """Jobs submitted with --executor slurm: scheduler state and runs ok / failed / missing."""
+    from bench.executors import JOBS_FILE, status
+
+    rows = status(results)
+    if not rows:
+        _fail(f"no {JOBS_FILE} in {results}: nothing was submitted there")
+    table = Table(title=f"jobs in {results}")
+    for col in ("job", "cluster", "dataset", "seed", "grid", "scheduler", "ok", "failed",
+                "missing", "summary"):
+        table.add_column(col)
+    for r in rows:
+        done = r["missing"] == 0
+        summary = ("done" if done and not r["failed"] else "failed" if done
+                   else "running or queued")
+        table.add_row(r["job_id"], r["cluster"], r["dataset"], str(r["seed"]),
+                      ", ".join(f"{k}={v}" for k, v in r.get("sweep", {}).items()) or "–",
+                      r["state"], str(r["ok"]), str(r["failed"]), str(r["missing"]), summary)
+    console.print(table)
 
 
 @app.command("perf")

@@ -194,6 +194,14 @@ class Runner:
                 written += self._run_dataset_seed(dataset, seed, done)
         return written
 
+    def groups(self) -> list[tuple[str, int]]:
+        """The (dataset, seed) units of this suite (what a worker process or job runs)."""
+        return [(d, s) for d in self.datasets for s in self.cfg.seeds]
+
+    def run_group(self, dataset: str, seed: int) -> list[RunRecord]:
+        """Only the runs of one (dataset, seed); skips those with ok records."""
+        return self._run_dataset_seed(dataset, seed, self._done())
+
     def _base_record(self, method: str, dataset: str, seed: int, run_cfg: dict[str, Any],
                      data: DataBundle | None) -> RunRecord:
         chash = stable_hash(run_cfg)

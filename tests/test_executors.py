@@ -1,0 +1,58 @@
+"""Local worker processes and submitit jobs (submitit's local executor: no Slurm needed)."""
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.results import read_records
+from tests.conftest import TINY
+
+cli = CliRunner()
+
+
+def _sweep_file(tmp_path):
+    raw = {"name": "exec", "methods": ["otnfm-minibatch"], "datasets": ["moons"],
+           **{k: dict(v) for k, v in TINY.items()},
+           "sweep": {"coupling.batch_size": [32, 64], "seed": [0, 1]}}
+    raw["eval"]["floor"] = False
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_sweep_as_submitit_jobs_then_status_shows_them_done(tmp_path):
+    out = tmp_path / "res"
+    res = cli.invoke(app, ["sweep", "--config", str(_sweep_file(tmp_path)), "--executor",
+                           "slurm", "--cluster", "local", "--time-min", "10", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    recs = read_records(out / "records.jsonl").records
+    assert sorted((r.sweep["coupling.batch_size"], r.seed) for r in recs) == [
+        (32, 0), (32, 1), (64, 0), (64, 1)]
+    assert all(r.status == "ok" for r in recs)
+    jobs = [json.loads(line) for line in (out / "jobs.jsonl").read_text().splitlines()]
+    assert len(jobs) == 4 and all(j["cluster"] == "local" for j in jobs)
+    res = cli.invoke(app, ["status", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("done") == 4
+    # the same command again collects: every run is skipped, nothing new is written
+    res = cli.invoke(app, ["sweep", "--config", str(_sweep_file(tmp_path)), "--executor",
+                           "slurm", "--cluster", "local", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert len(read_records(out / "records.jsonl").records) == 4
+
+
+def test_local_workers_write_one_records_file(tmp_path):
+    out = tmp_path / "res"
+    res = cli.invoke(app, ["sweep", "--config", str(_sweep_file(tmp_path)), "--workers", "2",
+                           "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    got = read_records(out / "records.jsonl")
+    assert not got.skipped and len(got.records) == 4
+    assert {r.seed for r in got.records} == {0, 1}
+
+
+def test_status_without_jobs_is_a_clear_error(tmp_path):
+    res = cli.invoke(app, ["status", str(tmp_path)])
+    assert res.exit_code == 2 and "nothing was submitted" in res.output
