@@ -104,6 +104,18 @@ def _summary(records: list[RunRecord]) -> Table:
     return table
 
 
+ExecutorOpt = Annotated[str, typer.Option(
+    help="local (this machine) or slurm (one submitit job per dataset x seed)")]
+WorkersOpt = Annotated[int, typer.Option(help="Local worker processes")]
+ClusterOpt = Annotated[str | None, typer.Option(
+    help="submitit cluster: slurm, or local (submitit's local executor)")]
+PartitionOpt = Annotated[str | None, typer.Option(help="Slurm partition")]
+GpusOpt = Annotated[int | None, typer.Option(help="GPUs per Slurm job")]
+TimeOpt = Annotated[int, typer.Option(help="Slurm time limit per job (minutes)")]
+MemOpt = Annotated[int | None, typer.Option(help="Memory per Slurm job (GB)")]
+WaitOpt = Annotated[bool, typer.Option(help="Wait for Slurm jobs and collect them")]
+
+
 @app.command("run")
 def run_cmd(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML suite file")] = None,
@@ -131,15 +143,9 @@ def run_cmd(
         "--dry-run", help="Print the resolved config and the planned runs, run nothing")] = False,
     force: Annotated[bool, typer.Option(
         help="Re-run (and retrain) even if an ok record / checkpoint exists")] = False,
-    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
-    workers: Annotated[int, typer.Option(help="Local worker processes")] = 1,
-    cluster: Annotated[str | None, typer.Option(
-        help="submitit cluster: slurm, or local (submitit's local executor)")] = None,
-    partition: Annotated[str | None, typer.Option(help="Slurm partition")] = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs per Slurm job")] = None,
-    time_min: Annotated[int, typer.Option(help="Slurm time limit per job (minutes)")] = 240,
-    mem_gb: Annotated[int | None, typer.Option(help="Memory per Slurm job (GB)")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for Slurm jobs and collect them")] = False,
+    executor: ExecutorOpt = "local", workers: WorkersOpt = 1, cluster: ClusterOpt = None,
+    partition: PartitionOpt = None, gpus: GpusOpt = None, time_min: TimeOpt = 240,
+    mem_gb: MemOpt = None, wait: WaitOpt = False,
 ) -> None:
     """Train and evaluate methods x datasets x seeds; append one JSON record per run."""
     _setup(plugin)
@@ -218,7 +224,6 @@ def _execute(runner, out_dir: Path, label: str = "") -> list[RunRecord]:
         raise typer.Exit(130) from None
 
 
-EXECUTOR_HELP = "local (this machine) or slurm (one submitit job per dataset x seed)"
 
 
 def _dispatch(runners, out_dir: Path, executor: str, workers: int, cluster: str | None,
@@ -270,15 +275,9 @@ def sweep_cmd(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, ...")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the grid, run nothing")] = False,
     force: Annotated[bool, typer.Option(help="Re-run runs that already have an ok record")] = False,
-    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
-    workers: Annotated[int, typer.Option(help="Local worker processes")] = 1,
-    cluster: Annotated[str | None, typer.Option(
-        help="submitit cluster: slurm, or local (submitit's local executor)")] = None,
-    partition: Annotated[str | None, typer.Option(help="Slurm partition")] = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs per Slurm job")] = None,
-    time_min: Annotated[int, typer.Option(help="Slurm time limit per job (minutes)")] = 240,
-    mem_gb: Annotated[int | None, typer.Option(help="Memory per Slurm job (GB)")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for Slurm jobs and collect them")] = False,
+    executor: ExecutorOpt = "local", workers: WorkersOpt = 1, cluster: ClusterOpt = None,
+    partition: PartitionOpt = None, gpus: GpusOpt = None, time_min: TimeOpt = 240,
+    mem_gb: MemOpt = None, wait: WaitOpt = False,
 ) -> None:
     """Expand a grid of config values into runs; skip runs whose ok record exists."""
     _setup(plugin)

@@ -56,6 +56,15 @@ def _bundle(name: str, cfg: DataConfig, device: torch.device, train: np.ndarray,
     )
 
 
+def _splits(cls, root: Path, download: bool, missing: str):
+    """torchvision's train and test splits of ``cls``, or the ``missing`` instructions."""
+    try:
+        return (cls(str(root), train=True, download=download),
+                cls(str(root), train=False, download=download))
+    except RuntimeError as err:
+        raise DatasetUnavailable(f"{missing} ({err})") from None
+
+
 def _root(cfg: DataConfig) -> Path:
     return Path(cfg.root or os.environ.get("BENCH_DATA", "data")).expanduser()
 
@@ -106,17 +115,13 @@ def mnist(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     from torchvision.datasets import MNIST
 
     root = _root(cfg)
-    try:
-        tr = MNIST(str(root), train=True, download=cfg.download)
-        te = MNIST(str(root), train=False, download=cfg.download)
-    except RuntimeError as err:
-        raise DatasetUnavailable(
-            f"MNIST not found under {root / 'MNIST' / 'raw'} (torchvision wants the four "
-            "uncompressed IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte there). Get them from "
-            "https://ossci-datasets.s3.amazonaws.com/mnist/ (gunzip them), point --data-root at "
-            "the folder above MNIST/, or allow the download with --set data.download=true on a "
-            f"machine with network access. ({err})") from None
+    tr, te = _splits(MNIST, root, cfg.download, (
+        f"MNIST not found under {root / 'MNIST' / 'raw'} (torchvision wants the four "
+        "uncompressed IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte there). Get them from "
+        "https://ossci-datasets.s3.amazonaws.com/mnist/ (gunzip them), point --data-root at "
+        "the folder above MNIST/, or allow the download with --set data.download=true on a "
+        "machine with network access."))
     return _bundle("mnist", cfg, device, tr.data.numpy()[:, None], tr.targets.numpy(),
                    te.data.numpy()[:, None], te.targets.numpy(),
                    {"description": f"torchvision MNIST from {root}; eval = test split"})
@@ -143,17 +148,12 @@ def _cifar_class(checksum: bool):
 def cifar10(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     cls = _cifar_class(cfg.checksum)
     root = _root(cfg)
-    try:
-        tr = cls(str(root), train=True, download=cfg.download)
-        te = cls(str(root), train=False, download=cfg.download)
-    except RuntimeError as err:
-        raise DatasetUnavailable(
-            f"CIFAR-10 not found or corrupted under {root / 'cifar-10-batches-py'} (torchvision "
-            "wants data_batch_1..5, test_batch and batches.meta there, md5-checked). Download "
-            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into "
-            f"{root}, point --data-root at the folder holding cifar-10-batches-py/, or allow the "
-            "download with --set data.download=true on a machine with network access. "
-            f"({err})") from None
+    tr, te = _splits(cls, root, cfg.download, (
+        f"CIFAR-10 not found or corrupted under {root / 'cifar-10-batches-py'} (torchvision "
+        "wants data_batch_1..5, test_batch and batches.meta there, md5-checked). Download "
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into "
+        f"{root}, point --data-root at the folder holding cifar-10-batches-py/, or allow the "
+        "download with --set data.download=true on a machine with network access."))
 
     def chw(a: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
