@@ -89,8 +89,10 @@ class CouplingConfig:
     #: measurements of the consistency diagnostic during training (0 = off)
     diagnostics: int = 5
     #: minibatch OT: solve the next batch's assignment in a worker thread while the network
-    #: trains on this one (same pairs, bit for bit)
-    overlap: bool = True
+    #: trains on this one (same pairs, bit for bit): ``auto`` (on with CUDA, off on CPU,
+    #: where the thread competes with the network for the cores), ``on``, ``off``. Not part
+    #: of the config hash: it changes no number.
+    overlap: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"path.kind: unknown path {cfg.path.kind!r}; choices: {', '.join(KINDS)}")
     if cfg.coupling.batch_size < 0:
         raise ConfigError("coupling.batch_size must be >= 0 (0 = train.batch_size)")
+    if cfg.coupling.overlap not in ("auto", "on", "off"):
+        raise ConfigError(f"coupling.overlap: {cfg.coupling.overlap!r}; choices: auto, on, off")
     if cfg.train.amp not in ("off", "bf16"):
         raise ConfigError(f"train.amp: unknown mode {cfg.train.amp!r}; choices: off, bf16")
     if cfg.eval.timing_repeats < 1:

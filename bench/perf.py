@@ -98,7 +98,7 @@ def step_breakdown(method: Method, data: DataBundle, cfg: Config, device: torch.
 
 
 def train_steps(name: str, data: DataBundle, cfg: Config, device: torch.device, steps: int,
-                overlap: bool) -> dict[str, float]:
+                overlap: str) -> dict[str, float]:
     """Seconds per step of the real training loop (``steps`` steps after a short warm-up),
     and the share of it spent waiting for the coupling."""
     c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps,
@@ -183,8 +183,8 @@ def run_perf(cfg: Config, data: DataBundle, device: torch.device, methods: list[
         result["training"][recipe] = step_breakdown(method, data, cfg, device, warmup, repeats)
         if method.coupling is not None and hasattr(method.coupling, "prefetch"):
             result["train_loop"][recipe] = {
-                "overlap": train_steps(m, data, cfg, device, train_steps_n, True),
-                "sequential": train_steps(m, data, cfg, device, train_steps_n, False)}
+                "overlap": train_steps(m, data, cfg, device, train_steps_n, "on"),
+                "sequential": train_steps(m, data, cfg, device, train_steps_n, "off")}
     for m in methods:
         log(f"sampling: {m}")
         method = build_method(m, data, cfg, device, 0)

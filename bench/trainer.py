@@ -242,7 +242,9 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
            resume: dict | None) -> tuple[TrainResult, EMA | None]:
     device = data.train.device
     coupling_cfg = coupling_cfg or CouplingConfig()
-    prefetch = getattr(method.coupling, "prefetch", None) if coupling_cfg.overlap else None
+    overlap = coupling_cfg.overlap == "on" or (coupling_cfg.overlap == "auto"
+                                               and device.type == "cuda")
+    prefetch = getattr(method.coupling, "prefetch", None) if overlap else None
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
                 if cfg.amp == "bf16" else contextlib.nullcontext())
     method.train()

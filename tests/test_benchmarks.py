@@ -58,7 +58,7 @@ def test_training_step_2d(benchmark, name):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     assert np.isfinite(benchmark(step))
 

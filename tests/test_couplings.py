@@ -113,7 +113,7 @@ def test_overlapped_minibatch_ot_gives_the_same_training(tiny_cfg, cpu):
     from bench.trainer import train
 
     outs = []
-    for overlap in (False, True):
+    for overlap in ("off", "on"):
         cfg = tiny_cfg(coupling={"overlap": overlap})
         data = DATASETS.get("moons")(cfg.data, 0, cpu)
         m = build_method("otnfm-minibatch", data, cfg, cpu, 0)

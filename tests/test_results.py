@@ -174,7 +174,7 @@ def test_sigkill_mid_training_and_mid_record_then_rerun_loses_nothing(tmp_path):
     from tests.conftest import TINY_SETS
 
     def cmd(out):
-        sets = [a for s in [*TINY_SETS, "train.steps=400", "checkpoint_every=20"]
+        sets = [a for s in [*TINY_SETS, "train.steps=200", "checkpoint_every=20"]
                 for a in ("--set", s)]
         return [sys.executable, "-m", "bench.cli", "run", "-m", "otnfm-online,fm-euler10",
                 "-d", "moons", "--seeds", "0,1", "--out", str(out), *sets]

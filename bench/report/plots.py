@@ -70,7 +70,7 @@ def image_grids(panels: list[tuple[str, np.ndarray]], path: Path, title: str) ->
     plt = _plt()
     cols = min(5, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 3.3 * rows), squeeze=False)
     for ax, (label, imgs) in zip(axes.flat, panels, strict=False):
         grid = tile(imgs)
         ax.imshow(grid[..., 0] if grid.shape[2] == 1 else grid, cmap="gray", vmin=0, vmax=1,
