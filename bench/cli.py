@@ -166,9 +166,11 @@ def run_cmd(
         overrides.setdefault("eval", {})["metrics"] = metrics
     if inception_weights:
         overrides.setdefault("eval", {})["inception_weights"] = inception_weights
+    from bench.distributed import init_from_env, is_main, shutdown
+
     try:
         cfg = resolve(config, overrides, set_ or [])
-        dev = pick_device(cfg.device)
+        dev = init_from_env() or pick_device(cfg.device)  # torchrun: this rank's device
         out_dir = out or Path("results") / cfg.name
         runner = Runner(cfg, out_dir, dev, config_file=str(config) if config else None,
                         force=force)
@@ -188,7 +190,14 @@ def run_cmd(
             partition, gpus, time_min, mem_gb), wait, plugin,
             str(config) if config else None, cfg.device, force)
         return
-    written = _execute(runner, out_dir)
+    if not is_main():  # torchrun: the other ranks train their share and stay quiet
+        runner.run()
+        shutdown()
+        return
+    try:
+        written = _execute(runner, out_dir)
+    finally:
+        shutdown()
     if not written:
         console.print("Nothing to do: every run already has an ok record (use --force to rerun).")
         return

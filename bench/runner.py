@@ -188,7 +188,10 @@ class Runner:
 
     # -- running --------------------------------------------------------------------------
     def run(self) -> list[RunRecord]:
+        from bench.distributed import barrier
+
         done = self._done()
+        barrier()  # under torchrun: every rank plans from the same records
         written: list[RunRecord] = []
         for dataset in self.datasets:
             for seed in self.cfg.seeds:
@@ -220,6 +223,10 @@ class Runner:
 
     def _finish(self, rec: RunRecord, err: BaseException | None = None,
                 status: str = "failed") -> RunRecord:
+        from bench.distributed import is_main
+
+        if not is_main():  # under torchrun, rank 0 alone evaluates and writes
+            return rec
         if err is not None:
             rec.status = status
             tb = traceback.extract_tb(err.__traceback__)
@@ -278,6 +285,10 @@ class Runner:
 
     def _floor(self, data: DataBundle, seed: int, floor_cfg: dict[str, Any]) -> RunRecord:
         """Held-out data scored as if it were samples: what a perfect generator would get."""
+        from bench.distributed import is_main
+
+        if not is_main():
+            return self._base_record(FLOOR_METHOD, data.name, seed, floor_cfg, data)
         rec = self._base_record(FLOOR_METHOD, data.name, seed, floor_cfg, data)
         rec.recipe_hash = ""
         try:
@@ -346,11 +357,14 @@ class Runner:
             "train": dataclasses.asdict(result),
             "net_params": n_params(method.net),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)  # write-then-rename: never a half-written checkpoint
-        partial.unlink(missing_ok=True)
+        from bench.distributed import is_main
+
+        if is_main():  # under torchrun every rank holds the same weights; rank 0 writes
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save(state, tmp)
+            tmp.replace(path)  # write-then-rename: never a half-written checkpoint
+            partial.unlink(missing_ok=True)
         return Trained(path, state, reused=False)
 
     def _run_recipe(self, names: list[str], data: DataBundle, seed: int) -> list[RunRecord]:
@@ -370,7 +384,11 @@ class Runner:
 
     def _evaluate(self, name: str, data: DataBundle, seed: int, run_cfg: dict[str, Any],
                   trained: Trained) -> RunRecord:
+        from bench.distributed import is_main
+
         rec = self._base_record(name, data.name, seed, run_cfg, data)
+        if not is_main():
+            return rec
         tr = trained.state["train"]
         rec.train_steps, rec.train_seconds = tr["steps"], tr["seconds"]
         rec.coupling_seconds, rec.train_history = tr["coupling_seconds"], tr["history"]

@@ -20,6 +20,7 @@ from torch import nn
 
 from bench.config import CouplingConfig, TrainConfig
 from bench.datasets.base import DataBundle
+from bench.distributed import average_gradients
 from bench.methods.base import Batch, Method
 from bench.seeding import Streams
 
@@ -121,6 +122,10 @@ class Checkpointing:
     meta: dict = field(default_factory=dict)
 
     def save(self, state: dict) -> None:
+        from bench.distributed import is_main
+
+        if not is_main():
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         torch.save({**state, "meta": self.meta}, tmp)
@@ -224,9 +229,13 @@ def train(
     state such as the online-OT bank, logs) is saved every ``checkpoint.every`` steps and on
     Ctrl-C; ``resume`` (such a saved state) continues from it, and the result equals that of
     an uninterrupted run on the CPU (tested)."""
+    from bench.distributed import ShardedNet, world
+
     plain = method.net
     if cfg.compile:
         method.net = torch.compile(plain)
+    if world()[1] > 1:  # torchrun: split the network work, keep the global batch
+        method.net = ShardedNet(method.net)
     try:
         return _train(method, data, cfg, gens, on_step, coupling_cfg, checkpoint, resume)
     finally:
@@ -314,6 +323,7 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
                 raise TrainingDiverged(f"loss became {last} at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(method.parameters())
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             opt.step()
