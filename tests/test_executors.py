@@ -56,3 +56,40 @@ def test_local_workers_write_one_records_file(tmp_path):
 def test_status_without_jobs_is_a_clear_error(tmp_path):
     res = cli.invoke(app, ["status", str(tmp_path)])
     assert res.exit_code == 2 and "nothing was submitted" in res.output
+
+
+def test_a_job_that_dies_leaves_failed_records_with_its_state(tmp_path):
+    plugin = tmp_path / "dies.py"
+    plugin.write_text(
+        "import os\n"
+        "from bench.registry import register_method\n\n"
+        "@register_method('dies-hard')\n"
+        "def dies(ctx):\n"
+        "    '''Kills its process (a job that dies).'''\n"
+        "    os._exit(3)\n")
+    out = tmp_path / "res"
+    sets = [a for s in ("train.steps=5", "eval.floor=false", "net.hidden=16")
+            for a in ("--set", s)]
+    res = cli.invoke(app, ["run", "-m", "dies-hard", "-d", "moons", "--plugin", str(plugin),
+                           "--executor", "slurm", "--cluster", "local", "--out", str(out),
+                           *sets])
+    assert res.exit_code == 1, res.output
+    (rec,) = read_records(out / "records.jsonl").records
+    assert rec.method == "dies-hard" and rec.status == "failed"
+    assert "ended in state" in rec.error
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path, cpu):
+    import torch
+
+    from bench.config import resolve
+    from bench.runner import Runner, recipe_hash, run_config
+
+    cfg = resolve(overrides={**TINY, "methods": ["otnfm-online"]})
+    runner = Runner(cfg, tmp_path, cpu)
+    rh = recipe_hash(run_config(cfg, "otnfm-online", "moons"))
+    path = runner._checkpoint_path("moons", "otnfm-online", 0, rh)
+    path.parent.mkdir(parents=True)
+    torch.save({"recipe_hash": "someone-else"}, path)
+    (rec,) = [r for r in runner.run() if r.method == "otnfm-online"]
+    assert rec.status == "failed" and "belongs to another config" in rec.error
