@@ -27,12 +27,20 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _panels(n: int, width: float, height: float):
+    """A figure with ``n`` panels, at most 5 a row; the unused axes are hidden."""
+    cols = min(5, n)
+    rows = math.ceil(n / cols)
+    fig, axes = _plt().subplots(rows, cols, figsize=(width * cols, height * rows),
+                                squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def scatter_grid(panels: list[tuple[str, np.ndarray]], path: Path, title: str) -> Path:
     """One scatter panel per (label, [n, 2] points), sharing axis limits with the first panel."""
-    plt = _plt()
-    cols = min(5, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = _panels(len(panels), 2.6, 2.6)
     ref = panels[0][1]
     lo, hi = ref.min(0), ref.max(0)
     pad = 0.15 * (hi - lo)
@@ -45,8 +53,6 @@ def scatter_grid(panels: list[tuple[str, np.ndarray]], path: Path, title: str) -
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_aspect("equal")
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -67,17 +73,12 @@ def tile(images: np.ndarray, cols: int = 8) -> np.ndarray:
 
 def image_grids(panels: list[tuple[str, np.ndarray]], path: Path, title: str) -> Path:
     """One 8x8 sample grid per (label, [n, C, H, W] images in [-1, 1]); real data first."""
-    plt = _plt()
-    cols = min(5, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols, 3.3 * rows), squeeze=False)
+    fig, axes = _panels(len(panels), 2.8, 3.3)
     for ax, (label, imgs) in zip(axes.flat, panels, strict=False):
         grid = tile(imgs)
         ax.imshow(grid[..., 0] if grid.shape[2] == 1 else grid, cmap="gray", vmin=0, vmax=1,
                   interpolation="nearest")
         ax.set_title(label, fontsize=9)
-        ax.axis("off")
-    for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
