@@ -441,7 +441,6 @@ def perf_cmd(
     import torch
 
     from bench import perf
-    from bench.registry import DATASETS as DS
     from bench.results import git_commit, library_versions
     from bench.runner import dataset_config, pick_device, split_dataset
 
@@ -456,7 +455,7 @@ def perf_cmd(
             list(perf.DEFAULT_METHODS)
         dev = pick_device(cfg.device)
         dcfg = dataset_config(cfg, dataset)
-        data = DS.get(split_dataset(dataset)[0])(dcfg.data, 0, dev)
+        data = DATASETS.get(split_dataset(dataset)[0])(dcfg.data, 0, dev)
         data.name = dataset
         sizes = [int(x) for x in ot_sizes.split(",") if x.strip()]
         bank_sizes = tuple(int(x) for x in banks.split(",") if x.strip())

@@ -124,8 +124,7 @@ def submit_slurm(groups: list[Group], out: Path, device: str, config_file: str |
 
 def record_lost(g: Group, out: Path, reason: str) -> None:
     """Runs of a group that a dead worker or job left without a record get a failed one."""
-    from bench.registry import METHODS
-    from bench.runner import Runner, pick_device
+    from bench.runner import Runner, pick_device, run_config
 
     runner = Runner(g.cfg, out, pick_device("cpu"), sweep=g.sweep)
     have = {(r.config_hash, r.method, r.seed) for r in read_records(out / RECORDS_FILE).records
@@ -135,9 +134,6 @@ def record_lost(g: Group, out: Path, reason: str) -> None:
             continue
         if (p["config_hash"], p["method"], g.seed) in have:
             continue
-        METHODS.entry(p["method"])
-        from bench.runner import run_config
-
         rec = runner._base_record(p["method"], g.dataset, g.seed,
                                   run_config(g.cfg, p["method"], g.dataset), None)
         runner._finish(rec, RuntimeError(reason))

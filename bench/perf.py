@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from bench.config import Config
 from bench.couplings import OnlineOT, measured_choice, time_solvers
@@ -31,7 +30,7 @@ from bench.evaluate import counting, sync
 from bench.methods.base import Batch, Method
 from bench.runner import build_method, recipe_of
 from bench.seeding import Streams
-from bench.trainer import EMA, batch_indices, train
+from bench.trainer import EMA, apply_update, batch_indices, train
 
 DEFAULT_METHODS = ("naive-map", "nfm-random", "otnfm-minibatch", "otnfm-online", "fm-euler1",
                    "fm-euler100")
@@ -75,14 +74,7 @@ def step_breakdown(method: Method, data: DataBundle, cfg: Config, device: torch.
         opt.zero_grad(set_to_none=True)
         t_bwd, _ = _timed(loss.backward, device)
 
-        def optimize() -> None:
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(method.parameters(), tc.grad_clip)
-            opt.step()
-            if ema is not None:
-                ema.update(method)
-
-        t_opt, _ = _timed(optimize, device)
+        t_opt, _ = _timed(lambda: apply_update(method, opt, tc, ema), device)
         if i < warmup:
             continue
         coupling = float(logs.get("coupling_wait_seconds", 0.0))

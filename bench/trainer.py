@@ -153,6 +153,16 @@ def _sigint_flag() -> Iterator[dict]:
         signal.signal(signal.SIGINT, old)
 
 
+def apply_update(method: Method, opt: torch.optim.Optimizer, cfg: TrainConfig,
+                 ema: EMA | None) -> None:
+    """One optimizer update from the gradients in place: clipping, the step, the EMA."""
+    if cfg.grad_clip > 0:
+        nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+    opt.step()
+    if ema is not None:
+        ema.update(method)
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
@@ -324,12 +334,8 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             average_gradients(method.parameters())
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
-            opt.step()
+            apply_update(method, opt, cfg, ema)
             sched.step()
-            if ema is not None:
-                ema.update(method)
             coupling_seconds += logs.get("coupling_wait_seconds",
                                          logs.get("solver_seconds", 0.0))
             solver_seconds += logs.get("solver_seconds", 0.0)
