@@ -41,6 +41,9 @@ class DataBundle:
     train_labels: torch.Tensor | None = None
     eval_labels: torch.Tensor | None = None
     num_classes: int = 0
+    #: values derived from this data once per load and reused by every run scored on it
+    #: (e.g. the domain feature extractor, whose cache key hashes the training split)
+    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def dim(self) -> int:

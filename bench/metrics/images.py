@@ -53,9 +53,11 @@ def _domain(ctx: MetricContext) -> tuple[str, dict]:
     if data is None or data.train_labels is None:
         raise ValueError(f"dataset {ctx.dataset!r} has no labels: the domain extractor needs a "
                          "labelled training split (use --metrics fid for Inception)")
-    path, info = domain_extractor(data.name.split("@")[0], data.train, data.train_labels,
-                                  data.num_classes, data.eval, data.eval_labels)
-    return str(path), info
+    if "domain_extractor" not in data.memo:  # fd and classes, every record of this data
+        path, info = domain_extractor(data.name.split("@")[0], data.train, data.train_labels,
+                                      data.num_classes, data.eval, data.eval_labels)
+        data.memo["domain_extractor"] = (str(path), info)
+    return data.memo["domain_extractor"]
 
 
 def fidelity(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext, extractor: str,
