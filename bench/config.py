@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import types
 import typing
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bench.paths import KINDS
+from bench.vocab import SOLVER_CHOICES, SOURCES, choices
 
 
 class ConfigError(ValueError):
@@ -146,6 +150,10 @@ class Config:
     coupling: CouplingConfig = field(default_factory=CouplingConfig)
     path: PathConfig = field(default_factory=PathConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+#: the sections of a config that a run's resolved config (and a checkpoint) keeps
+CONFIG_SECTIONS = ("data", "net", "train", "coupling", "path", "eval")
 
 
 def _allowed(cls: type) -> list[str]:
@@ -295,16 +303,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError("seeds: at least one seed is needed")
     if cfg.train.steps < 0 or cfg.train.batch_size < 1:
         raise ConfigError("train.steps must be >= 0 and train.batch_size >= 1")
-    if cfg.coupling.solver not in ("auto", "pot", "scipy"):
-        raise ConfigError(
-            f"coupling.solver: unknown solver {cfg.coupling.solver!r}; choices: auto, pot, scipy"
-        )
-    if cfg.data.source not in ("gaussian", "8gmm"):
-        raise ConfigError(
-            f"data.source: unknown source {cfg.data.source!r}; choices: gaussian, 8gmm"
-        )
-    from bench.paths import KINDS
-
+    if cfg.coupling.solver not in SOLVER_CHOICES:
+        raise ConfigError(f"coupling.solver: unknown solver {cfg.coupling.solver!r}; "
+                          f"choices: {choices(SOLVER_CHOICES)}")
+    if cfg.data.source not in SOURCES:
+        raise ConfigError(f"data.source: unknown source {cfg.data.source!r}; "
+                          f"choices: {choices(SOURCES)}")
     if cfg.path.kind not in KINDS:
         raise ConfigError(f"path.kind: unknown path {cfg.path.kind!r}; choices: {', '.join(KINDS)}")
     if cfg.coupling.batch_size < 0:
@@ -325,8 +329,6 @@ def expand_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()
     """A suite file with a ``sweep:`` mapping (dotted key -> list of values) -> one resolved
     config per grid point, with the point's assignments. ``method``, ``seed`` and ``dataset``
     lists become the suite's methods / seeds / datasets (the runner loops over those)."""
-    import itertools
-
     raw = load_yaml(path)
     grid = raw.pop("sweep", None)
     if not isinstance(grid, dict) or not grid:

@@ -12,17 +12,22 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from bench.distances import sq_dists
+from bench.vocab import SOLVERS, choices
+
 SourceFn = Callable[[int, torch.Generator], torch.Tensor]
 
-#: Exact solvers. ``auto`` times both once per process and (batch size, dimension) and uses
-#: the faster (shared/FACTS.md: POT's network simplex wins in 2-D, scipy's
-#: linear_sum_assignment in 784-D and 3072-D from n = 1,024 on); which one ran is logged.
-SOLVERS = ("pot", "scipy")
+#: Exact solvers (``bench.vocab.SOLVERS``). ``auto`` times both once per process and (batch
+#: size, dimension) and uses the faster: which one wins depends on the machine, the batch
+#: size and the dimension (on the project's 2-core CPU machine POT's network simplex won at
+#: n = 1,024 in 2-D and scipy's linear_sum_assignment from n = 1,024 on in 784-D and 3072-D,
+#: but scipy won in 2-D at n = 256); which one ran is logged.
 #: largest n timed when measuring (bigger batches reuse the choice measured at this size)
 MEASURE_MAX_N = 1024
 _MEASURED: dict[tuple[int, int], dict[str, float]] = {}
@@ -51,13 +56,6 @@ def independent_cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
     return float(a.pow(2).sum(1).mean() + b.pow(2).sum(1).mean() - 2 * a.mean(0) @ b.mean(0))
 
 
-def cost_matrix(x1: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """[B, B] squared Euclidean costs C[i, j] = |x1_i - x0_j|^2 with one matrix product."""
-    a, b = x1.flatten(1), x0.flatten(1)
-    c = a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return c.clamp_min_(0.0)
-
-
 def time_solvers(n: int, dim: int, repeats: int = 3) -> dict[str, float]:
     """Median seconds of each exact solver (cost matrix included) on n Gaussian points of
     dimension ``dim`` per side; a private numpy generator, so no training stream moves."""
@@ -69,7 +67,7 @@ def time_solvers(n: int, dim: int, repeats: int = 3) -> dict[str, float]:
             a = torch.as_tensor(rng.standard_normal((n, dim)))
             b = torch.as_tensor(rng.standard_normal((n, dim)))
             t0 = time.perf_counter()
-            solve_assignment(cost_matrix(a, b).numpy(), solver)
+            solve_assignment(sq_dists(a, b).numpy(), solver)
             times.append(time.perf_counter() - t0)
         out[solver] = float(np.median(times))
     return out
@@ -90,7 +88,7 @@ def pick_solver(solver: str, dim: int, n: int = 256) -> str:
     if solver == "auto":
         return measured_choice(n, dim)[0]
     if solver not in SOLVERS:
-        raise ValueError(f"unknown OT solver {solver!r}; choices: auto, {', '.join(SOLVERS)}")
+        raise ValueError(f"unknown OT solver {solver!r}; choices: auto, {choices(SOLVERS)}")
     return solver
 
 
@@ -114,7 +112,7 @@ def solve_assignment(cost: np.ndarray, solver: str) -> np.ndarray:
         if np.unique(perm).size != n or not np.allclose(plan[np.arange(n), perm], 1.0 / n):
             raise RuntimeError("POT emd returned no permutation plan (solver did not converge)")
         return perm
-    raise ValueError(f"unknown OT solver {solver!r}; choices: {', '.join(SOLVERS)}")
+    raise ValueError(f"unknown OT solver {solver!r}; choices: {choices(SOLVERS)}")
 
 
 def ot_permutation(x1: torch.Tensor, x0: torch.Tensor, solver: str,
@@ -131,7 +129,7 @@ def ot_permutation(x1: torch.Tensor, x0: torch.Tensor, solver: str,
     with torch.autocast(x1.device.type, enabled=False):  # exact costs, also under bf16 AMP
         for i in range(0, n, step):
             j = min(n, i + step)
-            c = cost_matrix(x1[i:j].double(), x0[i:j].double()).cpu().numpy()
+            c = sq_dists(x1[i:j].double(), x0[i:j].double()).cpu().numpy()
             perm[i:j] = solve_assignment(c, solver) + i
     return torch.as_tensor(perm, device=x0.device), time.perf_counter() - start
 
@@ -245,8 +243,6 @@ class MinibatchOT(_ExactOT):
         """Draw the next batch's noise now and solve its assignment in a worker thread while
         the network trains on this batch (both solvers release the GIL). The noise is drawn
         in the same order as without prefetching, so the pairs are identical (tested)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ot-solver")
         x0 = self.source(x1.shape[0], gen)

@@ -1,102 +1,23 @@
-"""Sampling with counted NFE, sampling-time measurement and metric evaluation."""
+"""Metric evaluation of generated samples, and the metric vocabulary the reports use."""
 
 from __future__ import annotations
 
-import contextlib
-import statistics
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from bench.config import EvalConfig
+from bench.datasets.base import DataBundle
 from bench.methods.base import Method
 from bench.metrics.base import MetricContext
 from bench.registry import METRICS
+from bench.sampling import Timing, generate, time_sampling
+from bench.seeding import Streams
 
-
-class NFEMismatch(RuntimeError):
-    """The counted number of network evaluations differs from what the method claims."""
-
-
-class NFECounter:
-    """Counts forward calls of a module through a forward pre-hook (one call over a batch = 1)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def _hook(self, module: torch.nn.Module, args: tuple) -> None:
-        self.calls += 1
-
-
-@contextlib.contextmanager
-def counting(module: torch.nn.Module) -> Iterator[NFECounter]:
-    counter = NFECounter()
-    handle = module.register_forward_pre_hook(counter._hook)
-    try:
-        yield counter
-    finally:
-        handle.remove()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def generate(method: Method, x0: torch.Tensor, batch_size: int,
-             on_batch: Callable[[int], None] | None = None) -> tuple[torch.Tensor, int]:
-    """Samples for the noise ``x0`` [n, *shape], in batches; returns (samples, counted NFE).
-
-    The noise is given per sample, so the samples do not depend on ``batch_size``. Every batch
-    must use the same counted NFE, equal to the method's claim.
-    """
-    outs: list[torch.Tensor] = []
-    counted: int | None = None
-    for i in range(0, x0.shape[0], batch_size):
-        with counting(method.net) as c:
-            out = method.sample(x0[i : i + batch_size])
-        if c.calls != out.nfe:
-            raise NFEMismatch(
-                f"{type(method).__name__} claims NFE {out.nfe} but its network ran {c.calls} times"
-            )
-        if counted is not None and c.calls != counted:
-            raise NFEMismatch(f"NFE varies across batches: {counted} then {c.calls}")
-        counted = c.calls
-        outs.append(out.x.float())
-        if on_batch is not None:
-            on_batch(min(x0.shape[0], i + batch_size))
-    return torch.cat(outs), int(counted or 0)
-
-
-@dataclass
-class Timing:
-    """Sampling time per 1,000 samples: median and (max - min) / 2 over ``repeats``."""
-
-    ms_per_1k: float
-    spread: float
-    batch: int
-    repeats: int
-    all_ms: list[float] = field(default_factory=list)
-
-
-@torch.no_grad()
-def time_sampling(method: Method, x0: torch.Tensor, repeats: int) -> Timing:
-    """Warm-up once, then time ``repeats`` full-batch samplings (device synchronized)."""
-    device = x0.device
-    method.sample(x0)
-    sync(device)
-    per_1k: list[float] = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        method.sample(x0)
-        sync(device)
-        per_1k.append((time.perf_counter() - t0) * 1000.0 * 1000.0 / x0.shape[0])
-    return Timing(statistics.median(per_1k), (max(per_1k) - min(per_1k)) / 2, x0.shape[0],
-                  repeats, per_1k)
+#: rank of a metric output that registers no ``key`` ranks (plugins): after the built-ins
+PLUGIN_KEY_RANK = 100
 
 
 def metric_names(kind: str, wanted: tuple[str, ...]) -> list[str]:
@@ -113,7 +34,7 @@ def metric_names(kind: str, wanted: tuple[str, ...]) -> list[str]:
 
 
 def compute_metrics(x: torch.Tensor, ref: torch.Tensor, kind: str, cfg: EvalConfig,
-                    gen: torch.Generator, dataset: str, data=None,
+                    gen: torch.Generator, dataset: str, data: DataBundle | None = None,
                     device: torch.device | None = None,
                     info: dict | None = None) -> dict[str, float]:
     """Every applicable metric of samples ``x`` against ``ref``; what the metrics say about how
@@ -126,9 +47,75 @@ def compute_metrics(x: torch.Tensor, ref: torch.Tensor, kind: str, cfg: EvalConf
     return out
 
 
-def directions() -> dict[str, str]:
-    """Output name -> ``min`` / ``max`` / ``one`` over every registered metric."""
-    out: dict[str, str] = {}
+@dataclass
+class Samples:
+    """A method's evaluation samples [n, *shape], their counted NFE and the sampling time."""
+
+    x: torch.Tensor
+    nfe: int
+    timing: Timing
+
+
+def draw_samples(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
+                 device: torch.device,
+                 on_batch: Callable[[int], None] | None = None) -> Samples:
+    """``cfg.n_samples`` samples from the run seed's ``eval`` noise (the same noise for every
+    method of a seed, drawn per sample so the batch size changes nothing), then the timing
+    batch from the same stream."""
+    gens = Streams(seed, device)
+    x0 = data.source(cfg.n_samples, gens["eval"])
+    x, nfe = generate(method, x0, cfg.batch_size, on_batch=on_batch)
+    if not torch.isfinite(x).all():
+        raise FloatingPointError("generated samples contain NaN or inf")
+    timing = time_sampling(method, data.source(cfg.timing_batch, gens["eval"]),
+                           cfg.timing_repeats)
+    return Samples(x, nfe, timing)
+
+
+def score(x: torch.Tensor, data: DataBundle, cfg: EvalConfig, seed: int,
+          device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
+    """Every applicable metric of samples ``x`` [n, *shape] against the held-out data, and what
+    the record should say about how they were computed. The metrics' random subsamples come
+    from the run seed's ``metrics`` stream, so every method of a seed is scored on the same
+    reference points."""
+    gen = Streams(seed, "cpu")["metrics"]
+    info: dict[str, Any] = {"n_samples": int(x.shape[0]), "n_reference": int(data.eval.shape[0])}
+    if data.kind == "points":
+        info.update({"w2_samples": cfg.w2_samples, "features": "raw coordinates"})
+    metrics = compute_metrics(x.cpu(), data.eval.cpu(), data.kind, cfg, gen, data.name,
+                              data=data, device=device, info=info)
+    return metrics, info
+
+
+@dataclass(frozen=True)
+class MetricVocabulary:
+    """What the reports and the console know about metric outputs, from the metric registry.
+
+    ``directions``: output -> ``min`` / ``max`` / ``one``; ``headline``: the outputs that can
+    headline a dataset, best first (the first present is its headline: the cost plots, the
+    console summary); ``key``: the outputs shown in paired comparisons and sweep panels, in
+    order."""
+
+    directions: dict[str, str]
+    headline: tuple[str, ...]
+    key: tuple[str, ...]
+
+    def headline_of(self, present: Iterable[str]) -> str | None:
+        have = set(present)
+        return next((m for m in self.headline if m in have), None)
+
+
+def metric_vocabulary() -> MetricVocabulary:
+    """Built from each registered metric's ``outputs``, ``headline`` and ``key`` metadata
+    (``headline`` / ``key``: output -> rank, lower first; a metric that declares no ``key``
+    has all its outputs there, after the built-ins)."""
+    directions: dict[str, str] = {}
+    headline: dict[str, int] = {}
+    key: dict[str, int] = {}
     for e in METRICS.entries():
-        out.update(e.meta.get("outputs", {}))
-    return out
+        outputs = e.meta.get("outputs", {})
+        directions.update(outputs)
+        headline.update(e.meta.get("headline", {}))
+        key.update(e.meta.get("key", dict.fromkeys(outputs, PLUGIN_KEY_RANK)))
+    return MetricVocabulary(directions, tuple(sorted(headline, key=headline.__getitem__)),
+                            tuple(sorted(key, key=key.__getitem__)))

@@ -1,8 +1,8 @@
 """Where a suite's runs execute: in this process (default), in N local worker processes
 (``--workers N``), or as Slurm jobs through submitit (``--executor slurm``).
 
-The unit of work is one (grid point, dataset, seed) group: its runs share the data, the
-checkpoints of shared recipes and the floor record. Every worker appends to the same
+The unit of work is one (grid point, dataset, seed), a ``planner.WorkUnit``: its runs share
+the data, the checkpoints of shared recipes and the floor record. Every worker appends to the same
 ``records.jsonl`` under its file lock, and skips runs whose ``ok`` record exists, so a
 re-submitted suite only does what is missing. Submitted jobs are listed in ``jobs.jsonl``
 next to the records; ``bench status`` reads both.
@@ -12,71 +12,56 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing as mp
 import os
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import submitit
+import torch
+
+import bench.builtins  # noqa: F401  (a worker process registers the built-ins)
 from bench.config import Config, from_dict, to_dict
-from bench.results import RECORDS_FILE, RunRecord, append_json_line, read_records
+from bench.env import pick_device
+from bench.planner import Plan, WorkUnit
+from bench.plugins import load_entry_points, load_plugin
+from bench.results import RECORDS_FILE, RecordWriter, RunRecord, append_json_line, read_records
+from bench.runner import Runner
+from bench.vocab import FLOOR_METHOD
 
 JOBS_FILE = "jobs.jsonl"
 
 
-@dataclass
-class Group:
-    """One unit of work: a resolved config (one grid point), a dataset and a seed."""
-
-    cfg: Config
-    sweep: dict[str, Any]
-    dataset: str
-    seed: int
-
-    @property
-    def label(self) -> str:
-        grid = ", ".join(f"{k}={v}" for k, v in self.sweep.items())
-        return f"{self.dataset} seed {self.seed}" + (f" ({grid})" if grid else "")
-
-
-def run_group(cfg_raw: dict, sweep: dict, dataset: str, seed: int, out: str, device: str,
-              config_file: str | None, force: bool, plugins: list[str], threads: int) -> dict:
+def run_unit(cfg_raw: dict, sweep: dict, dataset: str, seed: int, out: str, device: str,
+             config_file: str | None, force: bool, plugins: list[str], threads: int) -> dict:
     """Entry point of a worker process or Slurm job (only plain, picklable arguments)."""
-    import torch
-
-    from bench.plugins import load_entry_points, load_plugin
-    from bench.registry import load_builtins
-    from bench.runner import Runner, pick_device
-
     if threads > 0:
         torch.set_num_threads(threads)
-    load_builtins()
     load_entry_points()
     for p in plugins:
         load_plugin(Path(p))
     cfg = from_dict(Config, cfg_raw)
     runner = Runner(cfg, out, pick_device(device), config_file=config_file, force=force,
                     sweep=sweep)
-    recs = runner.run_group(dataset, seed)
+    recs = runner.run_unit(WorkUnit(cfg, sweep, dataset, seed))
     return {"dataset": dataset, "seed": seed, "records": [(r.method, r.status) for r in recs]}
 
 
-def _args(g: Group, out: Path, device: str, config_file: str | None, force: bool,
+def _args(g: WorkUnit, out: Path, device: str, config_file: str | None, force: bool,
           plugins: list[str], threads: int) -> tuple:
     return (to_dict(g.cfg), g.sweep, g.dataset, g.seed, str(out), device, config_file, force,
             plugins, threads)
 
 
-def run_local(groups: list[Group], out: Path, device: str, config_file: str | None,
+def run_local(units: list[WorkUnit], out: Path, device: str, config_file: str | None,
               force: bool, plugins: list[str], workers: int, log) -> list[dict]:
     """``workers`` processes on this machine (spawned, torch threads split between them)."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     threads = max(1, (os.cpu_count() or 1) // workers)
     results = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-        futs = {ex.submit(run_group, *_args(g, out, device, config_file, force, plugins,
-                                            threads)): g for g in groups}
+        futs = {ex.submit(run_unit, *_args(g, out, device, config_file, force, plugins,
+                                            threads)): g for g in units}
         for fut in as_completed(futs):
             g = futs[fut]
             try:
@@ -89,19 +74,17 @@ def run_local(groups: list[Group], out: Path, device: str, config_file: str | No
     return results
 
 
-def submit_slurm(groups: list[Group], out: Path, device: str, config_file: str | None,
+def submit_slurm(units: list[WorkUnit], out: Path, device: str, config_file: str | None,
                  force: bool, plugins: list[str], cluster: str | None, params: dict,
                  wait: bool, log) -> list[Any]:
-    """One submitit job per group; ``cluster="local"`` is submitit's local executor (used by
+    """One submitit job per unit; ``cluster="local"`` is submitit's local executor (used by
     the tests), ``None`` picks Slurm when ``sbatch`` is there."""
-    import submitit
-
     folder = out / "slurm"
     ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     jobs = []
-    for g in groups:
-        job = ex.submit(run_group, *_args(g, out, device, config_file, force, plugins, 0))
+    for g in units:
+        job = ex.submit(run_unit, *_args(g, out, device, config_file, force, plugins, 0))
         append_json_line(out / JOBS_FILE, {
             "job_id": str(job.job_id), "cluster": ex.cluster, "folder": str(folder),
             "dataset": g.dataset, "seed": g.seed, "sweep": g.sweep, "suite": g.cfg.name,
@@ -122,21 +105,14 @@ def submit_slurm(groups: list[Group], out: Path, device: str, config_file: str |
     return jobs
 
 
-def record_lost(g: Group, out: Path, reason: str) -> None:
-    """Runs of a group that a dead worker or job left without a record get a failed one."""
-    from bench.runner import Runner, pick_device, run_config
-
-    runner = Runner(g.cfg, out, pick_device("cpu"), sweep=g.sweep)
-    have = {(r.config_hash, r.method, r.seed) for r in read_records(out / RECORDS_FILE).records
+def record_lost(g: WorkUnit, out: Path, reason: str) -> None:
+    """Runs of a unit that a dead worker or job left without a record get a failed one."""
+    writer = RecordWriter(out, suite=g.cfg.name, device=torch.device("cpu"))
+    have = {(r.config_hash, r.method, r.seed) for r in read_records(writer.path).records
             if r.dataset == g.dataset}
-    for p in runner.plan():
-        if p["dataset"] != g.dataset or p["seed"] != g.seed:
-            continue
-        if (p["config_hash"], p["method"], g.seed) in have:
-            continue
-        rec = runner._base_record(p["method"], g.dataset, g.seed,
-                                  run_config(g.cfg, p["method"], g.dataset), None)
-        runner._finish(rec, RuntimeError(reason))
+    for spec in Plan.of(g.cfg, g.sweep).runs(g.dataset, g.seed):
+        if spec.key not in have:
+            writer.finish(writer.new(spec), RuntimeError(reason))
 
 
 def status(out: Path) -> list[dict[str, Any]]:
@@ -153,7 +129,7 @@ def status(out: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
         mine = [r for r in recs if r.dataset == job["dataset"] and r.seed == job["seed"]
-                and r.sweep == job.get("sweep", {}) and r.method != "data"]
+                and r.sweep == job.get("sweep", {}) and r.method != FLOOR_METHOD]
         latest: dict[str, RunRecord] = {}
         for r in mine:
             latest[r.method] = r
@@ -169,8 +145,6 @@ def _scheduler_state(job: dict) -> str:
     if job.get("cluster") != "slurm":
         return "–"  # submitit's local jobs are children of the submitting process
     try:
-        import submitit
-
         return str(submitit.SlurmJob(folder=job["folder"], job_id=job["job_id"]).state)
     except Exception as err:  # sacct missing or unreachable
         return f"unknown ({type(err).__name__})"

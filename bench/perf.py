@@ -26,9 +26,10 @@ import torch
 from bench.config import Config
 from bench.couplings import OnlineOT, measured_choice, time_solvers
 from bench.datasets.base import DataBundle
-from bench.evaluate import counting, sync
 from bench.methods.base import Batch, Method
-from bench.runner import build_method, recipe_of
+from bench.models import build_method
+from bench.planner import recipe_of
+from bench.sampling import counting, sync
 from bench.seeding import Streams
 from bench.trainer import EMA, apply_update, batch_indices, train
 

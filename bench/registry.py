@@ -114,10 +114,3 @@ METRICS: Registry[Any] = Registry("metric")
 register_method = METHODS.register
 register_dataset = DATASETS.register
 register_metric = METRICS.register
-
-
-def load_builtins() -> None:
-    """Import the built-in methods, datasets and metrics (explicit imports, no folder scans)."""
-    import bench.datasets  # noqa: F401
-    import bench.methods  # noqa: F401
-    import bench.metrics  # noqa: F401

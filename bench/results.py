@@ -1,7 +1,10 @@
-"""Run records: one JSON line per run, appended whole, flushed and fsynced under a file lock.
+"""Run records: one JSON line per run, appended whole, flushed and fsynced under a file lock,
+and the per-run artifacts stored beside them (sample files).
 
 A reader skips (and reports) a torn or malformed line instead of failing, so a process killed
-while writing never makes earlier results unreadable.
+while writing never makes earlier results unreadable. ``RecordWriter`` is the one place that
+creates and writes records: the orchestrator, worker processes and the executors' clean-up of
+dead jobs all go through it.
 """
 
 from __future__ import annotations
@@ -10,15 +13,24 @@ import dataclasses
 import fcntl
 import json
 import os
-import platform
-import subprocess
+import traceback
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from bench.distributed import is_main
+from bench.env import git_commit, library_versions, now
+from bench.io import atomic_write
+from bench.planner import RunSpec
+from bench.progress import Reporter, SilentReporter
+from bench.vocab import Status
+
 SCHEMA_VERSION = 1
 RECORDS_FILE = "records.jsonl"
+SAMPLES_DIR = "samples"
 
 
 @dataclass
@@ -26,7 +38,7 @@ class RunRecord:
     method: str
     dataset: str
     seed: int
-    status: str  # "ok" | "failed"
+    status: Status
     run_id: str = ""
     error: str | None = None
     schema: int = SCHEMA_VERSION
@@ -140,26 +152,70 @@ def read_records(path: str | Path) -> ReadResult:
     return ReadResult(records, skipped)
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent)
-        if out.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5,
-                               cwd=Path(__file__).resolve().parent).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
+def ok_keys(path: str | Path) -> set[tuple[str, str, int]]:
+    """(config hash, method, seed) of every run with an ``ok`` record in ``path``."""
+    return {(r.config_hash, r.method, r.seed) for r in read_records(path).records
+            if r.status == "ok"}
 
 
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "numpy", "scipy", "pot", "torch-fidelity", "rectified-flow",
-                 "otnfm-bench"):
+def describe_error(err: BaseException) -> str:
+    """``Type: message (at file:line)`` of the innermost frame, for a record's ``error``."""
+    tb = traceback.extract_tb(err.__traceback__)
+    where = f" (at {tb[-1].filename.split('/')[-1]}:{tb[-1].lineno})" if tb else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
+class RecordWriter:
+    """Creates the records of one results folder and appends them when a run ends.
+
+    Under torchrun only rank 0 writes. A record that cannot be written (a full disk) leaves
+    the file as it was; an ``ok`` one is then written as ``failed`` with the reason, if a short
+    record still fits."""
+
+    def __init__(self, out: str | Path, *, suite: str, device: torch.device,
+                 config_file: str | None = None, reporter: Reporter | None = None) -> None:
+        self.out = Path(out)
+        self.path = self.out / RECORDS_FILE
+        self.suite, self.device, self.config_file = suite, device, config_file
+        self.reporter: Reporter = reporter or SilentReporter()
+        self.commit = git_commit()
+        self.versions = library_versions()
+
+    def new(self, spec: RunSpec, data_info: dict[str, Any] | None = None) -> RunRecord:
+        return RunRecord(
+            method=spec.method, dataset=spec.dataset, seed=spec.seed, status="running",
+            run_id=spec.run_id, suite=self.suite, sweep=spec.sweep,
+            config_file=self.config_file, recipe=spec.recipe, config=spec.config,
+            config_hash=spec.config_hash, recipe_hash=spec.recipe_hash,
+            git_commit=self.commit, versions=self.versions, device=str(self.device),
+            threads=torch.get_num_threads(), started_at=now(), data_info=data_info or {},
+        )
+
+    def finish(self, rec: RunRecord, err: BaseException | None = None,
+               status: Status = "failed") -> RunRecord:
+        """End ``rec`` as ``ok`` (no error) or ``status`` with ``err`` as its reason; write it."""
+        if not is_main():
+            return rec
+        if err is not None:
+            rec.status, rec.error = status, describe_error(err)
+        else:
+            rec.status = "ok"
+        rec.finished_at = now()
         try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+            append_record(self.path, rec)
+        except OSError as werr:  # e.g. a full disk: the file is left as it was
+            if rec.status != "ok":
+                raise
+            rec.status, rec.metrics = "failed", {}
+            rec.error = f"could not write the record: {type(werr).__name__}: {werr}"
+            append_record(self.path, rec)  # a short failed record may still fit
+        self.reporter.done(rec)
+        return rec
+
+    def save_samples(self, run_id: str, x: torch.Tensor, n: int) -> str:
+        """The first ``n`` samples as float32 ``samples/<run_id>.npy``; the path relative to
+        the results folder (what the record stores)."""
+        rel = Path(SAMPLES_DIR) / f"{run_id}.npy"
+        arr = x[:n].cpu().numpy().astype(np.float32)
+        atomic_write(self.out / rel, lambda tmp: np.save(tmp, arr))
+        return str(rel)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
@@ -20,7 +19,8 @@ from torch import nn
 
 from bench.config import CouplingConfig, TrainConfig
 from bench.datasets.base import DataBundle
-from bench.distributed import average_gradients
+from bench.distributed import ShardedNet, average_gradients, is_main, world
+from bench.io import atomic_torch_save
 from bench.methods.base import Batch, Method
 from bench.seeding import Streams
 
@@ -122,14 +122,8 @@ class Checkpointing:
     meta: dict = field(default_factory=dict)
 
     def save(self, state: dict) -> None:
-        from bench.distributed import is_main
-
-        if not is_main():
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({**state, "meta": self.meta}, tmp)
-        tmp.replace(self.path)
+        if is_main():
+            atomic_torch_save(self.path, {**state, "meta": self.meta})
 
 
 @contextlib.contextmanager
@@ -239,8 +233,6 @@ def train(
     state such as the online-OT bank, logs) is saved every ``checkpoint.every`` steps and on
     Ctrl-C; ``resume`` (such a saved state) continues from it, and the result equals that of
     an uninterrupted run on the CPU (tested)."""
-    from bench.distributed import ShardedNet, world
-
     plain = method.net
     if cfg.compile:
         method.net = torch.compile(plain)

@@ -3,10 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import bench.builtins  # noqa: F401  (registers the built-ins)
 from bench.config import resolve
-from bench.registry import load_builtins
-
-load_builtins()
 
 #: A config small enough that every method trains and evaluates in about a second on CPU.
 TINY = {
@@ -64,3 +62,8 @@ IMAGE_SETS = [
     "train.log_every=10", "eval.n_samples=64", "eval.batch_size=64", "eval.timing_batch=16",
     "eval.timing_repeats=1", "eval.save_samples=64", "coupling.diagnostics=0",
 ]
+
+
+def tiny_args(extra: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """TINY_SETS (and ``extra``) as ``--set`` command-line arguments."""
+    return [arg for s in (*TINY_SETS, *extra) for arg in ("--set", s)]

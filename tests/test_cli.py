@@ -8,13 +8,9 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.registry import METHODS
 from bench.results import read_records
-from tests.conftest import TINY_SETS
+from tests.conftest import tiny_args
 
 runner = CliRunner()
-
-
-def sets():
-    return [arg for s in TINY_SETS for arg in ("--set", s)]
 
 
 def test_list_shows_every_registry():
@@ -30,7 +26,7 @@ def test_list_shows_every_registry():
 def test_run_then_report_end_to_end(tmp_path):
     out = tmp_path / "res"
     res = runner.invoke(app, ["run", "-m", "otnfm-online,fm-euler1,fm-euler10", "-d", "moons",
-                              "--seeds", "0,1", "--out", str(out), *sets()])
+                              "--seeds", "0,1", "--out", str(out), *tiny_args()])
     assert res.exit_code == 0, res.output
     recs = read_records(out / "records.jsonl").records
     assert sorted((r.method, r.seed) for r in recs) == sorted(
@@ -50,7 +46,7 @@ def test_run_then_report_end_to_end(tmp_path):
 
     # a second identical run trains nothing and says so
     res = runner.invoke(app, ["run", "-m", "otnfm-online,fm-euler1,fm-euler10", "-d", "moons",
-                              "--seeds", "0,1", "--out", str(out), *sets()])
+                              "--seeds", "0,1", "--out", str(out), *tiny_args()])
     assert res.exit_code == 0 and "Nothing to do" in res.output
     assert len(read_records(out / "records.jsonl").records) == len(recs)
 
@@ -115,7 +111,7 @@ def test_plugin_method_failure_is_recorded_and_others_go_on(tmp_path):
     out = tmp_path / "res"
     try:
         res = runner.invoke(app, ["run", "--plugin", str(plugin), "-m",
-                                  "test-exploding,naive-map", "--out", str(out), *sets()])
+                                  "test-exploding,naive-map", "--out", str(out), *tiny_args()])
         assert res.exit_code == 1
         recs = {r.method: r for r in read_records(out / "records.jsonl").records}
         assert recs["test-exploding"].status == "failed"
@@ -149,10 +145,43 @@ def test_readme_plugin_example_shares_the_fm_checkpoint(tmp_path):
     out = tmp_path / "res"
     try:
         res = runner.invoke(app, ["run", "--plugin", str(example), "-m",
-                                  "fm-midpoint5,fm-euler10", "--out", str(out), *sets()])
+                                  "fm-midpoint5,fm-euler10", "--out", str(out), *tiny_args()])
         assert res.exit_code == 0, res.output
         recs = {r.method: r for r in read_records(out / "records.jsonl").records}
         assert recs["fm-midpoint5"].nfe == 10 and recs["fm-midpoint5"].status == "ok"
         assert recs["fm-midpoint5"].checkpoint == recs["fm-euler10"].checkpoint
     finally:
         METHODS.unregister("fm-midpoint5")
+
+
+def test_sweep_cli_then_rerun_trains_nothing(tmp_path):
+    f = tmp_path / "ab.yaml"
+    f.write_text("name: ab\nsweep:\n  method: [otnfm-minibatch]\n  seed: [0, 1]\n"
+                 "  coupling.batch_size: [32, 128]\n")
+    out = tmp_path / "res"
+    res = runner.invoke(app, ["sweep", "--config", str(f), "--out", str(out), *tiny_args()])
+    assert res.exit_code == 0, res.output
+    recs = [r for r in read_records(out / "records.jsonl").records if r.method != "data"]
+    assert sorted((r.sweep["coupling.batch_size"], r.seed) for r in recs) == [
+        (32, 0), (32, 1), (128, 0), (128, 1)]
+    assert all(r.coupling_diagnostics["target_var_ratio"] >= 0 for r in recs)
+    res = runner.invoke(app, ["sweep", "--config", str(f), "--out", str(out), *tiny_args()])
+    assert res.exit_code == 0 and "nothing was trained" in res.output
+    assert len(read_records(out / "records.jsonl").records) == len(recs) + 2
+    res = runner.invoke(app, ["report", str(out)])
+    assert res.exit_code == 0, res.output
+    text = (out / "report.md").read_text()
+    assert "otnfm-minibatch · coupling.batch_size=32" in text
+    assert "moons_sweep_coupling_batch_size.png" in text and "Coupling diagnostics" in text
+
+
+def test_dataset_with_its_own_source(tmp_path):
+    out = tmp_path / "res"
+    res = runner.invoke(app, ["run", "-m", "naive-map", "-d", "moons@8gmm", "--out", str(out),
+                              *tiny_args()])
+    assert res.exit_code == 0, res.output
+    rec = [r for r in read_records(out / "records.jsonl").records if r.method == "naive-map"][0]
+    assert rec.dataset == "moons@8gmm" and rec.data_info["source"] == "8gmm"
+    assert rec.config["data"]["source"] == "8gmm"
+    res = runner.invoke(app, ["run", "-d", "moons@uniform", "--out", str(out)])
+    assert res.exit_code == 2 and "unknown source 'uniform'" in res.output

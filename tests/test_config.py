@@ -1,6 +1,14 @@
 import pytest
 
-from bench.config import Config, ConfigError, parse_set, resolve, stable_hash, to_dict
+from bench.config import (
+    Config,
+    ConfigError,
+    expand_sweep,
+    parse_set,
+    resolve,
+    stable_hash,
+    to_dict,
+)
 
 
 def test_defaults_yaml_flags_set_precedence(tmp_path):
@@ -60,3 +68,17 @@ def test_shipped_configs_resolve():
             assert len(expand_sweep(f)) >= 2
         else:
             resolve(f)
+
+
+def test_expand_sweep(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("name: s\ntrain: {steps: 3}\nsweep:\n  method: [nfm-random]\n  seed: [0, 1]\n"
+                 "  coupling.batch_size: [32, 64]\n  path.kind: [linear, cosine]\n")
+    points = expand_sweep(f)
+    assert len(points) == 4
+    assert {tuple(a.values()) for a, _ in points} == {(32, "linear"), (32, "cosine"),
+                                                      (64, "linear"), (64, "cosine")}
+    assert all(c.methods == ("nfm-random",) and c.seeds == (0, 1) for _, c in points)
+    f.write_text("sweep:\n  path.kind: [wiggly]\n")
+    with pytest.raises(ConfigError, match="unknown path 'wiggly'"):
+        expand_sweep(f)

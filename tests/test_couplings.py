@@ -8,12 +8,13 @@ from bench.couplings import (
     Independent,
     MinibatchOT,
     OnlineOT,
-    cost_matrix,
     independent_cost,
+    ot_permutation,
     pair_cost,
     pick_solver,
     solve_assignment,
 )
+from bench.distances import sq_dists
 
 
 def gauss(n, d=2, seed=0):
@@ -28,7 +29,7 @@ def source(n, gen):
 @pytest.mark.parametrize("n,d", [(64, 2), (50, 10)])
 def test_exact_assignment_matches_ot_emd_and_lsa(solver, n, d):
     x1, x0 = gauss(n, d, 1) * 2 + 1, gauss(n, d, 2)
-    c = cost_matrix(x1.double(), x0.double()).numpy()
+    c = sq_dists(x1.double(), x0.double()).numpy()
     assert np.allclose(c, ot.dist(x1.double().numpy(), x0.double().numpy()), atol=1e-9)
     perm = solve_assignment(c, solver)
     assert sorted(perm.tolist()) == list(range(n))  # a permutation
@@ -54,9 +55,9 @@ def test_minibatch_ot_pairs_are_a_permutation_with_lower_cost():
     assert s["solver_seconds"] >= 0
 
 
-def test_independent_cost_is_the_mean_of_the_cost_matrix():
+def test_independent_cost_is_the_mean_of_the_sq_dists():
     x0, x1 = gauss(40, 3, 4), gauss(40, 3, 5) + 1
-    assert independent_cost(x0, x1) == pytest.approx(float(cost_matrix(x1, x0).mean()), rel=1e-5)
+    assert independent_cost(x0, x1) == pytest.approx(float(sq_dists(x1, x0).mean()), rel=1e-5)
     pairs = Independent(source).pair(gauss(10, seed=6), torch.arange(10),
                                      torch.Generator().manual_seed(0))
     assert pairs.stats["solver_seconds"] == 0.0
@@ -83,7 +84,7 @@ def test_online_bank_cost_never_increases_and_state_roundtrips():
         costs.append(coupling.bank_cost(data))
     assert all(b <= a + 1e-6 for a, b in zip(costs, costs[1:], strict=False))
     # it approaches the exact OT cost of the whole set (bank <-> data, one global assignment)
-    c = cost_matrix(data.double(), coupling.bank.double()).numpy()
+    c = sq_dists(data.double(), coupling.bank.double()).numpy()
     rows, cols = linear_sum_assignment(c)
     optimum = c[rows, cols].mean()
     assert costs[-1] - optimum < 0.5 * (costs[0] - optimum)
@@ -107,8 +108,8 @@ def test_auto_solver_is_measured_and_cached():
 
 def test_overlapped_minibatch_ot_gives_the_same_training(tiny_cfg, cpu):
     """Solving the next assignment in a worker thread changes nothing, bit for bit."""
+    from bench.models import build_method
     from bench.registry import DATASETS
-    from bench.runner import build_method
     from bench.seeding import Streams
     from bench.trainer import train
 
@@ -122,3 +123,29 @@ def test_overlapped_minibatch_ot_gives_the_same_training(tiny_cfg, cpu):
     (a, ha), (b, hb) = outs
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["cost"] for h in ha] == [h["cost"] for h in hb]
+
+
+def test_block_assignment_is_a_permutation_within_blocks():
+    x1, x0 = torch.randn(96, 2), torch.randn(96, 2)
+    perm, _ = ot_permutation(x1, x0, "pot", block=32)
+    assert sorted(perm.tolist()) == list(range(96))
+    assert all(i // 32 == int(p) // 32 for i, p in enumerate(perm))
+    full, _ = ot_permutation(x1, x0, "pot")
+    c = sq_dists(x1, x0)
+    assert c[torch.arange(96), perm].sum() >= c[torch.arange(96), full].sum() - 1e-4
+
+
+def test_online_probe_targets_follow_the_noise(cpu):
+    data = torch.randn(200, 2) + 2
+    src = lambda n, g: torch.randn(n, 2, generator=g)  # noqa: E731
+    c = OnlineOT(src, n_train=200)
+    gen = torch.Generator().manual_seed(0)
+    c.init_bank(gen)
+    initial = c.bank.clone()
+    for _ in range(20):
+        idx = torch.randperm(200, generator=gen)[:50]
+        c.pair(data[idx], idx, gen)
+    pos = torch.empty_like(c.ids)
+    pos[c.ids] = torch.arange(200)
+    torch.testing.assert_close(c.bank[pos], initial)  # noise k now sits at slot pos[k]
+    torch.testing.assert_close(c.probe_targets(torch.zeros(10, 2), data, gen), data[pos[:10]])

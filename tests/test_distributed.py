@@ -22,6 +22,7 @@ def _cmd(out: Path) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                     reason="torchrun not installed beside this python")
+@pytest.mark.slow
 def test_two_process_gloo_training_matches_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = str(Path(sys.executable).parent / "torchrun")

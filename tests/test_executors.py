@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -22,6 +23,7 @@ def _sweep_file(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_sweep_as_submitit_jobs_then_status_shows_them_done(tmp_path):
     out = tmp_path / "res"
     res = cli.invoke(app, ["sweep", "--config", str(_sweep_file(tmp_path)), "--executor",
@@ -58,6 +60,7 @@ def test_status_without_jobs_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "nothing was submitted" in res.output
 
 
+@pytest.mark.slow
 def test_a_job_that_dies_leaves_failed_records_with_its_state(tmp_path):
     plugin = tmp_path / "dies.py"
     plugin.write_text(
@@ -77,19 +80,3 @@ def test_a_job_that_dies_leaves_failed_records_with_its_state(tmp_path):
     (rec,) = read_records(out / "records.jsonl").records
     assert rec.method == "dies-hard" and rec.status == "failed"
     assert "ended in state" in rec.error
-
-
-def test_checkpoint_of_another_config_is_refused(tmp_path, cpu):
-    import torch
-
-    from bench.config import resolve
-    from bench.runner import Runner, recipe_hash, run_config
-
-    cfg = resolve(overrides={**TINY, "methods": ["otnfm-online"]})
-    runner = Runner(cfg, tmp_path, cpu)
-    rh = recipe_hash(run_config(cfg, "otnfm-online", "moons"))
-    path = runner._checkpoint_path("moons", "otnfm-online", 0, rh)
-    path.parent.mkdir(parents=True)
-    torch.save({"recipe_hash": "someone-else"}, path)
-    (rec,) = [r for r in runner.run() if r.method == "otnfm-online"]
-    assert rec.status == "failed" and "belongs to another config" in rec.error

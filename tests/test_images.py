@@ -10,14 +10,14 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.config import DataConfig, resolve
 from bench.datasets.images import DatasetUnavailable
-from bench.evaluate import counting
 from bench.methods.base import Batch
 from bench.metrics.base import MetricContext
+from bench.models import build_method
 from bench.nets import build_net, n_params
 from bench.nets.unet import UNET_PRESETS, UNet
 from bench.registry import DATASETS, METHODS, METRICS
 from bench.results import read_records
-from bench.runner import build_method
+from bench.sampling import counting
 from bench.seeding import Streams
 from tests.conftest import IMAGE_SETS
 from tests.imagedata import write_cifar, write_mnist
@@ -212,6 +212,7 @@ def test_missing_inception_weights_fail_before_training(tmp_path, monkeypatch):
 
 # -- end to end -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_cifar10_end_to_end_through_the_real_loader(tmp_path):
     """bench run --dataset cifar10 --data-root <generated folder>: torchvision's reader, the
     UNet, torch-fidelity FD with the domain extractor as the (download-free) stand-in."""

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from bench.evaluate import NFEMismatch, counting, generate
-from bench.methods.base import Batch, Method, SampleOut
+from bench.methods.base import Batch
 from bench.methods.nfm import NeuralFlow
+from bench.models import build_method
 from bench.registry import DATASETS, METHODS
-from bench.runner import build_method
+from bench.sampling import counting, generate
 from bench.seeding import Streams
 from bench.trainer import train
 
@@ -74,16 +74,6 @@ def test_same_seed_same_samples(name, tiny_cfg, cpu):
                                              50)[0])
 
 
-def test_samples_do_not_depend_on_batch_size(tiny_cfg, cpu):
-    cfg = tiny_cfg()
-    data = _data(cfg, cpu)
-    method = build_method("fm-euler10", data, cfg, cpu, seed=0).eval()
-    x0 = data.source(300, Streams(0, cpu)["eval"])
-    a, nfe_a = generate(method, x0, 300)
-    b, nfe_b = generate(method, x0, 64)
-    assert torch.allclose(a, b, atol=1e-5) and nfe_a == nfe_b == 10
-
-
 def test_neural_flow_is_identity_at_t0(tiny_cfg, cpu):
     cfg = tiny_cfg()
     data = _data(cfg, cpu)
@@ -140,17 +130,3 @@ def test_independent_pairs_collapse_and_ot_does_not(tiny_cfg, cpu):
         ratios[name] = collapse(x, data.eval, None)["var_ratio"]
     assert ratios["nfm-random"] < 0.1
     assert ratios["otnfm-minibatch"] > 0.6
-
-
-class _LyingMethod(Method):
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Linear(2, 2)
-
-    def sample(self, x0):
-        return SampleOut(self.net(self.net(x0)), nfe=1)
-
-
-def test_nfe_claim_mismatch_is_an_error():
-    with pytest.raises(NFEMismatch, match="claims NFE 1 but its network ran 2 times"):
-        generate(_LyingMethod(), torch.randn(10, 2), 10)

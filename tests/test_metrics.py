@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from bench.config import EvalConfig
-from bench.metrics.base import MetricContext, pairwise_sq
+from bench.distances import sq_dists
+from bench.metrics.base import MetricContext
 from bench.metrics.points import collapse, mmd, precision_recall, w2
 
 
@@ -16,9 +17,9 @@ def cloud(n, seed, shift=(0.0, 0.0)):
     return torch.randn(n, 2, generator=g) + torch.tensor(shift)
 
 
-def test_pairwise_sq_matches_cdist():
+def test_sq_dists_matches_cdist():
     a, b = cloud(50, 1), cloud(70, 2)
-    torch.testing.assert_close(pairwise_sq(a, b), torch.cdist(a, b) ** 2, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(sq_dists(a, b), torch.cdist(a, b) ** 2, atol=1e-4, rtol=1e-4)
 
 
 def test_w2_closed_forms():

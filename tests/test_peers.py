@@ -9,7 +9,7 @@ from bench.methods.meanflow import MeanFlow
 from bench.methods.shortcut import Shortcut
 from bench.registry import METHODS
 from bench.results import read_records
-from tests.test_cli import sets
+from tests.conftest import tiny_args
 
 
 class _Analytic(torch.nn.Module):
@@ -34,12 +34,12 @@ def test_meanflow_target_is_the_jvp_identity():
 
 def test_meanflow_time_sampler_orders_s_t():
     mf = MeanFlow(_Analytic(), Independent(None), steps=1)
-    s, t = mf._times(4000, torch.Generator().manual_seed(0), torch.device("cpu"))
+    s, t = mf.times(4000, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert (s <= t).all() and (s >= 0).all() and (t <= 1).all()
     frac = float((s < t).float().mean())
     assert 0.2 < frac < 0.3  # the paper's 25 % of intervals with s != t
     # collapsed pairs keep the evaluation time s (the noisier end): s has the law of the min
-    s2, t2 = mf._times(4000, torch.Generator().manual_seed(1), torch.device("cpu"))
+    s2, t2 = mf.times(4000, torch.Generator().manual_seed(1), torch.device("cpu"))
     assert float(s2.mean()) < float(t2[s2 < t2].mean()) - 0.1
 
 
@@ -53,8 +53,8 @@ def test_shortcut_consistency_grid_stays_inside_the_unit_interval():
 
 
 def test_otcfm_uses_the_same_minibatch_ot_coupling_as_otnfm(tiny_cfg, cpu):
+    from bench.models import build_method
     from bench.registry import DATASETS
-    from bench.runner import build_method
 
     cfg = tiny_cfg()
     data = DATASETS.get("moons")(cfg.data, 0, cpu)
@@ -66,7 +66,7 @@ def test_otcfm_uses_the_same_minibatch_ot_coupling_as_otnfm(tiny_cfg, cpu):
 def test_reflow_reuses_the_fm_teacher_and_counts_its_time(tmp_path):
     out = tmp_path / "res"
     res = CliRunner().invoke(app, ["run", "-m", "reflow,reflow-2step,fm-euler100",
-                                   "--out", str(out), *sets()])
+                                   "--out", str(out), *tiny_args()])
     assert res.exit_code == 0, res.output
     recs = {r.method: r for r in read_records(out / "records.jsonl").records}
     assert recs["reflow"].nfe == 1 and recs["reflow-2step"].nfe == 2

@@ -1,13 +1,16 @@
 """Golden-file test of the Markdown report (set UPDATE_GOLDEN=1 to rewrite the golden file)."""
 
+import math
 import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from bench.evaluate import directions
-from bench.report.markdown import Source, render_report
-from bench.report.stats import fmt_num, summarize
+from bench.evaluate import metric_vocabulary
+from bench.report.markdown import render_report
+from bench.report.model import Source
+from bench.report.stats import fmt_num, paired, summarize
 from bench.results import RunRecord, append_record, read_records
 
 GOLDEN = Path(__file__).parent / "golden" / "report.md"
@@ -46,7 +49,7 @@ def test_report_matches_golden(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _records(Path("res"))
     text = render_report([Source("res/records.jsonl", read_records("res/records.jsonl").records)],
-                         Path("out/report.md"), directions())
+                         Path("out/report.md"), metric_vocabulary())
     assert Path("out/report/moons_samples.png").exists()
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
@@ -61,10 +64,19 @@ def test_summary_formatting():
 
 
 def test_a_rerun_supersedes_the_earlier_record():
-    from bench.report.markdown import latest_only
+    from bench.report.model import latest_only
 
     a = RunRecord(method="m", dataset="d", seed=0, status="ok", config_hash="h", run_id="1")
     b = RunRecord(method="m", dataset="d", seed=0, status="ok", config_hash="h", run_id="2")
     c = RunRecord(method="m", dataset="d", seed=1, status="ok", config_hash="h", run_id="3")
     kept, dropped = latest_only([a, b, c])
     assert [r.run_id for r in kept] == ["2", "3"] and dropped == 1
+
+
+def test_t_interval_and_paired_difference():
+    s = summarize([1.0, 2.0, 3.0])
+    assert s.ci95 == pytest.approx(4.302652729911275 / math.sqrt(3))
+    assert s.fmt(ci=True) == "2 ± 1 [-0.484, 4.48]"
+    assert summarize([5.0]).fmt(ci=True) == "5 (1 seed)"
+    d = paired({0: 1.0, 1: 2.0, 2: 3.0, 7: 9.0}, {0: 0.5, 1: 1.5, 2: 2.4})
+    assert d.n == 3 and d.mean == pytest.approx(0.5333333) and d.lo > 0

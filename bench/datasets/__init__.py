@@ -1,3 +1,1 @@
-"""Built-in datasets (imported explicitly so registration never depends on folder scans)."""
-
-from bench.datasets import images, toy2d  # noqa: F401
+"""Datasets. The built-in ones register when ``bench.builtins`` imports their modules."""

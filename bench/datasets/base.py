@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -9,6 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from bench.config import Config
+from bench.registry import DATASETS
 
 #: Held-out evaluation data is drawn from this seed, never from the run seed, so every run of a
 #: dataset is scored against the same points.
@@ -55,3 +59,26 @@ def gaussian_source(shape: tuple[int, ...], device: torch.device):
         return torch.randn((n, *shape), generator=gen, device=device)
 
     return sample
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """``"moons@8gmm"`` -> ("moons", "8gmm"): a dataset with its own source distribution."""
+    name, _, source = key.partition("@")
+    return name, (source or None)
+
+
+def dataset_config(cfg: Config, key: str) -> Config:
+    """``cfg`` with ``data.name`` (and ``data.source`` for ``name@source`` keys) filled in."""
+    source = split_key(key)[1]
+    data = dataclasses.replace(cfg.data, name=key)
+    if source:
+        data = dataclasses.replace(data, source=source)
+    return dataclasses.replace(cfg, data=data)
+
+
+def load_dataset(cfg: Config, key: str, seed: int, device: torch.device) -> DataBundle:
+    """The registered dataset ``key`` (``name`` or ``name@source``) for run seed ``seed``, its
+    tensors on ``device``; named by its key."""
+    data = DATASETS.get(split_key(key)[0])(dataset_config(cfg, key).data, seed, device)
+    data.name = key
+    return data

@@ -16,6 +16,7 @@ from bench.config import ConfigError, DataConfig
 from bench.datasets.base import DataBundle, eval_rng, gaussian_source
 from bench.registry import register_dataset
 from bench.seeding import Streams
+from bench.vocab import SOURCES, choices
 
 Sampler = Callable[[int, np.random.Generator], np.ndarray]
 
@@ -72,7 +73,6 @@ TARGETS: dict[str, Sampler] = {
     "crescent": crescent,
     "8gaussians": eight_gaussians,
 }
-SOURCES = ("gaussian", "8gmm")
 
 
 def make_source(name: str, device: torch.device):
@@ -88,7 +88,7 @@ def make_source(name: str, device: torch.device):
             return centres + 0.15 * torch.randn((n, 2), generator=gen, device=device)
 
         return sample
-    raise ConfigError(f"data.source: unknown source {name!r}; choices: {', '.join(SOURCES)}")
+    raise ConfigError(f"data.source: unknown source {name!r}; choices: {choices(SOURCES)}")
 
 
 def build_toy(

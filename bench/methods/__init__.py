@@ -1,4 +1,3 @@
-"""Built-in methods, registered by explicit import (never by scanning folders)."""
-
-from bench.methods import fm, meanflow, nfm, reflow, shortcut  # noqa: F401
-from bench.methods.base import Batch, BuildContext, Method, SampleOut  # noqa: F401
+"""Methods. The built-in ones register when ``bench.builtins`` imports their modules; a user's
+method imports ``bench.methods.base`` (and any method module it extends) and registers itself
+with ``bench.registry.register_method``."""

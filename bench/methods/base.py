@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from bench.config import Config
 from bench.couplings import Coupling, Independent, MinibatchOT, OnlineOT
+from bench.datasets.base import DataBundle
+from bench.nets import build_net
 from bench.paths import expand_t  # noqa: F401  (re-exported for methods)
-
-if TYPE_CHECKING:
-    from bench.config import Config
-    from bench.datasets.base import DataBundle
-    from bench.seeding import Streams
+from bench.registry import register_method
+from bench.seeding import Streams
 
 
 @dataclass
@@ -50,8 +50,6 @@ class BuildContext:
 
     def net(self, time_inputs: int) -> nn.Module:
         """The dataset's shared backbone (same family/width/depth for every method)."""
-        from bench.nets import build_net
-
         return build_net(self.data.shape, self.data.kind, self.cfg.net, time_inputs)
 
     def require_linear_path(self, method: str) -> None:
@@ -111,8 +109,6 @@ def register_step_family(family: str, steps: tuple[int, ...],
                          **meta: Any) -> None:
     """Register ``family`` (one step) and ``family-{n}step`` for the other step counts, all
     sharing the training recipe ``family`` (one checkpoint evaluated at every step count)."""
-    from bench.registry import register_method
-
     for n in steps:
         name = family if n == 1 else f"{family}-{n}step"
 

@@ -49,7 +49,7 @@ class MeanFlow(Method):
         super().__init__()
         self.net, self.coupling, self.steps = net, coupling, steps
 
-    def _times(self, n: int, gen: torch.Generator, device: torch.device):
+    def times(self, n: int, gen: torch.Generator, device: torch.device):
         z = torch.randn(2, n, generator=gen, device=device) * self.t_std + self.t_mean
         a, b = torch.sigmoid(z)
         s, t = torch.minimum(a, b), torch.maximum(a, b)
@@ -70,7 +70,7 @@ class MeanFlow(Method):
     def loss(self, batch: Batch, gens: Streams) -> tuple[torch.Tensor, dict[str, float]]:
         pairs = self.coupling.pair(batch.x1, batch.idx, gens["noise"])
         x0, x1 = pairs.x0, pairs.x1
-        s, t = self._times(x1.shape[0], gens["time"], x1.device)
+        s, t = self.times(x1.shape[0], gens["time"], x1.device)
         sb = expand_t(s, x1)
         xs = (1 - sb) * x0 + sb * x1
         u, target = self.prediction_and_target(xs, s, t, x1 - x0)

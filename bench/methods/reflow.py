@@ -17,6 +17,7 @@ import torch
 from bench.couplings import Coupling, Pairs, SourceFn, independent_cost, pair_cost
 from bench.methods.base import BuildContext, Method, register_step_family
 from bench.methods.fm import FlowMatching
+from bench.sampling import generate
 from bench.seeding import Streams
 
 TEACHER = "fm-euler100"
@@ -64,8 +65,6 @@ class Reflow(FlowMatching):
 
     def prepare(self, teacher: Method, n_pairs: int, gens: Streams,
                 batch_size: int) -> dict[str, float]:
-        from bench.evaluate import generate
-
         start = time.perf_counter()
         device = next(teacher.parameters()).device
         z = self.coupling.source(n_pairs, gens["coupling"]).to(device)

@@ -1,4 +1,1 @@
-"""Built-in metrics (explicit imports)."""
-
-from bench.metrics import images, points  # noqa: F401
-from bench.metrics.base import MetricContext  # noqa: F401
+"""Metrics. The built-in ones register when ``bench.builtins`` imports their modules."""

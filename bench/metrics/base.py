@@ -31,19 +31,6 @@ class MetricContext:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def pairwise_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[n, m] squared Euclidean distances as ONE matrix product of augmented rows.
-
-    [a, 1, |a|^2] @ [-2b, |b|^2, 1]^T = |a|^2 + |b|^2 - 2 a.b; in low dimension this is 3-4x
-    faster than forming the three terms separately (measured on 2-D data, 2,048 x 10,000).
-    """
-    one_a = torch.ones_like(a[:, :1])
-    one_b = torch.ones_like(b[:, :1])
-    aa = torch.cat([a, one_a, a.pow(2).sum(1, keepdim=True)], 1)
-    bb = torch.cat([-2.0 * b, b.pow(2).sum(1, keepdim=True), one_b], 1)
-    return (aa @ bb.T).clamp_min_(0.0)
-
-
 def chunks(n: int, size: int):
     for i in range(0, n, size):
         yield slice(i, min(n, i + size))

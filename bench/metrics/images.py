@@ -22,9 +22,11 @@ import math
 import torch
 from torch.utils.data import Dataset
 
+from bench.config import ConfigError, EvalConfig
 from bench.metrics.base import MetricContext
 from bench.metrics.extractors import (
     DOMAIN_NAME,
+    InceptionWeightsMissing,
     cache_dir,
     domain_extractor,
     from_uint8,
@@ -82,7 +84,8 @@ def fidelity(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext, extractor: 
 
 @register_metric("fd", kinds=("images",),
                  outputs={"fd_domain": "min", "kid_domain": "min", "prec_domain": "max",
-                          "rec_domain": "max"})
+                          "rec_domain": "max"},
+                 headline={"fd_domain": 30}, key={"fd_domain": 30})
 def fd_domain(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """FD / KID / precision / recall in the domain classifier's features (torch-fidelity)."""
     weights, info = _domain(ctx)
@@ -95,7 +98,8 @@ def fd_domain(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[st
 
 
 @register_metric("classes", kinds=("images",),
-                 outputs={"class_entropy": "max", "class_coverage": "max"})
+                 outputs={"class_entropy": "max", "class_coverage": "max"},
+                 key={"class_entropy": 50})
 def class_histogram(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Entropy (normalised) and coverage of the domain classifier's class histogram."""
     weights, info = _domain(ctx)
@@ -112,9 +116,18 @@ def class_histogram(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> d
     return {"class_entropy": ent, "class_coverage": float((p >= 0.5 / k).float().mean())}
 
 
-@register_metric("fid", kinds=("images",), default=False,
+def inception_preflight(cfg: EvalConfig) -> None:
+    """Missing Inception weights fail before any training, not after it."""
+    try:
+        inception_weights(cfg.inception_weights)
+    except InceptionWeightsMissing as err:
+        raise ConfigError(str(err)) from None
+
+
+@register_metric("fid", kinds=("images",), default=False, preflight=inception_preflight,
                  outputs={"fid": "min", "kid": "min", "prec_inception": "max",
-                          "rec_inception": "max"})
+                          "rec_inception": "max"},
+                 headline={"fid": 20}, key={"fid": 40})
 def fid_inception(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Inception FID / KID / precision / recall (torch-fidelity ``inception-v3-compat``)."""
     weights = inception_weights(ctx.cfg.inception_weights)

@@ -15,10 +15,10 @@
 from __future__ import annotations
 
 import numpy as np
-import ot
 import torch
 
-from bench.metrics.base import MetricContext, chunks, pairwise_sq, subsample
+from bench.distances import sq_dists
+from bench.metrics.base import MetricContext, chunks, subsample
 from bench.registry import register_metric
 
 #: Halving bandwidths = gammas growing 4x, so each kernel is the previous one squared twice:
@@ -27,13 +27,16 @@ BANDWIDTHS = (2.0, 1.0, 0.5, 0.25, 0.125, 0.0625)
 CHUNK = 1024
 
 
-@register_metric("w2", kinds=("points",), outputs={"w2": "min", "w2_sq": "min"})
+@register_metric("w2", kinds=("points",), outputs={"w2": "min", "w2_sq": "min"},
+                 headline={"w2": 10}, key={"w2": 10})
 def w2(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Exact W2 (POT emd2, squared Euclidean cost) on eval.w2_samples points per side."""
+    import ot  # POT takes seconds to import: only where W2 is computed
+
     n = ctx.cfg.w2_samples
-    a = subsample(x, n, ctx.gen).double().cpu().numpy()
-    b = subsample(ref, n, ctx.gen).double().cpu().numpy()
-    cost = ot.dist(a, b, metric="sqeuclidean")
+    a = subsample(x, n, ctx.gen).double().cpu()
+    b = subsample(ref, n, ctx.gen).double().cpu()
+    cost = sq_dists(a, b).numpy()
     w2_sq = float(ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), cost,
                           numItermax=10_000_000))
     return {"w2": float(np.sqrt(max(w2_sq, 0.0))), "w2_sq": w2_sq}
@@ -44,7 +47,7 @@ def _kernel_sum(a: torch.Tensor, b: torch.Tensor, same: bool) -> float:
     total = 0.0
     gamma0 = 1.0 / (2 * BANDWIDTHS[0] ** 2)
     for ia in chunks(a.shape[0], CHUNK):
-        d = pairwise_sq(a[ia], b)
+        d = sq_dists(a[ia], b)
         if same:  # exp(-inf) = 0 removes the diagonal i == j
             d[torch.arange(d.shape[0]), torch.arange(ia.start, ia.stop)] = float("inf")
         k = d.mul_(-gamma0).exp_()
@@ -56,7 +59,7 @@ def _kernel_sum(a: torch.Tensor, b: torch.Tensor, same: bool) -> float:
     return total
 
 
-@register_metric("mmd", kinds=("points",), outputs={"mmd": "min"})
+@register_metric("mmd", kinds=("points",), outputs={"mmd": "min"}, key={"mmd": 20})
 def mmd(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Unbiased MMD^2, sum of Gaussian kernels at bandwidths 2..0.0625, on all samples."""
     m, n = x.shape[0], ref.shape[0]
@@ -71,7 +74,7 @@ def knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
     """Squared distance of every row to its k-th nearest other row."""
     out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     for sl in chunks(x.shape[0], CHUNK):
-        d = pairwise_sq(x[sl], x)
+        d = sq_dists(x[sl], x)
         # k + 1: the point itself sits at distance 0
         out[sl] = d.topk(k + 1, dim=1, largest=False).values[:, -1]
     return out  # squared radii
@@ -81,12 +84,13 @@ def coverage_of(queries: torch.Tensor, centres: torch.Tensor, radii_sq: torch.Te
     """Fraction of ``queries`` inside at least one ball (centre_j, squared radius_j)."""
     inside = 0
     for sl in chunks(queries.shape[0], CHUNK):
-        d = pairwise_sq(queries[sl], centres)
+        d = sq_dists(queries[sl], centres)
         inside += int((d <= radii_sq[None, :]).any(1).sum())
     return inside / queries.shape[0]
 
 
-@register_metric("prc", kinds=("points",), outputs={"precision": "max", "recall": "max"})
+@register_metric("prc", kinds=("points",), outputs={"precision": "max", "recall": "max"},
+                 key={})
 def precision_recall(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """k-NN precision and recall (Kynkäänniemi et al., 2019), k = eval.pr_k."""
     x, ref = x.flatten(1).float(), ref.flatten(1).float()
@@ -98,7 +102,7 @@ def precision_recall(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> 
 
 
 @register_metric("collapse", kinds=("points", "images"),
-                 outputs={"var_ratio": "one", "mean_dist": "min"})
+                 outputs={"var_ratio": "one", "mean_dist": "min"}, key={"var_ratio": 60})
 def collapse(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Mean-collapse diagnostics: total-variance ratio and distance of the means."""
     x, ref = x.flatten(1).double(), ref.flatten(1).double()

@@ -9,6 +9,7 @@ from torch import nn
 
 from bench.config import NetConfig
 from bench.nets.mlp import TimeMLP
+from bench.nets.unet import UNET_PRESETS, UNet
 
 
 def build_net(shape: tuple[int, ...], kind: str, cfg: NetConfig, time_inputs: int) -> nn.Module:
@@ -18,8 +19,6 @@ def build_net(shape: tuple[int, ...], kind: str, cfg: NetConfig, time_inputs: in
             int(torch.Size(shape).numel()), cfg.hidden, cfg.depth, time_inputs, cfg.time_features
         )
     if kind == "images":
-        from bench.nets.unet import UNET_PRESETS, UNet
-
         name = "s" if cfg.unet == "auto" else cfg.unet
         if name not in UNET_PRESETS:
             raise ValueError(f"unknown UNet preset {name!r}; choices: auto, "

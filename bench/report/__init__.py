@@ -1,3 +1,1 @@
 """Markdown reports rendered from run records alone (never trains)."""
-
-from bench.report.markdown import render_report  # noqa: F401

@@ -1,0 +1,80 @@
+"""Where trained weights live: one file per (dataset, recipe, seed, recipe hash) under
+``<results>/checkpoints/``, written atomically and checked against the recipe hash on load;
+``*.partial.pt`` beside it holds the whole training state of an unfinished run.
+
+A checkpoint carries what is needed to rebuild its model without the records file: the
+method, recipe, dataset, seed and the resolved run config. Everything loads with
+``weights_only=True``: a checkpoint can never run code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.io import atomic_torch_save
+from bench.planner import RunSpec
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint at the expected path was written for another config."""
+
+
+@dataclass
+class Trained:
+    """A trained recipe: its checkpoint path, the saved state, and whether it was loaded or
+    trained in this session rather than trained for this run."""
+
+    path: Path
+    state: dict[str, Any]
+    reused: bool
+
+
+class CheckpointStore:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, spec: RunSpec) -> Path:
+        return self.root / f"{spec.dataset}.{spec.recipe}.s{spec.seed}.{spec.recipe_hash}.pt"
+
+    def partial_path(self, spec: RunSpec) -> Path:
+        return self.path(spec).with_suffix(".partial.pt")
+
+    def load(self, spec: RunSpec) -> Trained | None:
+        """The finished checkpoint of ``spec``'s recipe, None if there is none; a file of
+        another config raises ``CheckpointMismatch``."""
+        path = self.path(spec)
+        if not path.exists():
+            return None
+        state = load_state(path)
+        if state.get("recipe_hash") != spec.recipe_hash:
+            raise CheckpointMismatch(f"checkpoint {path} belongs to another config")
+        return Trained(path, state, reused=True)
+
+    def save(self, spec: RunSpec, state: dict[str, Any]) -> Trained:
+        """Write the finished checkpoint (write-then-rename) and drop the partial state."""
+        path = self.path(spec)
+        atomic_torch_save(path, state)
+        self.partial_path(spec).unlink(missing_ok=True)
+        return Trained(path, state, reused=False)
+
+    def load_partial(self, spec: RunSpec) -> tuple[dict[str, Any] | None, str]:
+        """The saved training state of an unfinished run of this recipe, if it was saved by
+        the same config, and a message saying what was found."""
+        path = self.partial_path(spec)
+        if not path.exists():
+            return None, ""
+        saved = load_state(path)
+        if saved.get("meta", {}).get("recipe_hash") != spec.recipe_hash:
+            return None, f"ignoring {path}: saved by another config"
+        return saved, f"resuming from step {saved['step']} ({path})"
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """A checkpoint or training state as saved (tensors on the CPU; never unpickles code)."""
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,5 @@
+"""``python -m bench.cli`` (what torchrun and worker tests start)."""
+
+from bench.cli import app
+
+app()

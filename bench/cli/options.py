@@ -1,0 +1,71 @@
+"""Options several commands share, declared once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bench.cli.console import fail
+
+EXECUTORS = ("local", "slurm")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML suite file")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", help="Override a config key: --set train.steps=2000 (repeatable)")]
+OutOpt = Annotated[Path | None, typer.Option(
+    "--out", "-o", help="Results folder (default results/<suite name>)")]
+PluginOpt = Annotated[list[Path] | None, typer.Option(
+    help="Python file registering extra methods/datasets/metrics (repeatable)")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
+DataRootOpt = Annotated[str | None, typer.Option(
+    "--data-root", help="Folder with dataset files (sets data.root)")]
+ForceOpt = Annotated[bool, typer.Option(
+    help="Re-run (and retrain) even if an ok record / checkpoint exists")]
+
+ExecutorOpt = Annotated[str, typer.Option(
+    help="local (this machine) or slurm (one submitit job per dataset x seed)")]
+WorkersOpt = Annotated[int, typer.Option(help="Local worker processes")]
+ClusterOpt = Annotated[str | None, typer.Option(
+    help="submitit cluster: slurm, or local (submitit's local executor)")]
+PartitionOpt = Annotated[str | None, typer.Option(help="Slurm partition")]
+GpusOpt = Annotated[int | None, typer.Option(help="GPUs per Slurm job")]
+TimeOpt = Annotated[int, typer.Option(help="Slurm time limit per job (minutes)")]
+MemOpt = Annotated[int | None, typer.Option(help="Memory per Slurm job (GB)")]
+WaitOpt = Annotated[bool, typer.Option(help="Wait for Slurm jobs and collect them")]
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where a suite's work units run: this process, local workers or Slurm jobs."""
+
+    executor: str = "local"
+    workers: int = 1
+    cluster: str | None = None
+    partition: str | None = None
+    gpus: int | None = None
+    time_min: int = 240
+    mem_gb: int | None = None
+    wait: bool = False
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            fail(f"--executor {self.executor!r}: choices: {', '.join(EXECUTORS)}")
+        if self.workers < 1:
+            fail(f"--workers {self.workers}: at least 1")
+
+    @property
+    def in_process(self) -> bool:
+        """Run here, with a progress bar (no worker processes, no jobs)."""
+        return self.executor == "local" and self.workers == 1
+
+    @property
+    def waits(self) -> bool:
+        """Collect the results before returning (submitit's local executor always waits)."""
+        return self.executor == "local" or self.wait or self.cluster == "local"
+
+    def slurm_params(self) -> dict[str, Any]:
+        return {"slurm_partition": self.partition, "gpus_per_node": self.gpus,
+                "timeout_min": self.time_min, "mem_gb": self.mem_gb}

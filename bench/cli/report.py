@@ -1,0 +1,71 @@
+"""``bench report``: render a Markdown report from run records alone (it never trains)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.cli.console import console, err_console, fail, load_plugins
+from bench.cli.options import PluginOpt
+from bench.evaluate import metric_vocabulary
+from bench.report.markdown import Source, render_report
+from bench.results import RECORDS_FILE, read_records
+
+
+def report_cmd(
+    results: Annotated[list[Path] | None, typer.Argument(
+        help="Results folders or records.jsonl files (default: results/)")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Markdown file to write (figures go to <stem>/ beside it)")] = None,
+    title: Annotated[str | None, typer.Option(help="Report title")] = None,
+    compare: Annotated[list[str] | None, typer.Option(
+        help="Paired comparison A:B over common seeds (repeatable; default: every method vs "
+             "fm-euler100 when present)")] = None,
+    plugin: PluginOpt = None,
+) -> None:
+    """Render a Markdown report from run records alone (never trains)."""
+    load_plugins(plugin)
+    paths = results or [Path("results")]
+    sources = read_sources(paths)
+    target = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "report.md"
+    render_report(sources, target, metric_vocabulary(), title=title,
+                  compare=parse_pairs(compare))
+    n = sum(len(s.records) for s in sources)
+    console.print(f"wrote {target} from {n} record(s) in {len(sources)} file(s)")
+
+
+def read_sources(paths: list[Path]) -> list[Source]:
+    """Every records file in the given folders (recursively) or files; malformed lines are
+    skipped with a warning and counted."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += sorted(p.rglob(RECORDS_FILE))
+        elif p.is_file():
+            files.append(p)
+        else:
+            fail(f"no results at {str(p)!r} (give a results folder or a records.jsonl file)")
+    if not files:
+        fail(f"no {RECORDS_FILE} under {', '.join(map(str, paths))}")
+    out = []
+    for f in files:
+        res = read_records(f)
+        for line, why in res.skipped:
+            err_console.print(f"[yellow]warning:[/] {f}:{line}: skipped malformed record ({why})")
+        out.append(Source(str(f), res.records, len(res.skipped)))
+    return out
+
+
+def parse_pairs(items: list[str] | None) -> list[tuple[str, str]] | None:
+    """``["A:B", ...]`` -> [(A, B), ...]; None when none were given."""
+    if not items:
+        return None
+    out = []
+    for item in items:
+        a, sep, b = item.partition(":")
+        if not sep or not a or not b:
+            fail(f"--compare {item!r}: expected A:B, e.g. otnfm-online:fm-euler100")
+        out.append((a, b))
+    return out

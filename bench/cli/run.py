@@ -1,0 +1,225 @@
+"""``bench run``, ``bench sweep`` and ``bench status``: plan runs, execute them here, in local
+workers or as Slurm jobs, and summarise what the records say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+
+from bench import executors
+from bench.cli.console import (
+    RichReporter,
+    conclude,
+    console,
+    err_console,
+    fail,
+    load_plugins,
+    log,
+    progress_bar,
+)
+from bench.cli.options import (
+    ClusterOpt,
+    ConfigOpt,
+    DataRootOpt,
+    DeviceOpt,
+    ExecutorOpt,
+    ExecutorOptions,
+    ForceOpt,
+    GpusOpt,
+    MemOpt,
+    OutOpt,
+    PartitionOpt,
+    PluginOpt,
+    SetOpt,
+    TimeOpt,
+    WaitOpt,
+    WorkersOpt,
+)
+from bench.config import ConfigError, expand_sweep, resolve, to_dict
+from bench.distributed import init_from_env, is_main, shutdown
+from bench.env import pick_device
+from bench.registry import RegistryError
+from bench.results import RECORDS_FILE, RunRecord, read_records
+from bench.runner import Runner
+
+
+def run_cmd(
+    config: ConfigOpt = None,
+    methods: Annotated[str | None, typer.Option(
+        "--methods", "-m", help="Comma-separated names or globs, e.g. 'otnfm-*,fm-euler100'",
+    )] = None,
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", "-d", help="Dataset name(s), comma-separated or globs")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, e.g. 0,1,2")] = None,
+    set_: SetOpt = None, out: OutOpt = None, plugin: PluginOpt = None,
+    device: DeviceOpt = None, data_root: DataRootOpt = None,
+    metrics: Annotated[str | None, typer.Option(
+        "--metrics", help="Metric names (sets eval.metrics), e.g. 'fd,classes,fid'")] = None,
+    inception_weights: Annotated[str | None, typer.Option(
+        "--inception-weights", help="Inception weights file for --metrics fid "
+        "(sets eval.inception_weights)")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the resolved config and the planned runs, run nothing")] = False,
+    force: ForceOpt = False,
+    executor: ExecutorOpt = "local", workers: WorkersOpt = 1, cluster: ClusterOpt = None,
+    partition: PartitionOpt = None, gpus: GpusOpt = None, time_min: TimeOpt = 240,
+    mem_gb: MemOpt = None, wait: WaitOpt = False,
+) -> None:
+    """Train and evaluate methods x datasets x seeds; append one JSON record per run."""
+    load_plugins(plugin)
+    opts = ExecutorOptions(executor, workers, cluster, partition, gpus, time_min, mem_gb, wait)
+    overrides = flag_overrides(methods=methods, datasets=dataset, seeds=seeds, device=device,
+                               data_root=data_root, metrics=metrics,
+                               inception_weights=inception_weights)
+    try:
+        cfg = resolve(config, overrides, set_ or [])
+        dev = init_from_env() or pick_device(cfg.device)  # torchrun: this rank's device
+        out_dir = out or Path("results") / cfg.name
+        runner = Runner(cfg, out_dir, dev, config_file=str(config) if config else None,
+                        force=force)
+    except (ConfigError, RegistryError, ValueError) as err:
+        fail(str(err))
+    if dry_run:
+        console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+        console.print(f"# device: {dev}   results: {out_dir / RECORDS_FILE}")
+        for s in runner.plan.runs():
+            console.print(f"# run {s.dataset} {s.method} seed {s.seed} "
+                          f"(recipe {s.recipe}, config {s.config_hash})")
+        return
+    if not is_main():  # torchrun: the other ranks train their share and stay quiet
+        runner.run()
+        shutdown()
+        return
+    try:
+        launch([runner], out_dir, opts, plugin, str(config) if config else None, force,
+               "Nothing to do: every run already has an ok record (use --force to rerun).")
+    finally:
+        shutdown()
+
+
+def sweep_cmd(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML suite with a 'sweep:' grid")],
+    set_: SetOpt = None, out: OutOpt = None, plugin: PluginOpt = None,
+    device: DeviceOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the grid, run nothing")] = False,
+    force: ForceOpt = False,
+    executor: ExecutorOpt = "local", workers: WorkersOpt = 1, cluster: ClusterOpt = None,
+    partition: PartitionOpt = None, gpus: GpusOpt = None, time_min: TimeOpt = 240,
+    mem_gb: MemOpt = None, wait: WaitOpt = False,
+) -> None:
+    """Expand a grid of config values into runs; skip runs whose ok record exists."""
+    load_plugins(plugin)
+    opts = ExecutorOptions(executor, workers, cluster, partition, gpus, time_min, mem_gb, wait)
+    try:
+        points = expand_sweep(config, (set_ or []) + ([f"device={device}"] if device else []))
+        dev = pick_device(points[0][1].device)
+        out_dir = out or Path("results") / points[0][1].name
+        runners = [Runner(cfg, out_dir, dev, config_file=str(config), force=force, sweep=assign)
+                   for assign, cfg in points]
+    except (ConfigError, RegistryError, ValueError) as err:
+        fail(str(err))
+    total = sum(len(r.plan.runs()) for r in runners)
+    console.print(f"sweep {config}: {len(points)} grid point(s), {total} run(s) in all")
+    if dry_run:
+        for r in runners:
+            console.print(f"# {r.plan.sweep or '(no grid keys)'}: {len(r.plan.runs())} run(s)")
+        return
+    launch(runners, out_dir, opts, plugin, str(config), force,
+           f"Nothing to do: all {total} runs of this sweep already have ok records; nothing "
+           "was trained (use --force to rerun).")
+
+
+def flag_overrides(**flags: str | None) -> dict[str, Any]:
+    """The config keys set by the run command's flags (``None``: not given)."""
+    keys = {"methods": ("methods",), "datasets": ("datasets",), "seeds": ("seeds",),
+            "device": ("device",), "data_root": ("data", "root"),
+            "metrics": ("eval", "metrics"), "inception_weights": ("eval", "inception_weights")}
+    out: dict[str, Any] = {}
+    for flag, value in flags.items():
+        if value:
+            *section, key = keys[flag]
+            target = out
+            for s in section:
+                target = target.setdefault(s, {})
+            target[key] = value
+    return out
+
+
+def launch(runners: list[Runner], out_dir: Path, opts: ExecutorOptions,
+           plugin: list[Path] | None, config_file: str | None, force: bool,
+           nothing_to_do: str) -> None:
+    """Execute the runners' work units as ``opts`` says, then summarise their records (exit 1
+    if any run failed)."""
+    if opts.in_process:
+        written: list[RunRecord] = []
+        for i, r in enumerate(runners, 1):
+            label = (f" [{i}/{len(runners)}] " + ", ".join(f"{k}={v}" for k, v in
+                                                           r.plan.sweep.items())
+                     if len(runners) > 1 else "")
+            written += execute(r, out_dir, label)
+        if not written:
+            console.print(nothing_to_do)
+            return
+        conclude(written, out_dir)
+        return
+    units = [u for r in runners for u in r.plan.units()]
+    plugins = [str(p) for p in plugin or []]
+    device = runners[0].plan.cfg.device
+    if opts.executor == "slurm":
+        executors.submit_slurm(units, out_dir, device, config_file, force, plugins,
+                               opts.cluster, opts.slurm_params(), opts.waits, log)
+        if not opts.waits:
+            console.print(f"submitted {len(units)} job(s); `bench status {out_dir}` shows "
+                          "them, and the same command again collects: finished runs are "
+                          "skipped.")
+            return
+    else:
+        executors.run_local(units, out_dir, device, config_file, force, plugins, opts.workers,
+                            log)
+    keys = {(u.dataset, u.seed, json.dumps(u.sweep, sort_keys=True)) for u in units}
+    conclude([r for r in read_records(out_dir / RECORDS_FILE).records
+              if (r.dataset, r.seed, json.dumps(r.sweep, sort_keys=True)) in keys], out_dir)
+
+
+def execute(runner: Runner, out_dir: Path, label: str = "") -> list[RunRecord]:
+    """Run ``runner`` in this process with a progress bar; Ctrl-C exits 130 after saving."""
+    plan = runner.plan
+    console.print(f"[bold]{plan.cfg.name}[/]{label}: {len(plan.methods)} method(s) × "
+                  f"{len(plan.datasets)} dataset(s) × {len(plan.cfg.seeds)} seed(s) on "
+                  f"{runner.device} → {out_dir / RECORDS_FILE}")
+    progress = progress_bar()
+    runner.set_reporter(RichReporter(progress))
+    try:
+        with progress:
+            return runner.run()
+    except KeyboardInterrupt as err:
+        msg = str(err) or "interrupted"
+        err_console.print(f"[bold yellow]interrupted:[/] {msg}. Finished runs are recorded; "
+                          "run the same command again to resume.", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def status_cmd(
+    results: Annotated[Path, typer.Argument(help="Results folder of a submitted suite")],
+) -> None:
+    """Jobs submitted with --executor slurm: scheduler state and runs ok / failed / missing."""
+    rows = executors.status(results)
+    if not rows:
+        fail(f"no {executors.JOBS_FILE} in {results}: nothing was submitted there")
+    table = Table(title=f"jobs in {results}")
+    for col in ("job", "cluster", "dataset", "seed", "grid", "scheduler", "ok", "failed",
+                "missing", "summary"):
+        table.add_column(col)
+    for r in rows:
+        done = r["missing"] == 0
+        summary = ("done" if done and not r["failed"] else "failed" if done
+                   else "running or queued")
+        table.add_row(r["job_id"], r["cluster"], r["dataset"], str(r["seed"]),
+                      ", ".join(f"{k}={v}" for k, v in r.get("sweep", {}).items()) or "–",
+                      r["state"], str(r["ok"]), str(r["failed"]), str(r["missing"]), summary)
+    console.print(table)

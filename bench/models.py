@@ -1,0 +1,129 @@
+"""Trained models: build a registered method, train its recipe or load its checkpoint, and
+restore a method from a checkpoint's EMA weights.
+
+``Models`` keeps the recipes trained or loaded in this session, so methods sharing a recipe
+(the ``fm-euler`` family) train once, and a teacher (reflow's ``fm``) is trained once and
+shared with the teacher's own runs, even with ``--force``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from bench.checkpoints import CheckpointStore, Trained
+from bench.config import Config
+from bench.datasets.base import DataBundle
+from bench.distributed import is_main
+from bench.methods.base import BuildContext, Method
+from bench.nets import n_params
+from bench.planner import Plan, RunSpec
+from bench.progress import Reporter, SilentReporter
+from bench.registry import METHODS
+from bench.seeding import Streams, init_scope, stream_seed
+from bench.trainer import EMA, Checkpointing, train
+
+
+def build_method(name: str, data: DataBundle, cfg: Config, device: torch.device,
+                 seed: int) -> Method:
+    """Build a registered method with deterministic initialisation from the ``init`` stream."""
+    factory = METHODS.get(name)
+    with init_scope(stream_seed(seed, "init"), [device]):
+        method = factory(BuildContext(data=data, cfg=cfg, device=device))
+    if not isinstance(method, Method):
+        raise TypeError(f"method factory {name!r} returned {type(method).__name__}, not a Method")
+    if device.type == "cuda" and data.kind == "images":  # NHWC convolutions on GPUs
+        method = method.to(memory_format=torch.channels_last)
+    return method.to(device)
+
+
+def restore(name: str, data: DataBundle, cfg: Config, device: torch.device, seed: int,
+            state: dict[str, Any]) -> Method:
+    """Build ``name`` and load a checkpoint's EMA weights (the raw weights when trained
+    without EMA) and its extra state, in eval mode."""
+    method = build_method(name, data, cfg, device, seed)
+    method.load_state_dict(state["ema"] or state["model"])
+    method.load_extra_state_dict(state["extra"])
+    return method.eval()
+
+
+def ema_weights(method: Method, ema: EMA | None) -> dict[str, torch.Tensor] | None:
+    if ema is None:
+        return None
+    with ema.applied(method):
+        return {k: v.detach().cpu().clone() for k, v in method.state_dict().items()}
+
+
+class Models:
+    """Trains or loads the checkpoint of each planned recipe, at most once per session."""
+
+    def __init__(self, plan: Plan, store: CheckpointStore, device: torch.device, *,
+                 force: bool = False, reporter: Reporter | None = None) -> None:
+        self.plan, self.store, self.device, self.force = plan, store, device, force
+        self.reporter: Reporter = reporter or SilentReporter()
+        self._session: dict[str, Trained] = {}
+
+    def clear(self) -> None:
+        """Forget this session's checkpoints (they are per dataset and seed: bounded memory)."""
+        self._session.clear()
+
+    def get(self, spec: RunSpec, data: DataBundle) -> Trained:
+        """The trained recipe of ``spec``: from this session, from its checkpoint (unless
+        ``force``), or trained now (resuming a partial state of the same config)."""
+        key = str(self.store.path(spec))
+        if key in self._session:
+            return dataclasses.replace(self._session[key], reused=True)
+        trained = None if self.force else self.store.load(spec)
+        if trained is None:
+            trained = self._train(spec, data)
+        self._session[key] = trained
+        return trained
+
+    def restore(self, spec: RunSpec, data: DataBundle, trained: Trained) -> Method:
+        return restore(spec.method, data, self.plan.cfg, self.device, spec.seed, trained.state)
+
+    def _train(self, spec: RunSpec, data: DataBundle) -> Trained:
+        cfg = self.plan.cfg
+        label = f"{data.name} · {spec.recipe} · seed {spec.seed}"
+        method = build_method(spec.method, data, cfg, self.device, spec.seed)
+        gens = Streams(spec.seed, self.device)
+        breakdown: dict[str, float] = {}
+        if spec.teacher:
+            # e.g. reflow: the teacher checkpoint is trained once and shared with its own runs
+            t_spec = self.plan.spec(spec.teacher, spec.dataset, spec.seed)
+            t_trained = self.get(t_spec, data)
+            teacher = self.restore(t_spec, data, t_trained)
+            breakdown["teacher_seconds"] = t_trained.state["train"]["seconds"]
+            self.reporter.log(f"{label}: generating pairs with {spec.teacher}")
+            breakdown.update(method.prepare(teacher, data.train.shape[0], gens,
+                                            cfg.eval.batch_size))
+        resume = None
+        if not self.force:
+            resume, message = self.store.load_partial(spec)
+            if message:
+                self.reporter.log(f"{label}: {message}")
+        self.reporter.start(label, cfg.train.steps)
+        ckpt = Checkpointing(self.store.partial_path(spec), cfg.checkpoint_every,
+                             {"recipe_hash": spec.recipe_hash})
+        result, ema = train(method, data, cfg.train, gens, on_step=self.reporter.advance,
+                            coupling_cfg=cfg.coupling, checkpoint=ckpt, resume=resume)
+        if breakdown:
+            breakdown["student_seconds"] = result.seconds
+            result.seconds = sum(breakdown.values())
+            result.breakdown = breakdown
+        state = {
+            "recipe_hash": spec.recipe_hash,
+            "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
+            "ema": ema_weights(method, ema),
+            "extra": method.extra_state_dict(),
+            "train": dataclasses.asdict(result),
+            "net_params": n_params(method.net),
+            # enough to rebuild the model without the records file (bench.load)
+            "method": spec.method, "recipe": spec.recipe, "dataset": spec.dataset,
+            "seed": spec.seed, "config": spec.config,
+        }
+        if not is_main():  # under torchrun every rank holds the same weights; rank 0 writes
+            return Trained(self.store.path(spec), state, reused=False)
+        return self.store.save(spec, state)

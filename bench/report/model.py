@@ -1,0 +1,96 @@
+"""The records a report is built from, grouped the way its tables and figures read them.
+
+A *config group* is every seed of one (dataset, method, config hash): one table row. A
+``DatasetView`` holds one dataset's groups in row order, with what the figures need to find
+sample files (each record's results folder) and where to write.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.report import plots
+from bench.results import RunRecord
+from bench.vocab import FLOOR_LABEL, FLOOR_METHOD
+
+#: (dataset, method, config hash): one row of a dataset's table
+ConfigKey = tuple[str, str, str]
+
+
+@dataclass
+class Source:
+    """Records read from one file."""
+
+    path: str
+    records: list[RunRecord]
+    skipped: int = 0
+
+
+def latest_only(records: list[RunRecord]) -> tuple[list[RunRecord], int]:
+    """One record per (dataset, method, config hash, seed): the last written (a rerun with
+    --force supersedes the earlier one). Returns the records and how many were dropped."""
+    last: dict[tuple[str, str, str, int], RunRecord] = {}
+    for r in records:
+        last[(r.dataset, r.method, r.config_hash, r.seed)] = r
+    kept = {id(r) for r in last.values()}
+    return [r for r in records if id(r) in kept], len(records) - len(kept)
+
+
+def sweep_label(r: RunRecord) -> str:
+    return ", ".join(f"{k}={v}" for k, v in r.sweep.items())
+
+
+def sweep_key(r: RunRecord) -> tuple:
+    """Order grid points by their values, numbers numerically (32 before 128 before 1024)."""
+    return tuple((k, plots.sort_key(v)) for k, v in sorted(r.sweep.items()))
+
+
+def label(r: RunRecord) -> str:
+    """Table label of a config group."""
+    if r.method == FLOOR_METHOD:
+        return FLOOR_LABEL
+    return f"{r.method} · {sweep_label(r)}" if r.sweep else r.method
+
+
+def by_config(records: list[RunRecord]) -> dict[ConfigKey, list[RunRecord]]:
+    groups: dict[ConfigKey, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        groups[(r.dataset, r.method, r.config_hash)].append(r)
+    return groups
+
+
+def method_order(methods: list[str]) -> list[str]:
+    """Floor first, then the order the records were written in."""
+    return sorted(set(methods), key=lambda m: (m != FLOOR_METHOD, methods.index(m)))
+
+
+@dataclass
+class DatasetView:
+    """One dataset's ok records as a report section reads them."""
+
+    dataset: str
+    records: list[RunRecord]
+    #: method names, floor first, then in the order written
+    order: list[str]
+    #: the config groups of this dataset, in row order
+    keys: list[ConfigKey]
+    groups: dict[ConfigKey, list[RunRecord]]
+    #: the folder each record's paths are relative to (its records file's folder)
+    bases: dict[int, Path]
+    #: where figures are written, and the folder their links are relative to
+    fig_dir: Path
+    root: Path
+
+    @classmethod
+    def of(cls, dataset: str, ok: list[RunRecord], groups: dict[ConfigKey, list[RunRecord]],
+           bases: dict[int, Path], fig_dir: Path, root: Path) -> DatasetView:
+        records = [r for r in ok if r.dataset == dataset]
+        order = method_order([r.method for r in records])
+        keys = [k for k in groups if k[0] == dataset]
+        keys.sort(key=lambda k: (order.index(k[1]), sweep_key(groups[k][0])))
+        return cls(dataset, records, order, keys, groups, bases, fig_dir, root)
+
+    def rows(self) -> list[tuple[ConfigKey, list[RunRecord]]]:
+        return [(k, self.groups[k]) for k in self.keys]

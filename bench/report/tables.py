@@ -1,0 +1,163 @@
+"""The Markdown tables and the explanatory lines of one dataset's section."""
+
+from __future__ import annotations
+
+from bench.evaluate import MetricVocabulary
+from bench.report.model import DatasetView, label
+from bench.report.stats import fmt_num, paired, summarize
+from bench.results import RunRecord
+from bench.vocab import FLOOR_METHOD
+
+ARROWS = {"min": "↓", "max": "↑", "one": "→1"}
+#: Columns about cost, shown after the metrics: (record field, header)
+COST_COLUMNS = (
+    ("train_seconds", "train s"),
+    ("coupling_seconds", "coupling s"),
+    ("sample_ms_per_1k", "sample ms/1k"),
+)
+#: the default paired comparisons: every method against this one, when present
+DEFAULT_REFERENCE = "fm-euler100"
+
+
+def metric_order(records: list[RunRecord], directions: dict[str, str]) -> list[str]:
+    """Metric outputs present in ``records``: registry order, then unknown ones sorted."""
+    present = {k for r in records for k in r.metrics}
+    ordered = [k for k in directions if k in present]
+    return ordered + sorted(present - set(ordered))
+
+
+def header_name(metric: str, directions: dict[str, str]) -> str:
+    arrow = ARROWS.get(directions.get(metric, ""), "")
+    return f"{metric} {arrow}".strip()
+
+
+def nfe_cell(runs: list[RunRecord]) -> str:
+    nfes = sorted({r.nfe for r in runs if r.nfe is not None})
+    return "–" if not nfes else "/".join(str(n) for n in nfes)
+
+
+def data_line(r: RunRecord) -> str:
+    info = r.data_info
+    if info.get("kind") == "points":
+        return (f"2-D {r.dataset} ({info.get('description', '')}); source "
+                f"`{info.get('source')}`; {info.get('n_train')} training points from each run's "
+                f"seed, {info.get('n_eval')} held-out points from a fixed seed.")
+    if info.get("kind") == "images":
+        return (f"{r.dataset}: {info.get('description', '')}. Resolution "
+                f"{info.get('resolution')}, {info.get('channels')} channel(s), scaled to "
+                f"{info.get('range')}; {info.get('n_train')} training / {info.get('n_eval')} "
+                f"held-out images; floor = {info.get('floor')}.")
+    shape = "×".join(str(s) for s in info.get("shape", []))
+    return f"{r.dataset}: {shape} {info.get('description', '')}".strip()
+
+
+def metric_line(ds_records: list[RunRecord]) -> str:
+    mi = next((r.metric_info for r in ds_records if r.metric_info and r.method != FLOOR_METHOD),
+              next((r.metric_info for r in ds_records if r.metric_info), {}))
+    if not mi:
+        return ""
+    if "w2_samples" in mi:
+        return (f"Metrics on {mi.get('n_samples')} samples against {mi.get('n_reference')} "
+                f"held-out points ({mi.get('features')}); W2 on {mi.get('w2_samples')} per side.")
+    parts = [f"Metrics on {mi.get('n_samples')} generated samples against "
+             f"{mi.get('n_reference')} held-out images, computed by torch-fidelity on uint8 "
+             "images."]
+    if "fd_extractor" in mi:
+        acc = mi.get("fd_extractor_eval_accuracy")
+        parts.append(
+            f"`fd_domain`, `kid_domain`, `prec_domain`, `rec_domain` use the features of the "
+            f"domain classifier `{mi['fd_extractor']}` (a small CNN trained on the training "
+            f"split; held-out accuracy {fmt_num(acc, 3) if acc is not None else '?'}): a "
+            "Fréchet distance in those features, **not Inception FID**. `class_entropy` is the "
+            "entropy of its class histogram of the samples over log 10 (0 = one class), "
+            "`class_coverage` the share of classes holding at least half their uniform share.")
+    if "fid_extractor" in mi:
+        parts.append(f"`fid`, `kid`, `prec_inception`, `rec_inception`: torch-fidelity "
+                     f"`{mi['fid_extractor']}` (Inception FID).")
+    return " ".join(parts)
+
+
+def by_seed(runs: list[RunRecord], metric: str) -> dict[int, float]:
+    return {r.seed: r.metrics[metric] for r in runs if metric in r.metrics}
+
+
+def main_table(view: DatasetView, metrics: list[str], directions: dict[str, str]) -> list[str]:
+    header = (["method", "seeds", "NFE"] + [header_name(m, directions) for m in metrics]
+              + [h for _, h in COST_COLUMNS])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, group in view.rows():
+        runs = sorted(group, key=lambda r: r.seed)
+        row = [label(runs[0]), str(len(runs)), nfe_cell(runs)]
+        row += [summarize([r.metrics.get(m) for r in runs]).fmt(ci=True) for m in metrics]
+        if key[1] == FLOOR_METHOD:
+            row += ["–"] * len(COST_COLUMNS)
+        else:
+            row += [summarize([getattr(r, f) for r in runs]).fmt() for f, _ in COST_COLUMNS]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def pairs_table(view: DatasetView, metrics: list[str], vocab: MetricVocabulary,
+                compare: list[tuple[str, str]]) -> list[str]:
+    """Paired differences A - B over the seeds both have, with 95% t-intervals."""
+    by_label: dict[str, list[RunRecord] | None] = {}
+    for _, group in view.rows():
+        # two configs with one label (e.g. records from two code versions): compare neither
+        lab = label(group[0])
+        by_label[lab] = None if lab in by_label else group
+    pairs = [(a, b) for a, b in compare if by_label.get(a) and by_label.get(b)]
+    metrics = [m for m in vocab.key if m in metrics]
+    if not pairs or not metrics:
+        return []
+    lines = ["Paired over common seeds: mean difference A − B with its 95% interval; **bold** "
+             "where the interval excludes 0.", "",
+             "| A | B | seeds | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
+             "|" + "---|" * (3 + len(metrics))]
+    for a, b in pairs:
+        ra, rb = by_label[a], by_label[b]
+        assert ra is not None and rb is not None
+        cells = []
+        n = 0
+        for m in metrics:
+            s = paired(by_seed(ra, m), by_seed(rb, m))
+            n = s.n
+            cell = s.fmt(ci=True)
+            if s.n > 1 and (s.lo > 0 or s.hi < 0):
+                cell = f"**{cell}**"
+            cells.append(cell)
+        lines.append(f"| {a} | {b} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def default_compare(view: DatasetView) -> list[tuple[str, str]]:
+    labels = [label(group[0]) for key, group in view.rows() if key[1] != FLOOR_METHOD]
+    if DEFAULT_REFERENCE not in labels:
+        return []
+    return [(lab, DEFAULT_REFERENCE) for lab in labels if lab != DEFAULT_REFERENCE]
+
+
+def diagnostics_table(view: DatasetView) -> list[str]:
+    """Coupling consistency next to the collapse diagnostic, for runs that measured it."""
+    rows = []
+    for _, runs in view.rows():
+        tv = summarize([r.coupling_diagnostics.get("target_var_ratio") for r in runs])
+        if tv.n == 0:
+            continue
+        hist = [r.train_history for r in runs if r.train_history]
+        ratio = summarize([h[-1]["cost"] / h[-1]["cost_independent"] for h in hist
+                           if h[-1].get("cost_independent")])
+        reassigned = summarize([h[-1].get("reassigned") for h in hist])
+        vr = summarize([r.metrics.get("var_ratio") for r in runs])
+        rows.append(f"| {label(runs[0])} | {tv.fmt(ci=True)} | {ratio.fmt()} | "
+                    f"{reassigned.fmt()} | {vr.fmt()} |")
+    if not rows:
+        return []
+    return ["### Coupling diagnostics", "",
+            "Target variance: for fixed probe noise points, the variance of the data points the "
+            "coupling pairs them with (repeated draws in the second half of training) over the "
+            "data's variance — 1 is as random as independent pairs, 0 a deterministic "
+            "assignment. Cost ratio: pair cost / independent-pair cost in the last logged "
+            "window. Reassigned: share of the online bank re-paired per epoch at the end.", "",
+            "| method | target variance ↓ | cost ratio ↓ | reassigned/epoch "
+            "| sample var_ratio →1 |",
+            "|---|---|---|---|---|", *rows, ""]

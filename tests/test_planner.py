@@ -1,0 +1,55 @@
+"""The plan: what runs, keyed how."""
+
+import pytest
+
+from bench.config import ConfigError, resolve, stable_hash
+from bench.planner import Plan, by_recipe, expand_datasets, run_config
+from bench.registry import RegistryError
+from bench.vocab import FLOOR_METHOD
+
+
+def test_runs_are_methods_x_datasets_x_seeds_and_keyed_by_their_config():
+    cfg = resolve(overrides={"methods": ["otnfm-online", "fm-euler1", "fm-euler10"],
+                             "datasets": ["moons", "checkerboard"], "seeds": [0, 1]})
+    plan = Plan.of(cfg)
+    runs = plan.runs()
+    assert len(runs) == 3 * 2 * 2 and len(plan.units()) == 4
+    spec = plan.spec("fm-euler10", "moons", 1)
+    assert spec.config_hash == stable_hash(run_config(cfg, "fm-euler10", "moons"))
+    assert spec.run_id == f"moons.fm-euler10.s1.{spec.config_hash[:8]}"
+    # the Euler family shares one recipe, hence one checkpoint; the runs keep their own keys
+    euler = [s for s in plan.runs("moons", 0) if s.recipe == "fm"]
+    assert len({s.recipe_hash for s in euler}) == 1 and len({s.config_hash for s in euler}) == 2
+    assert [len(g) for g in by_recipe(plan.runs("moons", 0))] == [1, 2]
+
+
+def test_settings_that_change_no_number_are_not_hashed():
+    base = Plan.of(resolve(overrides={"methods": ["otnfm-minibatch"]})).runs()[0]
+    other = Plan.of(resolve(overrides={"methods": ["otnfm-minibatch"], "seeds": [0],
+                                       "checkpoint_every": 7, "device": "cpu",
+                                       "coupling": {"overlap": "on"}})).runs()[0]
+    assert base.config_hash == other.config_hash and base.recipe_hash == other.recipe_hash
+    steps = Plan.of(resolve(overrides={"methods": ["otnfm-minibatch"],
+                                       "train": {"steps": 7}})).runs()[0]
+    assert steps.recipe_hash != base.recipe_hash
+    evals = Plan.of(resolve(overrides={"methods": ["otnfm-minibatch"],
+                                       "eval": {"n_samples": 7}})).runs()[0]
+    assert evals.recipe_hash == base.recipe_hash and evals.config_hash != base.config_hash
+
+
+def test_floor_and_teacher():
+    plan = Plan.of(resolve(overrides={"methods": ["reflow"]}))
+    floor = plan.floor("moons", 0)
+    assert floor.method == FLOOR_METHOD and floor.recipe_hash == ""
+    assert set(floor.config) == {"method", "recipe", "data", "eval"}
+    assert plan.runs()[0].teacher == "fm-euler100"
+
+
+def test_dataset_keys_and_bad_names():
+    assert expand_datasets(["moons@8gmm", "moons", "moons"]) == ["moons@8gmm", "moons"]
+    with pytest.raises(ConfigError, match="unknown source 'uniform'"):
+        expand_datasets(["moons@uniform"])
+    with pytest.raises(RegistryError, match="Did you mean: moons"):
+        Plan.of(resolve(overrides={"datasets": ["moon"]}))
+    with pytest.raises(RegistryError, match="unknown metric 'mdd'"):
+        Plan.of(resolve(overrides={"eval": {"metrics": ["mdd"]}}))
