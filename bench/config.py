@@ -87,16 +87,26 @@ class CouplingConfig:
     #: the pairs; smaller: the batch is assigned in independent blocks. Only the coupling
     #: changes, never the gradient batch.
     batch_size: int = 0
-    #: consistency diagnostic: fixed probe noise points and OT trials per measurement
+    #: consistency diagnostic: probe noise points, and the moments (evenly spread over the
+    #: second half of training) at which each probe's current partner is recorded, one draw
+    #: per moment for every coupling (0 = off); see trainer.ConsistencyProbe
     probes: int = 64
-    trials: int = 8
-    #: measurements of the consistency diagnostic during training (0 = off)
-    diagnostics: int = 5
+    diagnostics: int = 8
+    #: online and global OT: noise vectors kept per training point (LOOM-CFM's num_caches);
+    #: each visit of a training point uses one cache drawn at random
+    caches: int = 6
+    #: global OT: the most training points it assigns exactly (one n x n assignment per
+    #: cache); above it the run fails with the reason instead of falling back
+    global_max: int = 10000
     #: minibatch OT: solve the next batch's assignment in a worker thread while the network
     #: trains on this one (same pairs, bit for bit): ``auto`` (on with CUDA, off on CPU,
     #: where the thread competes with the network for the cores), ``on``, ``off``. Not part
     #: of the config hash: it changes no number.
     overlap: str = "auto"
+
+
+#: how the neural flow's loss draws t (methods.nfm.draw_t)
+T_SAMPLINGS = ("uniform", "beta", "one")
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,11 @@ class PathConfig:
     kind: str = "linear"
     #: noise scale of the stochastic (Brownian bridge) path
     sigma: float = 0.5
+    #: how the neural flow's loss draws t: ``uniform`` on [0, 1], ``beta`` (Beta(t_beta, 1):
+    #: concentrated near 1) or ``one`` (t = 1 only: a map with F's residual form). Flow
+    #: matching always draws t uniformly.
+    t_sampling: str = "uniform"
+    t_beta: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +143,9 @@ class EvalConfig:
     save_samples: int = 2000
     #: Inception weights for ``fid`` (torch-fidelity's 2015-12-05 file); None = torch hub cache
     inception_weights: str | None = None
+    #: methods trained on a noise bank (online / global OT, reflow's pairs): also score the
+    #: headline metric on samples from bank noise, to show memorisation of the bank
+    bank_gap: bool = True
     #: images: KID subset size (capped at the sample counts) and number of subsets
     kid_subset: int = 1000
     kid_subsets: int = 50
@@ -311,6 +329,13 @@ def validate(cfg: Config) -> None:
                           f"choices: {choices(SOURCES)}")
     if cfg.path.kind not in KINDS:
         raise ConfigError(f"path.kind: unknown path {cfg.path.kind!r}; choices: {', '.join(KINDS)}")
+    if cfg.path.t_sampling not in T_SAMPLINGS:
+        raise ConfigError(f"path.t_sampling: unknown {cfg.path.t_sampling!r}; "
+                          f"choices: {choices(T_SAMPLINGS)}")
+    if cfg.path.t_beta <= 0:
+        raise ConfigError("path.t_beta must be > 0")
+    if cfg.coupling.caches < 1:
+        raise ConfigError("coupling.caches must be >= 1")
     if cfg.coupling.batch_size < 0:
         raise ConfigError("coupling.batch_size must be >= 0 (0 = train.batch_size)")
     if cfg.coupling.overlap not in ("auto", "on", "off"):

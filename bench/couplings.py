@@ -138,9 +138,6 @@ class Coupling(ABC):
     """Draws or looks up noise for the data batch ``x1`` (rows ``idx`` of the training set)."""
 
     name: str = "coupling"
-    #: probe_targets returns the same thing on every call until training changes the state
-    #: (one draw per measurement is then enough; repeats would deflate the variance)
-    deterministic_probes: bool = False
 
     def __init__(self, source: SourceFn) -> None:
         self.source = source
@@ -155,9 +152,10 @@ class Coupling(ABC):
     def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
                       gen: torch.Generator) -> torch.Tensor:
         """The data points this coupling pairs with the noise points ``probes`` [K, *shape]
-        right now (one draw). Repeated draws measure the coupling's consistency: the
-        variance of a probe's targets is the regression-target variance a model faces at
-        that noise point. Default: independent pairing, a random data point each."""
+        right now (one draw; trainer.ConsistencyProbe takes one at each of several moments).
+        The variance of a probe's targets over those moments is the regression-target
+        variance a model faces at that noise point. Default: independent pairing, a random
+        data point each."""
         rows = torch.randint(0, data.shape[0], (probes.shape[0],), generator=gen,
                              device=gen.device).to(data.device)
         return data[rows]
@@ -277,9 +275,9 @@ class MinibatchOT(_ExactOT):
 
     def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
                       gen: torch.Generator) -> torch.Tensor:
-        """Probes placed in fresh OT batches of this coupling's size, at most 1/16 of each
-        batch (the rest fresh noise and random data), so the fixed probes barely change the
-        batches they are measured in."""
+        """Probes placed in one fresh OT batch of this coupling's size (several batches when
+        the probes exceed 1/16 of one; the rest fresh noise and random data), so the fixed
+        probes barely change the batches they are measured in."""
         blk = self.ot_batch or self._train_batch or probes.shape[0]
         k, per = probes.shape[0], max(1, blk // 16)
         blocks = -(-k // per)
@@ -300,45 +298,156 @@ class MinibatchOT(_ExactOT):
         return x1[inv[where]]
 
 
-class OnlineOT(_ExactOT):
-    """A persistent noise bank, one noise point per training point, refined batch by batch.
+class NoiseBank:
+    """``caches`` noise vectors per training point: ``bank[k, i]`` is the noise that slot ``k``
+    of training point ``i`` is paired with; ``ids[k, i]`` says which of the ``caches * n``
+    noise vectors drawn at the start sits there, so each one can be followed as it moves.
 
-    Each step looks up the bank entries of the drawn data points, solves the exact assignment
-    among them and writes the improved pairing back (LOOM-CFM, Davtyan et al., ICLR 2025). The
-    identity is always feasible, so the bank's total cost never increases. Per-step work is
-    O(B^3 + B d) and does not depend on the bank size.
+    Re-pairing only permutes vectors between slots: none is ever lost or duplicated.
+    """
+
+    def __init__(self, bank: torch.Tensor) -> None:
+        self.bank = bank  # [K, n, *shape]
+        self.ids = torch.arange(bank.shape[0] * bank.shape[1],
+                                device=bank.device).reshape(bank.shape[:2])
+
+    @classmethod
+    def draw(cls, source: SourceFn, caches: int, n: int, gen: torch.Generator) -> NoiseBank:
+        x0 = source(caches * n, gen)
+        return cls(x0.reshape(caches, n, *x0.shape[1:]))
+
+    @property
+    def caches(self) -> int:
+        return self.bank.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.bank.shape[1]
+
+    def to(self, device: torch.device) -> None:
+        self.bank, self.ids = self.bank.to(device), self.ids.to(device)
+
+    def slots(self, n: int, gen: torch.Generator) -> torch.Tensor | None:
+        """A cache drawn uniformly for each of ``n`` visits (LOOM-CFM draws one per sample);
+        None with a single cache, which draws nothing from ``gen``."""
+        if self.caches == 1:
+            return None
+        return torch.randint(0, self.caches, (n,), generator=gen,
+                             device=gen.device).to(self.bank.device)
+
+    def get(self, slots: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
+        return self.bank[0 if slots is None else slots, idx]
+
+    def put(self, slots: torch.Tensor | None, idx: torch.Tensor, perm: torch.Tensor) -> None:
+        """Permute the visited entries: entry j of the visit moves to position i = perm^-1."""
+        k = 0 if slots is None else slots
+        self.bank[k, idx] = self.bank[k, idx][perm]
+        self.ids[k, idx] = self.ids[k, idx][perm]
+
+    def targets_of(self, first: int, data: torch.Tensor) -> torch.Tensor:
+        """The training points that noise vectors 0..first-1 sit with right now."""
+        pos = torch.empty(self.ids.numel(), dtype=torch.long, device=self.ids.device)
+        pos[self.ids.flatten()] = torch.arange(self.ids.numel(), device=self.ids.device)
+        return data[(pos[:first] % self.size).to(data.device)]
+
+    def cost(self, data: torch.Tensor) -> float:
+        """Mean pair cost over every slot (slot (k, i) paired with training point i)."""
+        return pair_cost(self.bank.flatten(0, 1), data.repeat(self.caches, *[1] * (data.dim() - 1)))
+
+    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` bank entries drawn without replacement (for the bank-vs-fresh-noise gap)."""
+        flat = self.bank.flatten(0, 1)
+        rows = torch.randperm(flat.shape[0], generator=gen, device=gen.device)[:n]
+        return flat[rows.to(flat.device)]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"bank": self.bank.detach().cpu().clone(), "ids": self.ids.cpu().clone()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], n: int, name: str) -> NoiseBank:
+        bank, ids = state["bank"], state.get("ids")
+        if bank.shape[0] == n and (ids is None or ids.dim() == 1):  # saved with one cache
+            bank = bank[None]
+            ids = None if ids is None else ids[None]
+        if bank.shape[1] != n:
+            raise ValueError(f"{name} bank has {bank.shape[1]} entries, the training set {n}")
+        out = cls(bank.clone())
+        if ids is not None:  # else a bank saved without tracking: ids start here
+            out.ids = ids.clone()
+        return out
+
+
+class _BankOT(_ExactOT):
+    """An exact-OT coupling whose pairs live in a ``NoiseBank`` of ``caches`` noise vectors
+    per training point; each visit of a training point uses one cache drawn at random."""
+
+    def __init__(self, source: SourceFn, n_train: int, solver: str = "auto", ot_batch: int = 0,
+                 caches: int = 1) -> None:
+        super().__init__(source, solver, ot_batch)
+        if caches < 1:
+            raise ValueError(f"coupling.caches must be >= 1, got {caches}")
+        self.n_train, self.caches = n_train, caches
+        self.bank: NoiseBank | None = None
+
+    def _ready(self, device: torch.device) -> NoiseBank:
+        if self.bank is None:
+            raise RuntimeError(f"{self.name} bank is not initialised")
+        if self.bank.bank.device != device:  # after loading a checkpoint saved on the CPU
+            self.bank.to(device)
+        return self.bank
+
+    def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
+                      gen: torch.Generator) -> torch.Tensor:
+        """A bank's probes are its own first K noise vectors, followed as they move through
+        the bank; their targets are the training points they currently sit with."""
+        return self._ready(data.device).targets_of(probes.shape[0], data)
+
+    def bank_cost(self, data: torch.Tensor) -> float:
+        return self._ready(data.device).cost(data)
+
+    def bank_noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` noise vectors the model was trained on (entries of the bank)."""
+        return self._ready(gen.device).sample(n, gen)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.bank is None else self.bank.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.bank = (NoiseBank.from_state(state, self.n_train, self.name) if state.get("bank")
+                     is not None else None)
+        if self.bank is not None and self.bank.caches != self.caches:
+            raise ValueError(f"{self.name} bank has {self.bank.caches} caches, the config "
+                             f"{self.caches}")
+
+
+class OnlineOT(_BankOT):
+    """A persistent noise bank refined batch by batch (LOOM-CFM, Davtyan et al., ICLR 2025).
+
+    Each step looks up, for every drawn training point, the noise in one of its ``caches``
+    slots (drawn uniformly per sample), solves the exact assignment among them and writes the
+    improved pairing back into the visited slots. The identity is always feasible, so the
+    bank's total cost never increases. Per-step work is O(B^3 + B d), whatever the bank size.
+    With several caches a training point keeps several noise partners (LOOM-CFM's
+    ``num_caches``), so the model does not see one fixed noise per data point.
     """
 
     name = "online-ot"
-    deterministic_probes = True
-
-    def __init__(self, source: SourceFn, n_train: int, solver: str = "auto",
-                 ot_batch: int = 0) -> None:
-        super().__init__(source, solver, ot_batch)
-        self.n_train = n_train
-        self.bank: torch.Tensor | None = None
-        #: ids[i] = which initial noise vector sits at bank slot i (tracks noise as it moves)
-        self.ids: torch.Tensor | None = None
 
     def init_bank(self, gen: torch.Generator) -> None:
-        self.bank = self.source(self.n_train, gen)
-        self.ids = torch.arange(self.n_train, device=self.bank.device)
+        self.bank = NoiseBank.draw(self.source, self.caches, self.n_train, gen)
 
     def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
         start = time.perf_counter()
         if self.bank is None:
             self.init_bank(gen)
-        assert self.bank is not None
-        assert self.ids is not None
-        if self.bank.device != x1.device:  # after loading a checkpoint saved on the CPU
-            self.bank, self.ids = self.bank.to(x1.device), self.ids.to(x1.device)
-        x0 = self.bank[idx]
+        bank = self._ready(x1.device)
+        slots = bank.slots(len(idx), gen)
+        x0 = bank.get(slots, idx)
         perm, seconds, solver = self._solve(x0, x1)
+        bank.put(slots, idx, perm)
         x0p = x0[perm]
-        self.bank[idx] = x0p
-        self.ids[idx] = self.ids[idx][perm]
         # with permutation epochs, the batch share reassigned averages to the share of the
-        # bank reassigned per epoch
+        # bank reassigned per epoch (per cache visit with several caches)
         moved = float((perm != torch.arange(len(perm), device=perm.device)).float().mean())
         pairs = Pairs(x0p, x1, {
             "cost": pair_cost(x0p, x1), "cost_before": pair_cost(x0, x1),
@@ -348,34 +457,57 @@ class OnlineOT(_ExactOT):
         })
         return self._train_subset(pairs, gen)
 
-    def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
-                      gen: torch.Generator) -> torch.Tensor:
-        """The online coupling's probes are its own first K noise vectors, followed as they
-        move through the bank; their targets are the data points they currently sit with."""
-        if self.ids is None:
-            raise RuntimeError("online-ot bank is not initialised")
-        pos = torch.empty_like(self.ids)
-        pos[self.ids] = torch.arange(self.n_train, device=self.ids.device)
-        return data[pos[: probes.shape[0]].to(data.device)]
 
-    def bank_cost(self, data: torch.Tensor) -> float:
-        """Mean pair cost over the whole bank (bank[i] paired with training point i)."""
-        assert self.bank is not None
-        return pair_cost(self.bank, data)
+class GlobalOT(_BankOT):
+    """One exact assignment between the whole training set and ``caches`` x n noise vectors
+    (an independent n x n assignment per cache), solved once before the first step; batches
+    then look their pairs up. The upper bound every batch coupling aims at, for as long as it
+    fits: the cost matrix is n x n doubles and the solve grows faster than n^2, so above
+    ``max_points`` training points the coupling refuses rather than falls back.
+    """
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.bank is None or self.ids is None:
-            return {}
-        return {"bank": self.bank.detach().cpu().clone(), "ids": self.ids.cpu().clone()}
+    name = "global-ot"
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        bank = state.get("bank")
-        if bank is not None and bank.shape[0] != self.n_train:
+    def __init__(self, source: SourceFn, data: torch.Tensor, solver: str = "auto",
+                 caches: int = 1, max_points: int = 10_000) -> None:
+        n = data.shape[0]
+        if n > max_points:
             raise ValueError(
-                f"online-ot bank has {bank.shape[0]} entries, the training set {self.n_train}"
-            )
-        self.bank = None if bank is None else bank.clone()
-        ids = state.get("ids")
-        if bank is not None and ids is None:  # a bank saved without tracking: ids start here
-            ids = torch.arange(self.n_train)
-        self.ids = None if ids is None else ids.clone()
+                f"global-ot: {n} training points exceed coupling.global_max={max_points} (one "
+                f"exact {n} x {n} assignment per cache: {n * n * 8 / 2**30:.1f} GiB of costs and "
+                "a solve that grows faster than n^2). Lower data.n_train, or raise "
+                "coupling.global_max if the machine can take it.")
+        super().__init__(source, n, solver, 0, caches)
+        self.data = data
+        self.solve_seconds = 0.0
+
+    def solve(self, gen: torch.Generator) -> None:
+        """Draw the noise and assign every cache to the training set exactly."""
+        bank = NoiseBank.draw(self.source, self.caches, self.n_train, gen)
+        bank.to(self.data.device)
+        x1 = self.data
+        solver = self._solver_for(x1, self.n_train)
+        start = time.perf_counter()
+        for k in range(self.caches):
+            slots = torch.full((self.n_train,), k, device=x1.device)
+            idx = torch.arange(self.n_train, device=x1.device)
+            perm, _ = ot_permutation(x1, bank.get(slots, idx), solver)
+            bank.put(slots, idx, perm)
+        self.solve_seconds = time.perf_counter() - start
+        self.solver_used = solver
+        self.bank = bank
+
+    def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
+        start = time.perf_counter()
+        solved_now = self.bank is None
+        if solved_now:
+            self.solve(gen)
+        bank = self._ready(x1.device)
+        x0 = bank.get(bank.slots(len(idx), gen), idx)
+        pairs = Pairs(x0, x1, {
+            "cost": pair_cost(x0, x1), "cost_independent": independent_cost(x0, x1),
+            # the one global solve is charged to the step that ran it
+            "solver_seconds": self.solve_seconds if solved_now else 0.0,
+            "coupling_wait_seconds": time.perf_counter() - start,
+        })
+        return self._train_subset(pairs, gen)

@@ -87,6 +87,22 @@ def score(x: torch.Tensor, data: DataBundle, cfg: EvalConfig, seed: int,
     return metrics, info
 
 
+def bank_gap(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
+             device: torch.device, metric: str, fresh: float) -> dict[str, Any]:
+    """``metric`` of samples drawn from the method's own noise bank (the noise it was trained
+    on), next to its value on fresh noise; {} for methods without a bank. The bank entries
+    come from the seed's ``bank`` stream; ``n`` is ``eval.n_samples`` (at most the bank)."""
+    bank_noise = getattr(method.coupling, "bank_noise", None)
+    if bank_noise is None or not cfg.bank_gap:
+        return {}
+    x0 = bank_noise(cfg.n_samples, Streams(seed, device)["bank"])
+    x, _ = generate(method, x0, cfg.batch_size)
+    name = next(e.name for e in METRICS.entries() if metric in e.meta.get("outputs", {}))
+    ctx = MetricContext(cfg, Streams(seed, "cpu")["metrics"], data.name, data, device, {})
+    bank = METRICS.get(name)(x.cpu(), data.eval.cpu(), ctx)[metric]
+    return {"metric": metric, "fresh": fresh, "bank": bank, "n": int(x0.shape[0])}
+
+
 @dataclass(frozen=True)
 class MetricVocabulary:
     """What the reports and the console know about metric outputs, from the metric registry.

@@ -75,6 +75,9 @@ class RunRecord:
     timing_batch: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     metric_info: dict[str, Any] = field(default_factory=dict)
+    #: methods trained on a noise bank: the headline metric on fresh noise and on bank noise
+    #: (``metric``, ``fresh``, ``bank``, ``n``); a large gap means the bank was memorised
+    bank_gap: dict[str, Any] = field(default_factory=dict)
     train_history: list[dict[str, float]] = field(default_factory=list)
     samples_path: str | None = None
     data_info: dict[str, Any] = field(default_factory=dict)

@@ -18,7 +18,7 @@ from bench.checkpoints import CHECKPOINT_DIR, CheckpointStore, Trained
 from bench.config import Config
 from bench.datasets.base import DataBundle, load_dataset
 from bench.distributed import barrier, is_main
-from bench.evaluate import draw_samples, score
+from bench.evaluate import bank_gap, draw_samples, metric_vocabulary, score
 from bench.models import Models
 from bench.planner import Plan, RunSpec, WorkUnit, by_recipe
 from bench.progress import Reporter, SilentReporter
@@ -81,7 +81,8 @@ class Runner:
             return rec
         try:
             assert data.floor is not None
-            return self._score(rec, data.floor[: self.plan.cfg.eval.n_samples], data, spec)
+            self._score(rec, data.floor[: self.plan.cfg.eval.n_samples], data, spec)
+            return self.records.finish(rec)
         except Exception as err:
             return self.records.finish(rec, err)
 
@@ -111,17 +112,22 @@ class Runner:
                              on_batch=lambda n: self.reporter.advance(n, float("nan")))
             rec.nfe, rec.timing_batch = s.nfe, s.timing.batch
             rec.sample_ms_per_1k, rec.sample_ms_spread = s.timing.ms_per_1k, s.timing.spread
-            return self._score(rec, s.x, data, spec)
+            self._score(rec, s.x, data, spec)
+            headline = metric_vocabulary().headline_of(rec.metrics)
+            if headline is not None:
+                rec.bank_gap = bank_gap(method, data, ecfg, spec.seed, self.device, headline,
+                                        rec.metrics[headline])
+            return self.records.finish(rec)
         except Exception as err:
             return self.records.finish(rec, err)
 
     def _score(self, rec: RunRecord, x: torch.Tensor, data: DataBundle,
                spec: RunSpec) -> RunRecord:
-        """Metrics of samples ``x`` against the held-out data; store samples; write ``rec``."""
+        """Metrics of samples ``x`` against the held-out data; store the samples."""
         ecfg = self.plan.cfg.eval
         rec.metrics, rec.metric_info = score(x, data, ecfg, spec.seed, self.device)
         rec.samples_path = self.records.save_samples(rec.run_id, x, ecfg.save_samples)
-        return self.records.finish(rec)
+        return rec
 
 
 def data_info(data: DataBundle) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 
 #: The named streams of a run. Names, not positions, derive the seeds, so adding a stream
 #: later never shifts the others.
-STREAMS = ("data", "init", "noise", "time", "coupling", "eval", "metrics", "probes")
+STREAMS = ("data", "init", "noise", "time", "coupling", "eval", "metrics", "probes", "bank")
 
 
 def stream_seed(seed: int, name: str) -> int:

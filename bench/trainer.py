@@ -187,7 +187,19 @@ class TrainResult:
 
 
 class ConsistencyProbe:
-    """Collects the coupling's targets for fixed probe noise points during training."""
+    """How consistent a coupling is: one procedure for every coupling.
+
+    ``coupling.probes`` noise points are followed through training. At ``coupling.diagnostics``
+    moments spread evenly over the second half of training, each probe's current data partner
+    is recorded once: for a bank coupling (online OT, global OT, reflow's fixed pairs) the
+    probes are the bank's own first noise vectors and the partner is whatever the bank holds
+    at that moment; for minibatch OT the probes are placed in one fresh OT batch; for
+    independent pairs the partner is a random data point. ``target_var_ratio`` is the mean
+    over probes of the variance of their partners across the moments, over the data's total
+    variance: 0 for a pairing that does not change (a deterministic map, whichever coupling
+    holds it), about 1 (n - 1 moments) / n for independent pairs. It is the variance of the
+    regression target the model faces at a noise point late in training.
+    """
 
     def __init__(self, method: Method, data: DataBundle, cfg: CouplingConfig, steps: int,
                  gens: Streams) -> None:
@@ -205,9 +217,7 @@ class ConsistencyProbe:
     def maybe_measure(self, step: int) -> None:
         if step not in self.at or self.coupling is None:
             return
-        trials = 1 if self.coupling.deterministic_probes else self.cfg.trials
-        for _ in range(trials):
-            self.targets.append(self.coupling.probe_targets(self.probes, self.data, self.gen))
+        self.targets.append(self.coupling.probe_targets(self.probes, self.data, self.gen))
 
     def result(self) -> dict[str, float]:
         if len(self.targets) < 2:

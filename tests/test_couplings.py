@@ -5,6 +5,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from bench.couplings import (
+    GlobalOT,
     Independent,
     MinibatchOT,
     OnlineOT,
@@ -70,30 +71,76 @@ def test_solver_choice_rule():
         pick_solver("sinkhorn", 2)
 
 
-def test_online_bank_cost_never_increases_and_state_roundtrips():
+@pytest.mark.parametrize("caches", [1, 3])
+def test_online_bank_cost_never_increases_and_state_roundtrips(caches):
     data = gauss(512, seed=7) * 0.3 + torch.tensor([2.0, -1.0])
-    coupling = OnlineOT(source, n_train=512, solver="auto")
+    coupling = OnlineOT(source, n_train=512, solver="auto", caches=caches)
     gen = torch.Generator().manual_seed(0)
     coupling.init_bank(gen)
+    initial = coupling.bank.bank.clone()
     costs = [coupling.bank_cost(data)]
     for _ in range(100):
         idx = torch.randperm(512, generator=gen)[:64]
         pairs = coupling.pair(data[idx], idx, gen)
         assert pairs.stats["cost"] <= pairs.stats["cost_before"] + 1e-6
-        assert torch.equal(coupling.bank[idx], pairs.x0)  # the improved pairing is written back
         costs.append(coupling.bank_cost(data))
     assert all(b <= a + 1e-6 for a, b in zip(costs, costs[1:], strict=False))
-    # it approaches the exact OT cost of the whole set (bank <-> data, one global assignment)
-    c = sq_dists(data.double(), coupling.bank.double()).numpy()
-    rows, cols = linear_sum_assignment(c)
-    optimum = c[rows, cols].mean()
-    assert costs[-1] - optimum < 0.5 * (costs[0] - optimum)
+    # no noise vector is lost or duplicated: the ids are a permutation, and every slot holds
+    # the vector its id names
+    ids = coupling.bank.ids.flatten()
+    assert torch.equal(ids.sort().values, torch.arange(caches * 512))
+    assert torch.equal(coupling.bank.bank.flatten(0, 1), initial.flatten(0, 1)[ids])
+    if caches == 1:  # it approaches the exact OT cost of the whole set (one global assignment)
+        c = sq_dists(data.double(), coupling.bank.bank[0].double()).numpy()
+        rows, cols = linear_sum_assignment(c)
+        optimum = c[rows, cols].mean()
+        assert costs[-1] - optimum < 0.5 * (costs[0] - optimum)
     state = coupling.state_dict()
-    other = OnlineOT(source, n_train=512)
+    other = OnlineOT(source, n_train=512, caches=caches)
     other.load_state_dict(state)
-    assert torch.equal(other.bank, coupling.bank)
+    assert torch.equal(other.bank.bank, coupling.bank.bank)
+    assert torch.equal(other.bank.ids, coupling.bank.ids)
     with pytest.raises(ValueError, match="bank has 512 entries"):
-        OnlineOT(source, n_train=100).load_state_dict(state)
+        OnlineOT(source, n_train=100, caches=caches).load_state_dict(state)
+
+
+def test_each_visit_writes_back_into_the_cache_it_used():
+    data = gauss(64, seed=3) + 3
+    coupling = OnlineOT(source, n_train=64, caches=4)
+    gen = torch.Generator().manual_seed(1)
+    coupling.init_bank(gen)
+    before = coupling.bank.bank.clone()
+    idx = torch.arange(16)
+    pairs = coupling.pair(data[idx], idx, gen)
+    changed = (coupling.bank.bank != before).any(-1)  # [K, n] slots that changed
+    assert not changed[:, 16:].any()  # only the visited points' slots
+    assert changed.sum(0).le(1).all()  # at most one cache per visited point
+    # the pairs trained on are exactly what the visited slots now hold
+    held = coupling.bank.bank.permute(1, 0, 2)[idx]  # [16, K, 2]
+    assert all(any(torch.equal(pairs.x0[i], held[i, k]) for k in range(4)) for i in range(16))
+
+
+def test_a_one_cache_bank_saved_before_caches_existed_loads():
+    coupling = OnlineOT(source, n_train=10)
+    coupling.load_state_dict({"bank": torch.randn(10, 2), "ids": torch.arange(10)})
+    assert coupling.bank.bank.shape == (1, 10, 2) and coupling.bank.ids.shape == (1, 10)
+
+
+def test_global_ot_is_the_exact_assignment_of_the_whole_set():
+    data = gauss(80, seed=4) * 0.5 + 1
+    coupling = GlobalOT(source, data, solver="scipy", caches=2)
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(80)
+    coupling.pair(data, idx, gen)
+    for k in range(2):
+        x0 = coupling.bank.bank[k]
+        c = sq_dists(data.double(), x0.double()).numpy()
+        plan = ot.emd(np.full(80, 1 / 80), np.full(80, 1 / 80), c)
+        assert np.allclose(plan, np.eye(80) / 80)  # our pairing is POT's optimal plan
+    first = coupling.pair(data[:8], idx[:8], gen).x0
+    assert any(torch.equal(first[0], coupling.bank.bank[k, 0]) for k in range(2))
+    with pytest.raises(ValueError, match="exceed coupling.global_max=50"):
+        GlobalOT(source, data, max_points=50)
 
 
 def test_auto_solver_is_measured_and_cached():
@@ -137,15 +184,15 @@ def test_block_assignment_is_a_permutation_within_blocks():
 
 def test_online_probe_targets_follow_the_noise(cpu):
     data = torch.randn(200, 2) + 2
-    src = lambda n, g: torch.randn(n, 2, generator=g)  # noqa: E731
-    c = OnlineOT(src, n_train=200)
+    c = OnlineOT(source, n_train=200, caches=2)
     gen = torch.Generator().manual_seed(0)
     c.init_bank(gen)
-    initial = c.bank.clone()
+    initial = c.bank.bank.flatten(0, 1).clone()
     for _ in range(20):
         idx = torch.randperm(200, generator=gen)[:50]
         c.pair(data[idx], idx, gen)
-    pos = torch.empty_like(c.ids)
-    pos[c.ids] = torch.arange(200)
-    torch.testing.assert_close(c.bank[pos], initial)  # noise k now sits at slot pos[k]
-    torch.testing.assert_close(c.probe_targets(torch.zeros(10, 2), data, gen), data[pos[:10]])
+    pos = torch.empty(400, dtype=torch.long)
+    pos[c.bank.ids.flatten()] = torch.arange(400)
+    torch.testing.assert_close(c.bank.bank.flatten(0, 1)[pos], initial)  # noise k at pos[k]
+    torch.testing.assert_close(c.probe_targets(torch.zeros(10, 2), data, gen),
+                               data[pos[:10] % 200])

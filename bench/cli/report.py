@@ -10,6 +10,7 @@ import typer
 from bench.cli.console import console, err_console, fail, load_plugins
 from bench.cli.options import PluginOpt
 from bench.evaluate import metric_vocabulary
+from bench.methods.base import grid_cells
 from bench.report.markdown import Source, render_report
 from bench.results import RECORDS_FILE, read_records
 
@@ -31,7 +32,7 @@ def report_cmd(
     sources = read_sources(paths)
     target = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "report.md"
     render_report(sources, target, metric_vocabulary(), title=title,
-                  compare=parse_pairs(compare))
+                  compare=parse_pairs(compare), grid=grid_cells())
     n = sum(len(s.records) for s in sources)
     console.print(f"wrote {target} from {n} record(s) in {len(sources)} file(s)")
 

@@ -11,7 +11,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from bench import executors
+from bench import executors, jobs
 from bench.cli.console import (
     RichReporter,
     conclude,
@@ -182,8 +182,11 @@ def launch(runners: list[Runner], out_dir: Path, opts: ExecutorOptions,
         executors.run_local(units, out_dir, device, config_file, force, plugins, opts.workers,
                             log)
     keys = {(u.dataset, u.seed, json.dumps(u.sweep, sort_keys=True)) for u in units}
-    conclude([r for r in read_records(out_dir / RECORDS_FILE).records
-              if (r.dataset, r.seed, json.dumps(r.sweep, sort_keys=True)) in keys], out_dir)
+    latest: dict[tuple[str, str, int], RunRecord] = {}  # an earlier attempt's failure is over
+    for r in read_records(out_dir / RECORDS_FILE).records:
+        if (r.dataset, r.seed, json.dumps(r.sweep, sort_keys=True)) in keys:
+            latest[(r.config_hash, r.method, r.seed)] = r
+    conclude(list(latest.values()), out_dir)
 
 
 def execute(runner: Runner, out_dir: Path, label: str = "") -> list[RunRecord]:
@@ -208,9 +211,9 @@ def status_cmd(
     results: Annotated[Path, typer.Argument(help="Results folder of a submitted suite")],
 ) -> None:
     """Jobs submitted with --executor slurm: scheduler state and runs ok / failed / missing."""
-    rows = executors.status(results)
+    rows = jobs.status(results)
     if not rows:
-        fail(f"no {executors.JOBS_FILE} in {results}: nothing was submitted there")
+        fail(f"no {jobs.JOBS_FILE} in {results}: nothing was submitted there")
     table = Table(title=f"jobs in {results}")
     for col in ("job", "cluster", "dataset", "seed", "grid", "scheduler", "ok", "failed",
                 "missing", "summary"):

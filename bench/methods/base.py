@@ -15,12 +15,35 @@ import torch
 from torch import nn
 
 from bench.config import Config
-from bench.couplings import Coupling, Independent, MinibatchOT, OnlineOT
+from bench.couplings import Coupling, GlobalOT, Independent, MinibatchOT, OnlineOT
 from bench.datasets.base import DataBundle
 from bench.nets import build_net
 from bench.paths import expand_t  # noqa: F401  (re-exported for methods)
-from bench.registry import register_method
+from bench.registry import METHODS, register_method
 from bench.seeding import Streams
+
+#: the couplings a method can ask its BuildContext for
+COUPLINGS = ("independent", "minibatch-ot", "online-ot", "global-ot")
+
+#: The coupling x parametrisation grid of the report. A method registered with
+#: ``grid=(row, coupling)`` is a cell of it: the parametrisation (row) trained on the pairs of
+#: that coupling (column). At the optimum the first three rows give the same sample,
+#: E[x1 | x0 = z], so differences between them come from optimisation, not the target.
+GRID_ROWS = {"map": "map G(z)", "flow": "neural flow F(z, 1)",
+             "fm1": "FM velocity, 1 Euler step", "fm100": "FM, 100 Euler steps"}
+GRID_COLUMNS = {"independent": "independent", "minibatch-ot": "minibatch OT",
+                "online-ot": "online OT", "global-ot": "global OT"}
+
+
+def grid_cells() -> dict[str, tuple[str, str]]:
+    """Registered method -> (row label, column label) of the grid, for methods that are cells
+    (rows and columns in ``GRID_ROWS`` / ``GRID_COLUMNS`` order)."""
+    out = {}
+    for e in METHODS.entries():
+        if "grid" in e.meta:
+            row, coupling = e.meta["grid"]
+            out[e.name] = (GRID_ROWS[row], GRID_COLUMNS[coupling])
+    return out
 
 
 @dataclass
@@ -59,18 +82,19 @@ class BuildContext:
                              f"got path.kind={self.cfg.path.kind!r}")
 
     def coupling(self, kind: str) -> Coupling:
-        """``independent`` | ``minibatch-ot`` | ``online-ot`` over this dataset's source."""
-        src, solver = self.data.source, self.cfg.coupling.solver
-        ot_batch = self.cfg.coupling.batch_size
+        """A coupling of ``COUPLINGS`` over this dataset's source and training set."""
+        src, c = self.data.source, self.cfg.coupling
         if kind == "independent":
             return Independent(src)
         if kind == "minibatch-ot":
-            return MinibatchOT(src, solver, ot_batch=ot_batch)
+            return MinibatchOT(src, c.solver, ot_batch=c.batch_size)
         if kind == "online-ot":
-            return OnlineOT(src, n_train=self.data.train.shape[0], solver=solver,
-                            ot_batch=ot_batch)
-        raise ValueError(
-            f"unknown coupling {kind!r}; choices: independent, minibatch-ot, online-ot")
+            return OnlineOT(src, n_train=self.data.train.shape[0], solver=c.solver,
+                            ot_batch=c.batch_size, caches=c.caches)
+        if kind == "global-ot":
+            return GlobalOT(src, self.data.train, solver=c.solver, caches=c.caches,
+                            max_points=c.global_max)
+        raise ValueError(f"unknown coupling {kind!r}; choices: {', '.join(COUPLINGS)}")
 
 
 class Method(nn.Module):

@@ -7,15 +7,16 @@ the straight line by default, target x1 - x0) with independent pairs. The path i
 ``bench.paths`` (shared with the neural flows, so a path ablation changes one thing); the
 sampler is the ``rectified-flow`` package's ``EulerSampler``. ``fm-euler{N}`` for every N share one
 training recipe ("fm"), so one checkpoint is trained and evaluated at every NFE; likewise
-``otcfm-euler{N}`` share "otcfm".
+``otcfm-euler{N}`` share "otcfm". ``loomcfm-euler{N}`` (LOOM-CFM, Davtyan et al., ICLR 2025) is
+the same regression on the online-OT bank that ``otnfm-online`` uses, and
+``otcfm-global-euler{N}`` on the global exact assignment: the same-coupling controls of the
+neural flows.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from rectified_flow.rectified_flow import RectifiedFlow
-from rectified_flow.samplers import EulerSampler
 from torch import nn
 
 from bench.config import PathConfig
@@ -37,9 +38,12 @@ class FlowMatching(Method):
         self.net, self.coupling, self.steps = net, coupling, steps
         self.shape = shape
         self.path = path or PathConfig()
-        self._rf_cache: dict[torch.device, RectifiedFlow] = {}
+        self._rf_cache: dict[torch.device, object] = {}  # rectified_flow.RectifiedFlow
 
-    def _rf(self, device: torch.device) -> RectifiedFlow:
+    def _rf(self, device: torch.device):
+        # rectified-flow takes seconds to import (it pulls diffusers and sympy): only here.
+        from rectified_flow.rectified_flow import RectifiedFlow
+
         # Built once per device: constructing RectifiedFlow (its AffineInterp) costs ~20 ms.
         if device not in self._rf_cache:
             self._rf_cache[device] = RectifiedFlow(
@@ -55,6 +59,8 @@ class FlowMatching(Method):
 
     @torch.no_grad()
     def sample(self, x0: torch.Tensor) -> SampleOut:
+        from rectified_flow.samplers import EulerSampler
+
         # record_traj_period > steps: keep no trajectory copies (images would not fit).
         sampler = EulerSampler(self._rf(x0.device), num_steps=self.steps,
                                record_traj_period=self.steps + 1)
@@ -67,14 +73,21 @@ def _register_euler(family: str, coupling: str, n: int, paper: str) -> None:
         return FlowMatching(ctx.net(time_inputs=1), ctx.coupling(coupling), ctx.data.shape,
                             steps=n, path=ctx.cfg.path)
 
+    grid = {1: {"grid": ("fm1", coupling)}, 100: {"grid": ("fm100", coupling)}}.get(n, {})
     register_method(
         f"{family}-euler{n}", recipe=family,
         help=f"{paper}, {n} Euler step{'s' if n > 1 else ''} (shares the '{family}' checkpoint)",
+        **grid,
     )(factory)
 
 
-for _n in EULER_STEPS:
-    _register_euler("fm", "independent", _n, "Flow matching (independent pairs)")
-for _n in EULER_STEPS:
-    _register_euler("otcfm", "minibatch-ot", _n,
-                    "OT-CFM (Tong et al., TMLR 2024; minibatch-OT pairs)")
+for _family, _coupling, _paper in (
+    ("fm", "independent", "Flow matching (independent pairs)"),
+    ("otcfm", "minibatch-ot", "OT-CFM (Tong et al., TMLR 2024; minibatch-OT pairs)"),
+    ("loomcfm", "online-ot", "LOOM-CFM (Davtyan et al., ICLR 2025; online-OT bank with "
+                             "coupling.caches noise caches)"),
+    ("otcfm-global", "global-ot", "Flow matching on one exact OT assignment of the whole "
+                                  "training set"),
+):
+    for _n in EULER_STEPS:
+        _register_euler(_family, _coupling, _n, _paper)

@@ -27,7 +27,6 @@ class FixedPairs(Coupling):
     """Pairs generated once (z_i, teacher(z_i)); batch row i uses pair ``idx[i]``."""
 
     name = "fixed-pairs"
-    deterministic_probes = True
 
     def __init__(self, source: SourceFn) -> None:
         super().__init__(source)
@@ -48,6 +47,12 @@ class FixedPairs(Coupling):
         """Fixed pairs: the first K pairs' targets never change (a perfectly consistent plan)."""
         assert self.x1 is not None
         return self.x1[: probes.shape[0]].to(data.device)
+
+    def bank_noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` of the noise vectors the student was trained on (without replacement)."""
+        assert self.x0 is not None
+        rows = torch.randperm(self.x0.shape[0], generator=gen, device=gen.device)[:n]
+        return self.x0[rows.to(self.x0.device)]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.x0 is None or self.x1 is None:

@@ -9,9 +9,11 @@ from pathlib import Path
 from bench.evaluate import MetricVocabulary
 from bench.io import atomic_write_text
 from bench.report.figures import figures
+from bench.report.grid import Cells, grid_section
 from bench.report.model import DatasetView, Source, by_config, latest_only
 from bench.report.stats import fmt_num
 from bench.report.tables import (
+    bank_gap_table,
     data_line,
     default_compare,
     diagnostics_table,
@@ -19,6 +21,7 @@ from bench.report.tables import (
     metric_line,
     metric_order,
     pairs_table,
+    sweep_notes,
 )
 from bench.results import RunRecord
 from bench.vocab import FLOOR_METHOD
@@ -36,8 +39,11 @@ EXPLANATION = (
 
 def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabulary,
                   title: str | None = None, plots_on: bool = True,
-                  compare: list[tuple[str, str]] | None = None) -> str:
-    """Write ``out`` (Markdown) and its figures into ``<out stem>/``; returns the Markdown."""
+                  compare: list[tuple[str, str]] | None = None,
+                  grid: Cells | None = None) -> str:
+    """Write ``out`` (Markdown) and its figures into ``<out stem>/``; returns the Markdown.
+    ``grid``: method -> (row, column) of the coupling x parametrisation grid
+    (``bench.methods.base.grid_cells()``); without it no grid section is drawn."""
     out = Path(out)
     records, superseded = latest_only([r for s in sources for r in s.records])
     bases = {id(r): Path(s.path).parent for s in sources for r in s.records}
@@ -57,7 +63,8 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
                                  compare if compare is not None else default_compare(view))
         if pair_lines:
             lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
-        lines += diagnostics_table(view)
+        lines += grid_section(view, vocab, grid or {})
+        lines += diagnostics_table(view) + bank_gap_table(view) + sweep_notes(view)
         if plots_on:
             lines += figures(view, vocab)
     lines += footer(records, failed)
