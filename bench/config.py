@@ -152,6 +152,34 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ReflowConfig:
+    #: teacher pairs per training point. The reference generates far more pairs than images
+    #: (gnobitab/RectifiedFlow's README: at least 1M pairs for CIFAR-10's 50,000 images, 20x;
+    #: the paper 4M, 80x); 4x keeps the pair generation within CPU minutes here.
+    pairs_per_point: float = 4.0
+
+
+#: MeanFlow's (r, t) recipes (methods.meanflow) and how its network sees the interval
+MEANFLOW_RECIPES = ("pixel", "latent")
+MEANFLOW_CONDITIONING = ("interval", "endpoints")
+
+
+@dataclass(frozen=True)
+class MeanFlowConfig:
+    #: ``pixel``: py-meanflow's CIFAR-10 recipe (75% s != t, logit-normal(2, 2) in this
+    #: harness's time direction, adaptive-weight power 0.75); ``latent``: the ImageNet latent
+    #: recipe (25% s != t, logit-normal(0.4, 1), power 1)
+    recipe: str = "pixel"
+    #: ``interval``: the network gets (s, t - s), as the official code; ``endpoints``: (s, t)
+    conditioning: str = "interval"
+
+
+#: sections only the methods that declare them (``sections=`` at registration) see: they are
+#: part of those methods' run configs and hashes, and of no other method's
+METHOD_SECTIONS = ("reflow", "meanflow")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "custom"
     methods: tuple[str, ...] = ("otnfm-online", "fm-euler100")
@@ -168,10 +196,12 @@ class Config:
     coupling: CouplingConfig = field(default_factory=CouplingConfig)
     path: PathConfig = field(default_factory=PathConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    reflow: ReflowConfig = field(default_factory=ReflowConfig)
+    meanflow: MeanFlowConfig = field(default_factory=MeanFlowConfig)
 
 
 #: the sections of a config that a run's resolved config (and a checkpoint) keeps
-CONFIG_SECTIONS = ("data", "net", "train", "coupling", "path", "eval")
+CONFIG_SECTIONS = ("data", "net", "train", "coupling", "path", "eval", "reflow", "meanflow")
 
 
 def _allowed(cls: type) -> list[str]:
@@ -332,6 +362,14 @@ def validate(cfg: Config) -> None:
     if cfg.path.t_sampling not in T_SAMPLINGS:
         raise ConfigError(f"path.t_sampling: unknown {cfg.path.t_sampling!r}; "
                           f"choices: {choices(T_SAMPLINGS)}")
+    if cfg.meanflow.recipe not in MEANFLOW_RECIPES:
+        raise ConfigError(f"meanflow.recipe: unknown {cfg.meanflow.recipe!r}; "
+                          f"choices: {choices(MEANFLOW_RECIPES)}")
+    if cfg.meanflow.conditioning not in MEANFLOW_CONDITIONING:
+        raise ConfigError(f"meanflow.conditioning: unknown {cfg.meanflow.conditioning!r}; "
+                          f"choices: {choices(MEANFLOW_CONDITIONING)}")
+    if cfg.reflow.pairs_per_point <= 0:
+        raise ConfigError("reflow.pairs_per_point must be > 0")
     if cfg.path.t_beta <= 0:
         raise ConfigError("path.t_beta must be > 0")
     if cfg.coupling.caches < 1:

@@ -56,6 +56,14 @@ def ema_weights(method: Method, ema: EMA | None) -> dict[str, torch.Tensor] | No
         return {k: v.detach().cpu().clone() for k, v in method.state_dict().items()}
 
 
+def total_compute(own: dict[str, float], parts: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's own counted compute, the parts it built on (a teacher's training, the
+    pairs it generated) and ``total_flops`` over all of them."""
+    total = (own.get("flops", 0.0) + parts.get("teacher", {}).get("total_flops", 0.0)
+             + parts.get("pairs", {}).get("pairs_flops", 0.0))
+    return {**own, **parts, "total_flops": total}
+
+
 class Models:
     """Trains or loads the checkpoint of each planned recipe, at most once per session."""
 
@@ -90,15 +98,18 @@ class Models:
         method = build_method(spec.method, data, cfg, self.device, spec.seed)
         gens = Streams(spec.seed, self.device)
         breakdown: dict[str, float] = {}
+        compute: dict[str, Any] = {}
         if spec.teacher:
             # e.g. reflow: the teacher checkpoint is trained once and shared with its own runs
             t_spec = self.plan.spec(spec.teacher, spec.dataset, spec.seed)
             t_trained = self.get(t_spec, data)
             teacher = self.restore(t_spec, data, t_trained)
             breakdown["teacher_seconds"] = t_trained.state["train"]["seconds"]
+            compute["teacher"] = t_trained.state["train"].get("compute", {})
             self.reporter.log(f"{label}: generating pairs with {spec.teacher}")
-            breakdown.update(method.prepare(teacher, data.train.shape[0], gens,
-                                            cfg.eval.batch_size))
+            prep = method.prepare(teacher, data.train.shape[0], gens, cfg.eval.batch_size)
+            breakdown["pairs_seconds"] = prep.pop("pairs_seconds")
+            compute["pairs"] = prep
         resume = None
         if not self.force:
             resume, message = self.store.load_partial(spec)
@@ -113,6 +124,7 @@ class Models:
             breakdown["student_seconds"] = result.seconds
             result.seconds = sum(breakdown.values())
             result.breakdown = breakdown
+        result.compute = total_compute(result.compute, compute)
         state = {
             "recipe_hash": spec.recipe_hash,
             "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},

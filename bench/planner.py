@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.config import Config, ConfigError, stable_hash, to_dict
+from bench.config import METHOD_SECTIONS, Config, ConfigError, stable_hash, to_dict
 from bench.datasets.base import dataset_config, split_key
 from bench.registry import DATASETS, METHODS, METRICS
 from bench.vocab import FLOOR_METHOD, SOURCES, choices
@@ -24,8 +24,11 @@ from bench.vocab import FLOOR_METHOD, SOURCES, choices
 UNHASHED_TOP = ("name", "methods", "datasets", "seeds", "device", "checkpoint_every")
 #: where the minibatch-OT solve runs changes no number (tested)
 UNHASHED_COUPLING = ("overlap",)
-#: the parts of a run's config that determine its trained weights
-RECIPE_KEYS = ("recipe", "data", "net", "train", "coupling", "path", "teacher")
+#: scoring the model during training (learning curves) changes no final number (tested)
+UNHASHED_EVAL: tuple[str, ...] = ()
+#: the parts of a run's config that determine its trained weights (a method-specific section
+#: is there only for the methods that declare it)
+RECIPE_KEYS = ("recipe", "data", "net", "train", "coupling", "path", "teacher", *METHOD_SECTIONS)
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,15 @@ def run_config(cfg: Config, method: str, dataset: str) -> dict[str, Any]:
         d.pop(key)
     for key in UNHASHED_COUPLING:
         d["coupling"].pop(key)
+    for key in UNHASHED_EVAL:
+        d["eval"].pop(key)
+    entry = METHODS.entry(method)
+    for section in METHOD_SECTIONS:
+        if section not in entry.meta.get("sections", ()):
+            d.pop(section)
     d["method"] = method
     d["recipe"] = recipe_of(method)
-    teacher = METHODS.entry(method).meta.get("teacher")
+    teacher = entry.meta.get("teacher")
     if teacher:  # a distilled method's numbers depend on its teacher's recipe too
         d["teacher"] = teacher
     return d

@@ -63,13 +63,18 @@ class RunRecord:
     coupling_seconds: float = 0.0
     #: parts of train_seconds for methods with a teacher (teacher, pair generation, student)
     train_breakdown: dict[str, float] = field(default_factory=dict)
+    #: training compute, counted (compute.ComputeCount: steps, network forwards and samples,
+    #: JVPs, teacher forwards, backwards, FLOPs per step and in all; for a method built on a
+    #: teacher also ``teacher`` and ``pairs``, and ``total_flops`` over everything)
+    train_compute: dict[str, Any] = field(default_factory=dict)
     #: consistency of the coupling (trainer.ConsistencyProbe): target_var_ratio, draws, probes
     coupling_diagnostics: dict[str, float] = field(default_factory=dict)
     checkpoint: str | None = None
     checkpoint_reused: bool = False
     net_params: int = 0
-    #: counted network evaluations per sample (forward pre-hook on the network)
-    nfe: int | None = None
+    #: counted network evaluations per sample (forward pre-hook on the network); the mean over
+    #: samples for an adaptive solver
+    nfe: float | None = None
     sample_ms_per_1k: float | None = None
     sample_ms_spread: float | None = None
     timing_batch: int | None = None

@@ -142,4 +142,5 @@ def train_facts(rec: RunRecord, trained: Trained) -> None:
     rec.checkpoint, rec.checkpoint_reused = str(trained.path), trained.reused
     rec.net_params = trained.state["net_params"]
     rec.train_breakdown = tr.get("breakdown", {})
+    rec.train_compute = tr.get("compute", {})
     rec.coupling_diagnostics = tr.get("diagnostics", {})

@@ -50,28 +50,35 @@ def sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def generate(method: Method, x0: torch.Tensor, batch_size: int,
-             on_batch: Callable[[int], None] | None = None) -> tuple[torch.Tensor, int]:
-    """Samples for the noise ``x0`` [n, *shape], in batches; returns (samples, counted NFE).
+             on_batch: Callable[[int], None] | None = None) -> tuple[torch.Tensor, float]:
+    """Samples for the noise ``x0`` [n, *shape], in batches; returns (samples, counted NFE per
+    sample).
 
-    The noise is given per sample, so the samples do not depend on ``batch_size``. Every batch
-    must use the same counted NFE, equal to the method's claim.
+    The noise is given per sample, so the samples of a fixed-step method do not depend on
+    ``batch_size``. A fixed-step method must use the same counted NFE in every batch, equal
+    to its claim. An adaptive solver (claim None) may use a different count in each batch
+    (its error control sees the whole batch): the result is the mean over samples, and it
+    depends on ``batch_size``.
     """
     outs: list[torch.Tensor] = []
     counted: int | None = None
+    total = 0
     for i in range(0, x0.shape[0], batch_size):
         with counting(method.net) as c:
             out = method.sample(x0[i : i + batch_size])
-        if c.calls != out.nfe:
-            raise NFEMismatch(
-                f"{type(method).__name__} claims NFE {out.nfe} but its network ran {c.calls} times"
-            )
-        if counted is not None and c.calls != counted:
-            raise NFEMismatch(f"NFE varies across batches: {counted} then {c.calls}")
-        counted = c.calls
+        if out.nfe is not None:
+            if c.calls != out.nfe:
+                raise NFEMismatch(f"{type(method).__name__} claims NFE {out.nfe} but its "
+                                  f"network ran {c.calls} times")
+            if counted is not None and c.calls != counted:
+                raise NFEMismatch(f"NFE varies across batches: {counted} then {c.calls}")
+            counted = c.calls
+        total += c.calls * out.x.shape[0]
         outs.append(out.x.float())
         if on_batch is not None:
             on_batch(min(x0.shape[0], i + batch_size))
-    return torch.cat(outs), int(counted or 0)
+    x = torch.cat(outs)
+    return x, (counted if counted is not None else total / max(1, x.shape[0]))
 
 
 @dataclass

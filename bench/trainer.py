@@ -11,12 +11,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bench.compute import ComputeCount, ComputeMeter
 from bench.config import CouplingConfig, TrainConfig
 from bench.datasets.base import DataBundle
 from bench.distributed import ShardedNet, average_gradients, is_main, world
@@ -68,6 +70,18 @@ class EMA:
     def copy_to(self, module: nn.Module) -> None:
         for p, s in zip(module.parameters(), self.shadow, strict=True):
             p.copy_(s)
+
+    def view(self, net: nn.Module) -> nn.Module:
+        """A frozen copy of ``net`` whose parameters are the averaged weights themselves
+        (shared storage: it follows every update). ``net``'s parameters must be the averaged
+        module's, in order (a method whose only parametrised child is its network)."""
+        copy = deepcopy(net).requires_grad_(False)
+        params = list(copy.parameters())
+        if len(params) != len(self.shadow):
+            raise ValueError("the EMA view needs the network to hold all the method's parameters")
+        for p, s in zip(params, self.shadow, strict=True):
+            p.data = s
+        return copy.eval()
 
 
 class BatchSampler:
@@ -184,6 +198,8 @@ class TrainResult:
     breakdown: dict[str, float] = field(default_factory=dict)
     #: solver work in seconds (cost matrices + assignments), overlapped or not
     solver_seconds: float = 0.0
+    #: what the training cost, counted (compute.ComputeCount.as_dict)
+    compute: dict[str, float] = field(default_factory=dict)
 
 
 class ConsistencyProbe:
@@ -272,6 +288,14 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
     opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     ema = EMA(method, cfg.ema) if cfg.ema > 0 else None
+    teacher = None
+    if method.wants_ema_teacher:  # e.g. shortcut models' bootstrap targets
+        if ema is None:
+            raise ValueError(f"{type(method).__name__} takes its targets from an EMA teacher: "
+                             "train.ema must be > 0")
+        teacher = ema.view(method.net)
+        method.attach_teacher(teacher)
+    meter = ComputeMeter(method.net, teacher)
     bs = cfg.batch_size
     if method.coupling is not None:
         bs = method.coupling.data_batch_size(cfg.batch_size)
@@ -298,6 +322,7 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
         history, window, count = resume["history"], resume["window"], resume["count"]
         coupling_seconds, solver_seconds = resume["coupling_seconds"], resume["solver_seconds"]
         diag_seconds, elapsed, last = resume["diag_seconds"], resume["elapsed"], resume["last"]
+        meter.count = ComputeCount.from_dict(resume.get("compute", {}))
         first = int(resume["step"])
         idx = resume["next_idx"]
         idx = None if idx is None else idx.to(data.train.device)
@@ -313,28 +338,41 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
             "solver_seconds": solver_seconds, "diag_seconds": diag_seconds,
             "elapsed": elapsed + time.perf_counter() - start, "last": last,
             "next_idx": None if next_idx is None else next_idx.cpu(),
+            "compute": meter.count.as_dict(),
         }
 
     every = checkpoint.every if checkpoint is not None else 0
     start = time.perf_counter()
     if idx is None and first < cfg.steps:
         idx = next(batches)
-    with _sigint_flag() as flag:
+    # FLOPs of one whole step, measured once, on the second step (the first may carry one-off
+    # work such as a global OT solve) or the only one; not under torch.compile, whose graphs
+    # the counter cannot see. Counting changes no number.
+    measure_at = -1
+    if meter.count.flops_per_step == 0 and not cfg.compile:
+        measure_at = first + 1 if first == 0 and cfg.steps > 1 else first
+    with _sigint_flag() as flag, meter.attached():
         for step in range(first, cfg.steps):
-            with autocast:
-                loss, logs = method.loss(Batch(data.train[idx], idx), gens)
-            save_now = every > 0 and (step + 1) % every == 0 and step + 1 < cfg.steps
-            if step + 1 < cfg.steps:
-                idx = next(batches)
-                # the next assignment is solved during this step (not across a checkpoint:
-                # its noise would be drawn before the state is saved)
-                if prefetch is not None and not save_now and not flag["stop"]:
-                    prefetch(data.train[idx], idx, gens["noise"])
-            last = float(loss.detach())
-            if not math.isfinite(last):
-                raise TrainingDiverged(f"loss became {last} at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            with contextlib.ExitStack() as counter:  # the FLOP counter, first step only
+                fc = (counter.enter_context(ComputeMeter.flop_counter()) if step == measure_at
+                      else None)
+                with autocast:
+                    loss, logs = method.loss(Batch(data.train[idx], idx), gens)
+                save_now = every > 0 and (step + 1) % every == 0 and step + 1 < cfg.steps
+                if step + 1 < cfg.steps:
+                    idx = next(batches)
+                    # the next assignment is solved during this step (not across a checkpoint:
+                    # its noise would be drawn before the state is saved)
+                    if prefetch is not None and not save_now and not flag["stop"]:
+                        prefetch(data.train[idx], idx, gens["noise"])
+                last = float(loss.detach())
+                if not math.isfinite(last):
+                    raise TrainingDiverged(f"loss became {last} at step {step}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            if fc is not None:
+                meter.count.flops_per_step = float(fc.get_total_flops())
+            meter.step_done()
             average_gradients(method.parameters())
             apply_update(method, opt, cfg, ema)
             sched.step()
@@ -368,6 +406,6 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
     seconds = elapsed + time.perf_counter() - start - diag_seconds
     method.eval()
     result = TrainResult(cfg.steps, seconds, coupling_seconds, last, history,
-                         solver_seconds=solver_seconds)
+                         solver_seconds=solver_seconds, compute=meter.count.as_dict())
     result.diagnostics = {**probe.result(), "diagnostics_seconds": diag_seconds}
     return result, ema

@@ -5,6 +5,7 @@ import torch
 
 import bench.builtins  # noqa: F401  (registers the built-ins)
 from bench.config import resolve
+from bench.registry import METHODS
 
 #: A config small enough that every method trains and evaluates in about a second on CPU.
 TINY = {
@@ -67,3 +68,11 @@ IMAGE_SETS = [
 def tiny_args(extra: tuple[str, ...] | list[str] = ()) -> list[str]:
     """TINY_SETS (and ``extra``) as ``--set`` command-line arguments."""
     return [arg for s in (*TINY_SETS, *extra) for arg in ("--set", s)]
+
+
+def one_per_recipe() -> list[str]:
+    """The first registered method of every training recipe."""
+    seen: dict[str, str] = {}
+    for name in METHODS.names():
+        seen.setdefault(METHODS.entry(name).meta.get("recipe", name), name)
+    return list(seen.values())

@@ -9,28 +9,36 @@ from bench.models import build_method
 from bench.registry import DATASETS, METHODS
 from bench.sampling import counting, generate
 from bench.seeding import Streams
-from bench.trainer import train
+from bench.trainer import EMA, train
+from tests.conftest import one_per_recipe
 
 
 def _data(cfg, cpu, seed=0):
     return DATASETS.get("moons")(cfg.data, seed, cpu)
 
 
-def expected_nfe(name: str) -> int:
-    if "-euler" in name:
-        return int(name.rsplit("-euler", 1)[1])
+def expected_nfe(name: str) -> int | None:
+    """What each registered name must count when sampling (None: adaptive, counted only)."""
+    if name.endswith("-dopri5"):
+        return None
+    for sampler, per_step in (("-euler", 1), ("-midpoint", 2), ("-heun", 2)):
+        if sampler in name:
+            return per_step * int(name.rsplit(sampler, 1)[1])
     if name.endswith("step"):
         return int(name.rsplit("-", 1)[1].removesuffix("step"))
     return 1
 
 
 def ready(name, data, cfg, cpu, seed=0):
-    """Build a method; a method with a teacher gets (an untrained) one and its pairs."""
+    """Build a method; a method with a teacher gets (an untrained) one and its pairs, one that
+    bootstraps from an EMA teacher gets an EMA copy of its network."""
     method = build_method(name, data, cfg, cpu, seed=seed)
     teacher = METHODS.entry(name).meta.get("teacher")
     if teacher:
         t = build_method(teacher, data, cfg, cpu, seed=seed).eval()
         method.prepare(t, data.train.shape[0], Streams(seed, cpu), 256)
+    if method.wants_ema_teacher:
+        method.attach_teacher(EMA(method, 0.9).view(method.net))
     return method
 
 
@@ -53,7 +61,29 @@ def test_method_contract(name, tiny_cfg, cpu):
     with counting(method.net) as c:
         out = method.sample(x0)
     assert out.x.shape == (100, 2)
-    assert c.calls == out.nfe == expected_nfe(name)  # counted, not declared
+    if expected_nfe(name) is None:  # adaptive: claims nothing, the count is what it used
+        assert out.nfe is None and c.calls > 2
+    else:
+        assert c.calls == out.nfe == expected_nfe(name)  # counted, not declared
+
+
+@pytest.mark.parametrize("name", one_per_recipe())
+def test_training_compute_is_counted_and_consistent(name, tiny_cfg, cpu):
+    cfg = tiny_cfg(train={"steps": 4, "batch_size": 64, "warmup": 1, "log_every": 2})
+    data = _data(cfg, cpu)
+    method = ready(name, data, cfg, cpu)
+    res, _ = train(method, data, cfg.train, Streams(0, cpu), coupling_cfg=cfg.coupling)
+    c = res.compute
+    assert c["steps"] == c["backwards"] == 4
+    calls = {"forwards": c["forwards"], "jvps": c["jvps"],
+             "teacher_forwards": c["teacher_forwards"]}
+    assert all(v % 4 == 0 for v in calls.values())  # the same calls every step
+    assert sum(calls.values()) >= 4 and c["forward_samples"] + c["jvp_samples"] >= 4 * 64
+    assert c["flops_per_step"] > 0 and c["flops"] == pytest.approx(4 * c["flops_per_step"])
+    if name.startswith("meanflow"):
+        assert c["jvps"] == 4 and c["forwards"] == 0  # one JVP a step, no plain forward
+    if name.startswith("shortcut"):
+        assert c["forwards"] == 4 and c["teacher_forwards"] == 8
 
 
 @pytest.mark.parametrize("name", ["naive-map", "otnfm-online", "fm-euler4", "meanflow",

@@ -1,61 +1,98 @@
 """Method-specific checks of the peers (MeanFlow, shortcut, reflow, OT-CFM)."""
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.couplings import Independent, MinibatchOT
+from bench.methods.base import Batch
 from bench.methods.meanflow import MeanFlow
 from bench.methods.shortcut import Shortcut
-from bench.registry import METHODS
+from bench.models import build_method
+from bench.registry import DATASETS, METHODS
 from bench.results import read_records
+from bench.sampling import generate
+from bench.seeding import Streams
+from bench.trainer import train
 from tests.conftest import tiny_args
 
 
 class _Analytic(torch.nn.Module):
-    """u(x, s, t) = x * s + t^2: d/ds along (v, 1, 0) is v * s + x."""
+    """f(x, a, b) = x * a + b^2 for the two time inputs (a, b)."""
 
-    def forward(self, x, s, t):
-        return x * s[:, None] + (t ** 2)[:, None]
+    def forward(self, x, a, b):
+        return x * a[:, None] + (b ** 2)[:, None]
 
 
 def test_meanflow_target_is_the_jvp_identity():
-    mf = MeanFlow(_Analytic(), Independent(None), steps=1)
     x, v = torch.randn(5, 2), torch.randn(5, 2)
     s, t = torch.rand(5) * 0.5, 0.5 + torch.rand(5) * 0.5
+    # (s, t) conditioning: u = x s + t^2, d/ds along (v, 1, 0) = v s + x
+    mf = MeanFlow(_Analytic(), Independent(None), steps=1, conditioning="endpoints")
     u, target = mf.prediction_and_target(x, s, t, v)
     torch.testing.assert_close(u, x * s[:, None] + (t ** 2)[:, None])
-    expected = v + (t - s)[:, None] * (v * s[:, None] + x)
-    torch.testing.assert_close(target, expected)
+    torch.testing.assert_close(target, v + (t - s)[:, None] * (v * s[:, None] + x))
+    # (s, t - s) conditioning, the official one: u = x s + (t - s)^2, d/ds = v s + x - 2(t - s)
+    mf = MeanFlow(_Analytic(), Independent(None), steps=1, conditioning="interval")
+    u, target = mf.prediction_and_target(x, s, t, v)
+    torch.testing.assert_close(u, x * s[:, None] + ((t - s) ** 2)[:, None])
+    torch.testing.assert_close(
+        target, v + (t - s)[:, None] * (v * s[:, None] + x - 2 * (t - s)[:, None]))
     # s == t: the target is the flow-matching velocity
     _, target = mf.prediction_and_target(x, t, t, v)
     torch.testing.assert_close(target, v)
 
 
-def test_meanflow_time_sampler_orders_s_t():
-    mf = MeanFlow(_Analytic(), Independent(None), steps=1)
-    s, t = mf.times(4000, torch.Generator().manual_seed(0), torch.device("cpu"))
+@pytest.mark.parametrize("recipe,share", [("pixel", 0.75), ("latent", 0.25)])
+def test_meanflow_time_sampler_follows_its_recipe(recipe, share):
+    mf = MeanFlow(_Analytic(), Independent(None), steps=1, recipe=recipe)
+    s, t = mf.times(8000, torch.Generator().manual_seed(0), torch.device("cpu"))
     assert (s <= t).all() and (s >= 0).all() and (t <= 1).all()
-    frac = float((s < t).float().mean())
-    assert 0.2 < frac < 0.3  # the paper's 25 % of intervals with s != t
+    assert float((s < t).float().mean()) == pytest.approx(share, abs=0.03)
     # collapsed pairs keep the evaluation time s (the noisier end): s has the law of the min
-    s2, t2 = mf.times(4000, torch.Generator().manual_seed(1), torch.device("cpu"))
-    assert float(s2.mean()) < float(t2[s2 < t2].mean()) - 0.1
+    assert float(s.mean()) < float(t[s < t].mean()) - 0.05
 
 
-def test_shortcut_consistency_grid_stays_inside_the_unit_interval():
+def test_meanflow_jvp_runs_in_float32_under_bf16_autocast(tiny_cfg, cpu):
+    cfg = tiny_cfg()
+    data = DATASETS.get("moons")(cfg.data, 0, cpu)
+    mf = build_method("meanflow", data, cfg, cpu, 0)
+    seen = []
+    mf.net.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = mf.loss(Batch(data.train[:32], torch.arange(32)), Streams(0))
+    assert loss.dtype == torch.float32 and set(seen) == {torch.float32}
+
+
+def test_shortcut_levels_and_grid():
     sc = Shortcut(torch.nn.Identity(), Independent(None), steps=1)
-    t, d = sc.consistency_times(5000, torch.Generator().manual_seed(0), torch.device("cpu"))
-    assert (t >= 0).all() and (t + 2 * d <= 1 + 1e-6).all()
-    assert torch.allclose(torch.remainder(t, 2 * d), torch.zeros_like(t))  # grid of 2d
-    assert set((1 / d).round().int().tolist()) == {2, 4, 8, 16, 32, 64, 128}
-    assert bool(((t == 0) & (d == 0.5)).any())  # the one-step shortcut (2d = 1) is trained
+    levels = sc.bootstrap_levels(32, torch.device("cpu"))  # 4 rows per level 6..0, 4 left
+    assert levels.tolist() == [6] * 4 + [5] * 4 + [4] * 4 + [3] * 4 + [2] * 4 + [1] * 4 + [0] * 8
+    t = sc.grid_times(levels, torch.Generator().manual_seed(0))
+    d = torch.pow(2.0, -levels.float())
+    assert (t >= 0).all() and (t + d <= 1 + 1e-6).all()
+    assert torch.allclose(torch.remainder(t, d), torch.zeros_like(t))  # on the grid of d
+    with pytest.raises(ValueError, match="power-of-two"):
+        Shortcut(torch.nn.Identity(), Independent(None), steps=3)
+
+
+def test_shortcut_bootstraps_from_the_ema_teacher_and_counts_its_forwards(tiny_cfg, cpu):
+    cfg = tiny_cfg()
+    data = DATASETS.get("moons")(cfg.data, 0, cpu)
+    sc = build_method("shortcut", data, cfg, cpu, 0)
+    res, ema = train(sc, data, cfg.train, Streams(0), coupling_cfg=cfg.coupling)
+    teacher = sc._teacher[0]
+    for p, s_ in zip(teacher.parameters(), ema.shadow, strict=True):
+        assert p.data_ptr() == s_.data_ptr()  # the teacher is the EMA, not a stale copy
+    assert any(not torch.equal(p, q) for p, q in zip(teacher.parameters(), sc.net.parameters(),
+                                                      strict=True))
+    c = res.compute
+    assert c["teacher_forwards"] == 2 * c["steps"] and c["forwards"] == c["steps"]
+    assert c["teacher_samples"] == 2 * c["steps"] * (cfg.train.batch_size // 8)
 
 
 def test_otcfm_uses_the_same_minibatch_ot_coupling_as_otnfm(tiny_cfg, cpu):
-    from bench.models import build_method
-    from bench.registry import DATASETS
-
     cfg = tiny_cfg()
     data = DATASETS.get("moons")(cfg.data, 0, cpu)
     for name in ("otcfm-euler1", "otcfm-euler100", "otnfm-minibatch"):
@@ -63,10 +100,10 @@ def test_otcfm_uses_the_same_minibatch_ot_coupling_as_otnfm(tiny_cfg, cpu):
     assert {METHODS.entry(f"otcfm-euler{n}").meta["recipe"] for n in (1, 100)} == {"otcfm"}
 
 
-def test_reflow_reuses_the_fm_teacher_and_counts_its_time(tmp_path):
+def test_reflow_reuses_the_fm_teacher_and_counts_its_cost(tmp_path):
     out = tmp_path / "res"
     res = CliRunner().invoke(app, ["run", "-m", "reflow,reflow-2step,fm-euler100",
-                                   "--out", str(out), *tiny_args()])
+                                   "--out", str(out), *tiny_args(["reflow.pairs_per_point=2"])])
     assert res.exit_code == 0, res.output
     recs = {r.method: r for r in read_records(out / "records.jsonl").records}
     assert recs["reflow"].nfe == 1 and recs["reflow-2step"].nfe == 2
@@ -76,3 +113,54 @@ def test_reflow_reuses_the_fm_teacher_and_counts_its_time(tmp_path):
     assert abs(recs["reflow"].train_seconds - sum(b.values())) < 1e-9
     assert recs["reflow"].checkpoint == recs["reflow-2step"].checkpoint
     assert len(list((out / "checkpoints").glob("*.pt"))) == 2  # fm (teacher) + reflow
+    c = recs["reflow"].train_compute
+    teacher = recs["fm-euler100"].train_compute
+    assert c["teacher"]["steps"] == teacher["steps"] == c["steps"]  # same budget each
+    assert c["pairs"]["pairs"] == 2 * 512 and c["pairs"]["pairs_nfe"] > 10  # adaptive dopri5
+    assert c["total_flops"] == pytest.approx(
+        c["flops"] + teacher["total_flops"] + c["pairs"]["pairs_flops"])
+    assert recs["reflow"].config["reflow"] == {"pairs_per_point": 2.0}
+    assert "reflow" not in recs["fm-euler100"].config  # a section only its methods see
+
+
+def test_reflow_student_starts_from_the_teachers_weights(tiny_cfg, cpu):
+    cfg = tiny_cfg()
+    data = DATASETS.get("moons")(cfg.data, 0, cpu)
+    teacher = build_method("fm-dopri5", data, cfg, cpu, 0)
+    train(teacher, data, cfg.train, Streams(0), coupling_cfg=cfg.coupling)
+    student = build_method("reflow", data, cfg, cpu, 1)
+    assert any(not torch.equal(p, q) for p, q in zip(student.parameters(), teacher.parameters(),
+                                                      strict=True))
+    prep = student.prepare(teacher.eval(), 100, Streams(0), 64)
+    assert all(torch.equal(p, q) for p, q in zip(student.parameters(), teacher.parameters(),
+                                                  strict=True))
+    assert prep["pairs"] == 400 and student.coupling.x1.shape == (400, 2)
+
+
+def test_dopri5_nfe_is_counted_and_follows_the_tolerance(tiny_cfg, cpu):
+    from bench.methods import fm
+
+    cfg = tiny_cfg()
+    data = DATASETS.get("moons")(cfg.data, 0, cpu)
+    method = build_method("fm-dopri5", data, cfg, cpu, 0)
+    train(method, data, cfg.train, Streams(0), coupling_cfg=cfg.coupling)
+    x0 = data.source(256, Streams(0)["eval"])
+    _, loose = generate(method.eval(), x0, 256)
+    old = fm.DOPRI5_TOL
+    try:
+        fm.DOPRI5_TOL = 1e-8
+        _, tight = generate(method, x0, 256)
+    finally:
+        fm.DOPRI5_TOL = old
+    assert loose > 2 and tight > loose  # counted, and more evaluations for a tighter tolerance
+    _, two_batches = generate(method, x0, 128)  # the count may differ per batch: no error
+    assert two_batches > 2
+
+
+def test_equal_nfe_samplers(tiny_cfg, cpu):
+    cfg = tiny_cfg()
+    data = DATASETS.get("moons")(cfg.data, 0, cpu)
+    x0 = data.source(64, Streams(0)["eval"])
+    for name, nfe in (("fm-midpoint1", 2), ("fm-heun2", 4), ("fm-midpoint5", 10)):
+        _, counted = generate(build_method(name, data, cfg, cpu, 0).eval(), x0, 64)
+        assert counted == nfe

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bench.evaluate import metric_vocabulary
+from bench.methods.base import grid_cells
 from bench.report.markdown import render_report
 from bench.report.model import Source
 from bench.report.stats import fmt_num, paired, summarize
@@ -36,6 +37,12 @@ def _records(base: Path) -> None:
                 metric_info={"n_samples": 10000, "n_reference": 10000, "w2_samples": 2000,
                              "features": "raw coordinates"},
                 samples_path=f"samples/{rid}.npy",
+                train_compute={} if nfe is None else {
+                    "steps": 100, "forwards": 100, "forward_samples": 25600, "jvps": 0,
+                    "teacher_forwards": 0, "backwards": 100, "flops_per_step": 2.0e9,
+                    "flops": 2.0e11, "total_flops": 2.0e11},
+                bank_gap={"metric": "w2", "fresh": w + 0.01 * seed, "bank": w - 0.02,
+                          "n": 10000} if method == "otnfm-online" else {},
                 data_info={"kind": "points", "shape": [2], "source": "gaussian",
                            "n_train": 20000, "n_eval": 10000, "description": "Two moons."},
             ))
@@ -49,7 +56,7 @@ def test_report_matches_golden(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _records(Path("res"))
     text = render_report([Source("res/records.jsonl", read_records("res/records.jsonl").records)],
-                         Path("out/report.md"), metric_vocabulary())
+                         Path("out/report.md"), metric_vocabulary(), grid=grid_cells())
     assert Path("out/report/moons_samples.png").exists()
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)

@@ -56,10 +56,12 @@ class Batch:
 
 @dataclass
 class SampleOut:
-    """``x``: [n, *shape] samples; ``nfe``: network evaluations the method claims per sample."""
+    """``x``: [n, *shape] samples; ``nfe``: network evaluations the method claims per sample,
+    or None for an adaptive solver whose count is only known afterwards (the evaluator counts
+    it either way, and a claim that differs from the count is an error)."""
 
     x: torch.Tensor
-    nfe: int
+    nfe: int | None
 
 
 @dataclass
@@ -102,6 +104,8 @@ class Method(nn.Module):
 
     net: nn.Module
     coupling: Coupling | None = None
+    #: the trainer hands such a method a frozen EMA copy of its network (``attach_teacher``)
+    wants_ema_teacher: bool = False
 
     def loss(self, batch: Batch, gens: Streams) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -114,6 +118,10 @@ class Method(nn.Module):
                 batch_size: int) -> dict[str, float]:
         """Hook for methods registered with ``teacher=...`` (runs before training)."""
         raise NotImplementedError(f"{type(self).__name__} does not take a teacher")
+
+    def attach_teacher(self, teacher: nn.Module) -> None:
+        """For ``wants_ema_teacher`` methods: the EMA copy of ``net`` for this training."""
+        raise NotImplementedError(f"{type(self).__name__} does not take an EMA teacher")
 
     def extra_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """Training state outside the parameters (e.g. the online-OT bank), for checkpoints."""

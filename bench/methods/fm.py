@@ -1,13 +1,17 @@
-"""Flow matching (Lipman et al., ICLR 2023; Liu et al., ICLR 2023) sampled with N Euler steps,
-and OT-CFM (Tong et al., TMLR 2024): the same regression on exact minibatch-OT pairs (the same
-``MinibatchOT`` coupling object as ``otnfm-minibatch``), sampled the same way.
+"""Flow matching (Lipman et al., ICLR 2023; Liu et al., ICLR 2023) and OT-CFM (Tong et al.,
+TMLR 2024): the same regression on exact minibatch-OT pairs (the same ``MinibatchOT``
+coupling object as ``otnfm-minibatch``), each sampled by several ODE solvers.
 
 The velocity v(x_t, t) is regressed onto dx_t/dt along the configured path (``path.kind``;
-the straight line by default, target x1 - x0) with independent pairs. The path is
-``bench.paths`` (shared with the neural flows, so a path ablation changes one thing); the
-sampler is the ``rectified-flow`` package's ``EulerSampler``. ``fm-euler{N}`` for every N share one
-training recipe ("fm"), so one checkpoint is trained and evaluated at every NFE; likewise
-``otcfm-euler{N}`` share "otcfm". ``loomcfm-euler{N}`` (LOOM-CFM, Davtyan et al., ICLR 2025) is
+the straight line by default, target x1 - x0). The path is ``bench.paths`` (shared with the
+neural flows, so a path ablation changes one thing). Samplers, part of each method's name:
+``-euler{N}`` (the ``rectified-flow`` package's ``EulerSampler``, N NFE), ``-midpoint{N}`` and
+``-heun{N}`` (torchdiffeq's fixed-grid ``midpoint`` and ``heun2``, N steps of 2 NFE each, so
+NFE 2, 4 and 10 for N = 1, 2, 5: equal NFE with Euler 2, 4, 10), and ``-dopri5`` (torchdiffeq's
+adaptive Dormand-Prince at atol = rtol = 1e-5, the tolerances of torchcfm's CIFAR-10
+evaluation, examples/images/cifar10/compute_fid.py; its NFE varies per batch and is counted).
+Every sampler of a family shares one training recipe ("fm", "otcfm", ...), so one checkpoint
+is trained and evaluated at every NFE. ``loomcfm-euler{N}`` (LOOM-CFM, Davtyan et al., ICLR 2025) is
 the same regression on the online-OT bank that ``otnfm-online`` uses, and
 ``otcfm-global-euler{N}`` on the global exact assignment: the same-coupling controls of the
 neural flows.
@@ -27,15 +31,24 @@ from bench.registry import register_method
 from bench.seeding import Streams
 
 EULER_STEPS = (1, 2, 4, 10, 100)
+#: midpoint and Heun steps (2 NFE each): NFE 2, 4 and 10
+TWO_STAGE_STEPS = (1, 2, 5)
+#: torchcfm's CIFAR-10 evaluation tolerance for dopri5 (atol = rtol)
+DOPRI5_TOL = 1e-5
+#: sampler name -> torchdiffeq method
+TORCHDIFFEQ = {"midpoint": "midpoint", "heun": "heun2", "dopri5": "dopri5"}
+SAMPLERS = ("euler", *TORCHDIFFEQ)
 
 
 class FlowMatching(Method):
     """Velocity v(x_t, t); loss |v(x_t, t) - dx_t/dt|^2 along ``path`` (straight: x1 - x0)."""
 
     def __init__(self, net: nn.Module, coupling: Coupling, shape: tuple[int, ...],
-                 steps: int, path: PathConfig | None = None) -> None:
+                 steps: int, path: PathConfig | None = None, sampler: str = "euler") -> None:
         super().__init__()
-        self.net, self.coupling, self.steps = net, coupling, steps
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choices: {', '.join(SAMPLERS)}")
+        self.net, self.coupling, self.steps, self.sampler = net, coupling, steps, sampler
         self.shape = shape
         self.path = path or PathConfig()
         self._rf_cache: dict[torch.device, object] = {}  # rectified_flow.RectifiedFlow
@@ -59,6 +72,8 @@ class FlowMatching(Method):
 
     @torch.no_grad()
     def sample(self, x0: torch.Tensor) -> SampleOut:
+        if self.sampler != "euler":
+            return self._odeint(x0)
         from rectified_flow.samplers import EulerSampler
 
         # record_traj_period > steps: keep no trajectory copies (images would not fit).
@@ -67,18 +82,38 @@ class FlowMatching(Method):
         sampler.sample_loop(x_0=x0)
         return SampleOut(sampler.x_t, nfe=self.steps)
 
+    def _odeint(self, x0: torch.Tensor) -> SampleOut:
+        """torchdiffeq from t = 0 (noise) to t = 1; an adaptive solver claims no NFE (None):
+        the evaluator counts it."""
+        from torchdiffeq import odeint  # imported where used: keeps start-up light
 
-def _register_euler(family: str, coupling: str, n: int, paper: str) -> None:
+        def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x, t.to(x.dtype).expand(x.shape[0]))
+
+        if self.sampler == "dopri5":
+            grid = torch.tensor([0.0, 1.0], device=x0.device)
+            x = odeint(velocity, x0, grid, method="dopri5", atol=DOPRI5_TOL, rtol=DOPRI5_TOL)
+            return SampleOut(x[-1], nfe=None)
+        grid = torch.linspace(0.0, 1.0, self.steps + 1, device=x0.device)
+        x = odeint(velocity, x0, grid, method=TORCHDIFFEQ[self.sampler])
+        return SampleOut(x[-1], nfe=2 * self.steps)
+
+
+def _register(family: str, coupling: str, sampler: str, n: int, paper: str) -> None:
     def factory(ctx: BuildContext) -> Method:
         return FlowMatching(ctx.net(time_inputs=1), ctx.coupling(coupling), ctx.data.shape,
-                            steps=n, path=ctx.cfg.path)
+                            steps=n, path=ctx.cfg.path, sampler=sampler)
 
-    grid = {1: {"grid": ("fm1", coupling)}, 100: {"grid": ("fm100", coupling)}}.get(n, {})
-    register_method(
-        f"{family}-euler{n}", recipe=family,
-        help=f"{paper}, {n} Euler step{'s' if n > 1 else ''} (shares the '{family}' checkpoint)",
-        **grid,
-    )(factory)
+    if sampler == "dopri5":
+        name, how = f"{family}-dopri5", "adaptive dopri5 at atol = rtol = 1e-5 (NFE counted)"
+    else:
+        name = f"{family}-{sampler}{n}"
+        nfe = n if sampler == "euler" else 2 * n
+        how = f"{n} {sampler} step{'s' if n > 1 else ''} (NFE {nfe})"
+    grid = {} if sampler != "euler" else {1: {"grid": ("fm1", coupling)},
+                                          100: {"grid": ("fm100", coupling)}}.get(n, {})
+    register_method(name, recipe=family,
+                    help=f"{paper}, {how}; shares the '{family}' checkpoint", **grid)(factory)
 
 
 for _family, _coupling, _paper in (
@@ -90,4 +125,8 @@ for _family, _coupling, _paper in (
                                   "training set"),
 ):
     for _n in EULER_STEPS:
-        _register_euler(_family, _coupling, _n, _paper)
+        _register(_family, _coupling, "euler", _n, _paper)
+    for _sampler in ("midpoint", "heun"):
+        for _n in TWO_STAGE_STEPS:
+            _register(_family, _coupling, _sampler, _n, _paper)
+    _register(_family, _coupling, "dopri5", 0, _paper)

@@ -1,9 +1,10 @@
 """MeanFlow (Geng, Deng, Bai, Kolter, He; "Mean Flows for One-step Generative Modeling",
-NeurIPS 2025).
+NeurIPS 2025), following the official PyTorch code (Gsunshine/py-meanflow, meanflow/).
 
 The network learns the average velocity over an interval. In this harness's time convention
-(noise x0 at t = 0, data x1 at t = 1, x_t = (1 - t) x0 + t x1, v = x1 - x0) the average
-velocity from s to t (s <= t) along the ODE trajectory through x_s is
+(noise x0 at t = 0, data x1 at t = 1, x_t = (1 - t) x0 + t x1, v = x1 - x0; the reference puts
+data at 0 and noise at 1) the average velocity from s to t (s <= t) along the ODE trajectory
+through x_s is
 
     u(x_s, s, t) = 1 / (t - s) * integral_s^t v(x_tau, tau) dtau,   so x_t = x_s + (t - s) u.
 
@@ -12,15 +13,32 @@ Eq. 6, time-reversed to this convention):
 
     u(x_s, s, t) = v(x_s, s) + (t - s) * (v . d/dx u + d/ds u),
 
-whose total derivative is ONE Jacobian-vector product of u_theta along the tangent
-(v, 1, 0) in (x, s, t) (``torch.func.jvp``). The target is stop-gradient; the loss uses the
-paper's adaptive weight w = 1 / (|err|^2 + c)^p with p = 1, c = 1e-3. (s, t) come from a
-logit-normal(0.4, 1) pair (the paper's lognorm(-0.4, 1), mirrored to this convention), and
-t = s for 75 % of the batch (the paper's 25 % r != t, Table 1a), where the target reduces to
-flow matching at the evaluation point. One step: x1 = x0 + u(x0, 0, 1); two steps through t = 0.5.
+whose total derivative is ONE Jacobian-vector product of u_theta along the tangent (v, 1, 0)
+in (x, s, t) (``torch.func.jvp``). The target is stop-gradient; the loss per sample is the
+squared error summed over dimensions, weighted by w = 1 / (err + c)^p (adaptive weight).
+
+Recipes (``meanflow.recipe``), from the reference configurations:
+
+* ``pixel`` (default; py-meanflow's CIFAR-10 script cifar10_v0.sh, "the original configuration
+  used in the paper"): s != t for 75% of the batch (--ratio 0.75), both times logit-normal with
+  mean 2 and std 2 (the reference's logit-normal(-2, 2), mirrored to this time direction),
+  p = 0.75, c = 1e-3. It is used on 2-D data too: like pixels, 2-D points are raw data, not a
+  learned latent space.
+* ``latent`` (the ImageNet latent recipe of the JAX code, configs/default.py): 25% s != t,
+  logit-normal(0.4, 1) (mirrored from -0.4), p = 1, c = 0.01.
+
+Two times are drawn, s = min and t = max; for the other share of the batch t = s, collapsing
+onto the noisier time as the reference's v0 sampler does (time_sampler.py). The network is
+conditioned on (s, t - s) as the official code's (t, t - r) (``meanflow.conditioning:
+interval``; ``endpoints`` gives (s, t)); the JVP then runs along (v, 1, -1) in (x, s, t - s).
+The JVP and the loss run in float32 with autocast off, as the reference does (it has no
+half-precision path). One step: x1 = x0 + u(x0, 0, 1); two steps through t = 0.5 (the JAX
+code's sampling grid [1, 0.5, 0]).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,46 +55,68 @@ from bench.methods.base import (
 from bench.seeding import Streams
 
 
-class MeanFlow(Method):
-    #: share of the batch with s != t (paper: 25 %)
-    frac_interval = 0.25
-    #: adaptive loss weight w = 1 / (|err|^2 + c)^p (paper: p = 1; p = 0 is plain MSE)
-    p, c = 1.0, 1e-3
-    #: logit-normal time sampler (mean, std)
-    t_mean, t_std = 0.4, 1.0
+@dataclass(frozen=True)
+class Recipe:
+    #: share of the batch with s != t
+    frac_interval: float
+    #: logit-normal time sampler (mean, std), in this harness's time direction
+    t_mean: float
+    t_std: float
+    #: adaptive loss weight w = 1 / (err + c)^p
+    p: float
+    c: float
 
-    def __init__(self, net: nn.Module, coupling: Coupling, steps: int) -> None:
+
+RECIPES = {"pixel": Recipe(0.75, 2.0, 2.0, 0.75, 1e-3),
+           "latent": Recipe(0.25, 0.4, 1.0, 1.0, 1e-2)}
+
+
+class MeanFlow(Method):
+    def __init__(self, net: nn.Module, coupling: Coupling, steps: int,
+                 recipe: str = "pixel", conditioning: str = "interval") -> None:
         super().__init__()
         self.net, self.coupling, self.steps = net, coupling, steps
+        self.recipe, self.interval = RECIPES[recipe], conditioning == "interval"
 
     def times(self, n: int, gen: torch.Generator, device: torch.device):
-        z = torch.randn(2, n, generator=gen, device=device) * self.t_std + self.t_mean
+        r = self.recipe
+        z = torch.randn(2, n, generator=gen, device=device) * r.t_std + r.t_mean
         a, b = torch.sigmoid(z)
         s, t = torch.minimum(a, b), torch.maximum(a, b)
-        same = torch.rand(n, generator=gen, device=device) >= self.frac_interval
-        # collapse onto the evaluation point's time s (the noisier end, as the paper's r = t
-        # keeps its noisier t), so the flow-matching share covers the noise side too
+        same = torch.rand(n, generator=gen, device=device) >= r.frac_interval
+        # collapse onto the evaluation point's time s (the noisier end, as the reference's
+        # r = t keeps its noisier t)
         return s, torch.where(same, s, t)
+
+    def u(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """u_theta(x, s, t) through the configured conditioning."""
+        return self.net(x, s, t - s) if self.interval else self.net(x, s, t)
 
     def prediction_and_target(self, xs: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
                               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """u_theta(x_s, s, t) and sg[v + (t - s) (v . d/dx u + d/ds u)] from one JVP."""
-        u, du_ds = torch.func.jvp(
-            lambda x, s_, t_: self.net(x, s_, t_), (xs, s, t),
-            (v, torch.ones_like(s), torch.zeros_like(t)),
-        )
+        if self.interval:  # inputs (x, s, h = t - s): d/ds moves h by -1
+            fn = lambda x, s_, h: self.net(x, s_, h)  # noqa: E731
+            primals, tangents = (xs, s, t - s), (v, torch.ones_like(s), -torch.ones_like(t))
+        else:
+            fn = lambda x, s_, t_: self.net(x, s_, t_)  # noqa: E731
+            primals, tangents = (xs, s, t), (v, torch.ones_like(s), torch.zeros_like(t))
+        u, du_ds = torch.func.jvp(fn, primals, tangents)
         return u, (v + expand_t(t - s, v) * du_ds).detach()
 
     def loss(self, batch: Batch, gens: Streams) -> tuple[torch.Tensor, dict[str, float]]:
         pairs = self.coupling.pair(batch.x1, batch.idx, gens["noise"])
-        x0, x1 = pairs.x0, pairs.x1
+        x0, x1 = pairs.x0.float(), pairs.x1.float()
         s, t = self.times(x1.shape[0], gens["time"], x1.device)
         sb = expand_t(s, x1)
         xs = (1 - sb) * x0 + sb * x1
-        u, target = self.prediction_and_target(xs, s, t, x1 - x0)
-        err = (u - target).flatten(1).pow(2).sum(1)
-        w = (err.detach() + self.c).pow(-self.p)
-        loss = (w * err).mean()
+        # the JVP and the loss in float32 even under bf16 autocast (the reference has no
+        # half-precision path; a JVP in bf16 loses the target's precision)
+        with torch.autocast(device_type=x1.device.type, enabled=False):
+            u, target = self.prediction_and_target(xs, s, t, x1 - x0)
+            err = (u.float() - target.float()).flatten(1).pow(2).sum(1)
+            w = (err.detach() + self.recipe.c).pow(-self.recipe.p)
+            loss = (w * err).mean()
         return loss, {**pairs.stats, "mse": float(err.detach().mean()) / x1[0].numel()}
 
     @torch.no_grad()
@@ -86,15 +126,17 @@ class MeanFlow(Method):
         for i in range(self.steps):
             s = grid[i].expand(x.shape[0])
             t = grid[i + 1].expand(x.shape[0])
-            x = x + expand_t(t - s, x) * self.net(x, s, t)
+            x = x + expand_t(t - s, x) * self.u(x, s, t)
         return SampleOut(x, nfe=self.steps)
 
 
 def _build(ctx: BuildContext, steps: int) -> Method:
     ctx.require_linear_path("meanflow")
-    return MeanFlow(ctx.net(time_inputs=2), ctx.coupling("independent"), steps)
+    mf = ctx.cfg.meanflow
+    return MeanFlow(ctx.net(time_inputs=2), ctx.coupling("independent"), steps,
+                    recipe=mf.recipe, conditioning=mf.conditioning)
 
 
 register_step_family("meanflow", (1, 2), _build,
                      "MeanFlow (Geng et al., NeurIPS 2025): average velocity u(x,s,t) via the "
-                     "JVP identity")
+                     "JVP identity", sections=("meanflow",))

@@ -1,21 +1,29 @@
 """Shortcut models (Frans, Hafner, Levine, Abbeel; "One Step Diffusion via Shortcut Models",
-ICLR 2025).
+ICLR 2025), following the authors' code (kvfrans/shortcut-models: targets_shortcut.py, train.py).
 
-A network s(x_t, t, d) conditioned on the step size d. Same time convention as the paper and
-this harness (noise at t = 0, data at t = 1). The loss has two parts (the paper's combined
-objective, Sec. 3):
+A network s(x_t, t, L) conditioned on the step size d = 2^-L through its discrete level
+L = log2(1/d). Same time convention as the reference and this harness (noise at t = 0, data
+at t = 1). Each batch has two parts (the reference's defaults):
 
-* flow matching at d = 0 on 3/4 of the batch: s(x_t, t, 0) -> x1 - x0;
-* self-consistency on 1/4: one step of size 2d equals two steps of size d,
-  s(x_t, t, 2d) -> sg[(s(x_t, t, d) + s(x'_{t+d}, t + d, d)) / 2] with
-  x'_{t+d} = x_t + d s(x_t, t, d), for d = 2^-k (k = 1..7, so 2d runs from 1/64 to 1) and t on
-  the grid of multiples of 2d with t + 2d <= 1. At the finest level (d = 1/128) the two half
-  steps query d = 0, the flow-matching velocity, so every level is grounded.
+* flow matching on 7/8 of the batch: level L = 7 (d = 1/128, the finest), t on the grid of
+  multiples of 1/128, target x1 - x0;
+* bootstrap (self-consistency) targets on 1/8 (``bootstrap_every = 8``): levels L = 6 ... 0
+  (big steps d = 1/64 ... 1) share those rows equally, the remainder at L = 0; t on the grid
+  of multiples of d with t + d <= 1; the target is two half steps of the EMA teacher at level
+  L + 1: v1 = s_ema(x_t, t, L + 1), x' = clip(x_t + d/2 v1, -4, 4),
+  v2 = s_ema(x', t + d/2, L + 1), target = clip((v1 + v2) / 2, -4, 4). At L = 6 the half
+  steps are flow-matching queries (L = 7), so every level is grounded.
 
-Sampling with N steps uses d = 1/N: x <- x + d s(x, t, d).
+The teacher is the trainer's EMA of the network (the reference's default ``bootstrap_ema =
+1``), handed over with ``attach_teacher``; its forwards are counted in the training compute.
+The level enters the network as L / 7, a discrete value in [0, 1] fed to the same sinusoidal
+embedding as t (the reference embeds the integer level sinusoidally). Sampling with N steps
+(N a power of two) uses level log2(N): x <- x + s(x, i/N, log2 N) / N.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -32,62 +40,86 @@ from bench.methods.base import (
 )
 from bench.seeding import Streams
 
+#: the finest level: d = 1/128 (the reference's denoise_timesteps = 128)
+MAX_LEVEL = 7
+#: one row in this many is a bootstrap target (the reference's bootstrap_every)
+BOOTSTRAP_EVERY = 8
+#: the reference clips the intermediate state and the bootstrap target to this range
+CLIP = 4.0
+
 
 class Shortcut(Method):
-    #: share of the batch trained with the self-consistency target (paper: 1/4)
-    frac_consistency = 0.25
-    #: smallest step 1/2^max_log2 (paper: 1/128)
-    max_log2 = 7
+    wants_ema_teacher = True
 
     def __init__(self, net: nn.Module, coupling: Coupling, steps: int) -> None:
         super().__init__()
+        if 2 ** round(math.log2(steps)) != steps or steps > 2 ** MAX_LEVEL:
+            raise ValueError(f"shortcut samples with a power-of-two number of steps <= "
+                             f"{2 ** MAX_LEVEL}, got {steps}")
         self.net, self.coupling, self.steps = net, coupling, steps
+        self._teacher: list[nn.Module] = []  # a list: the EMA copy is no submodule
 
-    def consistency_times(self, n: int, g: torch.Generator,
-                          dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """d = 2^-k (k = 1..max_log2) and t on the grid of the big step, t in {0, 2d, 4d, ...}
-        with t + 2d <= 1 (as the authors' code places t on multiples of the trained step)."""
-        k = torch.randint(1, self.max_log2 + 1, (n,), generator=g, device=dev)
-        d = torch.pow(2.0, -k.float())
-        slots = (0.5 / d).round()  # admissible positions: t = j 2d, j < 1 / (2d)
-        j = torch.floor(torch.rand(n, generator=g, device=dev) * slots)
-        return j * 2 * d, d
+    def attach_teacher(self, teacher: nn.Module) -> None:
+        self._teacher = [teacher]
+
+    def level_input(self, level: torch.Tensor) -> torch.Tensor:
+        """The discrete level L = log2(1/d) as the network's second time input."""
+        return level.float() / MAX_LEVEL
+
+    def bootstrap_levels(self, n: int, device: torch.device) -> torch.Tensor:
+        """Levels MAX_LEVEL - 1 ... 0 sharing ``n`` rows equally, the remainder at level 0."""
+        each = n // MAX_LEVEL
+        levels = torch.arange(MAX_LEVEL - 1, -1, -1, device=device).repeat_interleave(each)
+        return torch.cat([levels, torch.zeros(n - len(levels), dtype=torch.long,
+                                              device=device)])
+
+    def grid_times(self, level: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """t uniform on the multiples of d = 2^-level in [0, 1 - d]."""
+        slots = torch.pow(2.0, level.float())
+        return torch.floor(torch.rand(len(level), generator=gen, device=gen.device)
+                           .to(slots.device) * slots) / slots
 
     def loss(self, batch: Batch, gens: Streams) -> tuple[torch.Tensor, dict[str, float]]:
+        if not self._teacher:
+            raise RuntimeError("shortcut models need the trainer's EMA teacher")
+        teacher = self._teacher[0]
         pairs = self.coupling.pair(batch.x1, batch.idx, gens["noise"])
         x0, x1 = pairs.x0, pairs.x1
         n, dev, g = x1.shape[0], x1.device, gens["time"]
-        n_sc = int(round(n * self.frac_consistency))
-        # flow-matching part, d = 0
-        t_fm = torch.rand(n - n_sc, generator=g, device=dev)
-        tb = expand_t(t_fm, x1[n_sc:])
-        xt = (1 - tb) * x0[n_sc:] + tb * x1[n_sc:]
-        pred_fm = self.net(xt, t_fm, torch.zeros_like(t_fm))
-        loss_fm = F.mse_loss(pred_fm, x1[n_sc:] - x0[n_sc:], reduction="sum")
-        t, d = self.consistency_times(n_sc, g, dev)
-        tb = expand_t(t, x1[:n_sc])
-        xt = (1 - tb) * x0[:n_sc] + tb * x1[:n_sc]
-        # the finest level is grounded in flow matching: its half steps query d = 0
-        d_in = torch.where(d <= 2.0 ** -self.max_log2, torch.zeros_like(d), d)
+        n_b = n // BOOTSTRAP_EVERY
+        # bootstrap rows
+        level = self.bootstrap_levels(n_b, dev)
+        t = self.grid_times(level, g)
+        d = torch.pow(2.0, -level.float())
+        tb = expand_t(t, x1[:n_b])
+        xt = (1 - tb) * x0[:n_b] + tb * x1[:n_b]
         with torch.no_grad():
-            s1 = self.net(xt, t, d_in)
-            x_mid = xt + expand_t(d, xt) * s1
-            s2 = self.net(x_mid, t + d, d_in)
-            target = (s1 + s2) / 2
-        pred_sc = self.net(xt, t, 2 * d)
-        loss_sc = F.mse_loss(pred_sc, target, reduction="sum")
-        loss = (loss_fm + loss_sc) / x1.numel()
-        return loss, {**pairs.stats,
-                      "loss_fm": float(loss_fm.detach()) / max(1, pred_fm.numel()),
-                      "loss_sc": float(loss_sc.detach()) / max(1, target.numel())}
+            half = self.level_input(level + 1)
+            v1 = teacher(xt, t, half)
+            x_mid = (xt + expand_t(d / 2, xt) * v1).clamp(-CLIP, CLIP)
+            v2 = teacher(x_mid, t + d / 2, half)
+            target_b = ((v1 + v2) / 2).clamp(-CLIP, CLIP)
+        # flow-matching rows at the finest level
+        fine = torch.full((n - n_b,), MAX_LEVEL, dtype=torch.long, device=dev)
+        t_fm = self.grid_times(fine, g)
+        tb = expand_t(t_fm, x1[n_b:])
+        xt_fm = (1 - tb) * x0[n_b:] + tb * x1[n_b:]
+        pred = self.net(torch.cat([xt, xt_fm]), torch.cat([t, t_fm]),
+                        self.level_input(torch.cat([level, fine])))
+        target = torch.cat([target_b, x1[n_b:] - x0[n_b:]])
+        loss = F.mse_loss(pred, target)
+        with torch.no_grad():
+            sq = (pred - target).pow(2).flatten(1).mean(1)
+        return loss, {**pairs.stats, "loss_bootstrap": float(sq[:n_b].mean()),
+                      "loss_fm": float(sq[n_b:].mean())}
 
     @torch.no_grad()
     def sample(self, x0: torch.Tensor) -> SampleOut:
         x = x0
-        d = torch.full((x.shape[0],), 1.0 / self.steps, device=x.device)
+        level = torch.full((x.shape[0],), round(math.log2(self.steps)), device=x.device)
         for i in range(self.steps):
-            t = torch.full_like(d, i / self.steps)
-            x = x + expand_t(d, x) * self.net(x, t, d)
+            t = torch.full((x.shape[0],), i / self.steps, device=x.device)
+            x = x + self.net(x, t, self.level_input(level)) / self.steps
         return SampleOut(x, nfe=self.steps)
 
 
@@ -98,4 +130,4 @@ def _build(ctx: BuildContext, steps: int) -> Method:
 
 register_step_family("shortcut", (1, 2, 4), _build,
                      "Shortcut model (Frans et al., ICLR 2025): step-size-conditioned, "
-                     "self-consistency target")
+                     "EMA-teacher bootstrap targets")

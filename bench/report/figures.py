@@ -13,6 +13,7 @@ from bench.evaluate import MetricVocabulary
 from bench.report import plots
 from bench.report.model import DatasetView, sweep_label
 from bench.report.stats import summarize
+from bench.report.tables import train_flops
 from bench.results import RunRecord
 from bench.vocab import FLOOR_LABEL, FLOOR_METHOD
 
@@ -52,11 +53,13 @@ def cost_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
         s = summarize([r.metrics.get(metric) for r in runs])
         series[runs[0].recipe].append((
             key[1], runs[0].nfe, summarize([r.sample_ms_per_1k for r in runs]).mean,
-            summarize([r.train_seconds for r in runs]).mean, s.mean, s.std))
+            summarize([r.train_seconds for r in runs]).mean, s.mean, s.std,
+            summarize([train_flops(r) for r in runs]).mean))
     if not series:
         return None
     return plots.quality_vs_cost(series, metric, view.fig_dir / f"{view.dataset}_cost.png",
-                                 f"{view.dataset}: {metric} vs NFE, sampling and training time")
+                                 f"{view.dataset}: {metric} vs NFE, sampling time, training "
+                                 "time and training compute")
 
 
 def sweep_figure(view: DatasetView, vocab: MetricVocabulary, skey: str) -> Path | None:

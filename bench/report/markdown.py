@@ -14,6 +14,7 @@ from bench.report.model import DatasetView, Source, by_config, latest_only
 from bench.report.stats import fmt_num
 from bench.report.tables import (
     bank_gap_table,
+    compute_table,
     data_line,
     default_compare,
     diagnostics_table,
@@ -30,9 +31,10 @@ EXPLANATION = (
     "Each metric cell is mean ± sample std over seeds, then the 95% confidence interval of "
     "the mean (Student t, n − 1 degrees of freedom; n = seeds column; a single seed says "
     "so). ↓ lower is better, ↑ higher is better, →1 best at 1. NFE is counted by hooking "
-    "the network during sampling. `data` is held-out data scored as if it were samples: "
-    "the floor a perfect generator reaches at this sample size. Training and coupling "
-    "seconds belong to the checkpoint a method was evaluated from (the `fm-euler*` family "
+    "the network during sampling (an adaptive solver's is its mean over samples and seeds). "
+    "`data` is held-out data scored as if it were samples: the floor a perfect generator "
+    "reaches at this sample size. Training seconds, training FLOPs (counted) and coupling "
+    "seconds belong to the checkpoint a method was evaluated from (every sampler of a family "
     "shares one; `reflow` includes its teacher and pair generation)."
 )
 
@@ -64,7 +66,8 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
         if pair_lines:
             lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
         lines += grid_section(view, vocab, grid or {})
-        lines += diagnostics_table(view) + bank_gap_table(view) + sweep_notes(view)
+        lines += (compute_table(view) + diagnostics_table(view) + bank_gap_table(view)
+                  + sweep_notes(view))
         if plots_on:
             lines += figures(view, vocab)
     lines += footer(records, failed)

@@ -89,17 +89,28 @@ def _xy_err(points: list[tuple[float, float, float]]):
     return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
 
 
-def quality_vs_cost(series: dict[str, list[tuple[str, float, float, float, float, float]]],
-                    metric: str, path: Path, title: str) -> Path:
-    """Three panels: ``metric`` vs counted NFE, vs sampling ms/1k, vs training seconds.
+def spans_decades(values: list[float]) -> bool:
+    """Whether positive values span a factor of 10 or more (then a log axis reads better)."""
+    pos = [v for v in values if v is not None and np.isfinite(v) and v > 0]
+    return len(pos) > 1 and max(pos) / min(pos) >= 10
 
-    ``series``: recipe -> [(method, nfe, ms_per_1k, train_s, mean, std)]; methods of one
-    recipe (the fm-euler family ...) are joined by a line, single methods are points.
+
+def quality_vs_cost(series: dict[str, list[tuple[str, float, float, float, float, float,
+                                                 float]]],
+                    metric: str, path: Path, title: str) -> Path:
+    """Four panels: ``metric`` vs counted NFE, vs sampling ms/1k, vs training seconds and vs
+    counted training FLOPs (everything a method's training used: teacher and pairs too).
+
+    ``series``: recipe -> [(method, nfe, ms_per_1k, train_s, mean, std, train_flops)]; methods
+    of one recipe (the fm-euler family ...) are joined by a line, single methods are points.
+    The metric axis is logarithmic when the values span a decade or more (FD).
     """
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    log_y = spans_decades([r[4] for rows in series.values() for r in rows])
     for ax, (col, label) in zip(axes, ((1, "counted NFE"), (2, "sampling ms / 1k samples"),
-                                       (3, "training s")), strict=True):
+                                       (3, "training s"), (6, "training FLOPs (counted)")),
+                                strict=True):
         for recipe, rows in series.items():
             rows = sorted(rows, key=lambda r: r[col])
             xs, ys, es = [r[col] for r in rows], [r[4] for r in rows], [r[5] for r in rows]
@@ -108,8 +119,10 @@ def quality_vs_cost(series: dict[str, list[tuple[str, float, float, float, float
             if len(rows) == 1:
                 ax.annotate(rows[0][0], (xs[0], ys[0]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
-        if col in (1, 2):
+        if col in (1, 2, 6):
             ax.set_xscale("log")
+        if log_y:
+            ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bench.evaluate import MetricVocabulary
 from bench.report.model import DatasetView, label
 from bench.report.stats import fmt_num, paired, summarize
@@ -9,11 +11,19 @@ from bench.results import RunRecord
 from bench.vocab import FLOOR_METHOD
 
 ARROWS = {"min": "↓", "max": "↑", "one": "→1"}
-#: Columns about cost, shown after the metrics: (record field, header)
-COST_COLUMNS = (
-    ("train_seconds", "train s"),
-    ("coupling_seconds", "coupling s"),
-    ("sample_ms_per_1k", "sample ms/1k"),
+def train_flops(r: RunRecord) -> float | None:
+    """Everything a record's training counted (a teacher's and its pairs' included); None for
+    records written before compute was counted."""
+    c = r.train_compute
+    return c.get("total_flops", c.get("flops")) if c else None
+
+
+#: Columns about cost, shown after the metrics: (header, value of a record)
+COST_COLUMNS: tuple[tuple[str, Callable[[RunRecord], float | None]], ...] = (
+    ("train s", lambda r: r.train_seconds),
+    ("train FLOPs", train_flops),
+    ("coupling s", lambda r: r.coupling_seconds),
+    ("sample ms/1k", lambda r: r.sample_ms_per_1k),
 )
 #: the default paired comparisons: every method against this one, when present
 DEFAULT_REFERENCE = "fm-euler100"
@@ -32,8 +42,13 @@ def header_name(metric: str, directions: dict[str, str]) -> str:
 
 
 def nfe_cell(runs: list[RunRecord]) -> str:
+    """Counted NFE: fixed-step methods' integers; an adaptive solver's mean over seeds."""
     nfes = sorted({r.nfe for r in runs if r.nfe is not None})
-    return "–" if not nfes else "/".join(str(n) for n in nfes)
+    if not nfes:
+        return "–"
+    if all(float(n).is_integer() for n in nfes):
+        return "/".join(str(int(n)) for n in nfes)
+    return f"{fmt_num(sum(nfes) / len(nfes), 3)} (adaptive)"
 
 
 def data_line(r: RunRecord) -> str:
@@ -83,7 +98,7 @@ def by_seed(runs: list[RunRecord], metric: str) -> dict[int, float]:
 
 def main_table(view: DatasetView, metrics: list[str], directions: dict[str, str]) -> list[str]:
     header = (["method", "seeds", "NFE"] + [header_name(m, directions) for m in metrics]
-              + [h for _, h in COST_COLUMNS])
+              + [h for h, _ in COST_COLUMNS])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, group in view.rows():
         runs = sorted(group, key=lambda r: r.seed)
@@ -92,7 +107,7 @@ def main_table(view: DatasetView, metrics: list[str], directions: dict[str, str]
         if key[1] == FLOOR_METHOD:
             row += ["–"] * len(COST_COLUMNS)
         else:
-            row += [summarize([getattr(r, f) for r in runs]).fmt() for f, _ in COST_COLUMNS]
+            row += [summarize([get(r) for r in runs]).fmt() for _, get in COST_COLUMNS]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -153,11 +168,16 @@ def diagnostics_table(view: DatasetView) -> list[str]:
     if not rows:
         return []
     return ["### Coupling diagnostics", "",
-            "Target variance: for fixed probe noise points, the variance of the data points the "
-            "coupling pairs them with (repeated draws in the second half of training) over the "
-            "data's variance — 1 is as random as independent pairs, 0 a deterministic "
-            "assignment. Cost ratio: pair cost / independent-pair cost in the last logged "
-            "window. Reassigned: share of the online bank re-paired per epoch at the end.", "",
+            "Target variance, one procedure for every coupling: probe noise points are "
+            "followed through training (a bank's own first noise vectors; for minibatch OT, "
+            "fixed points placed in a fresh OT batch; for independent pairs, a random partner), "
+            "and at several moments spread over the second half of training each probe's data "
+            "partner is recorded once; the variance of a probe's partners across those moments, "
+            "averaged over probes, over the data's variance. 0: the pairing no longer changes "
+            "(a deterministic map, whichever coupling holds it); about 1: as random as "
+            "independent pairs. Cost ratio: pair cost / independent-pair cost in the last logged "
+            "window. Reassigned: share of the visited online-bank slots re-paired per visit at "
+            "the end.", "",
             "| method | target variance ↓ | cost ratio ↓ | reassigned/epoch "
             "| sample var_ratio →1 |",
             "|---|---|---|---|---|", *rows, ""]
@@ -201,3 +221,41 @@ SWEEP_NOTES = {
 def sweep_notes(view: DatasetView) -> list[str]:
     keys = sorted({k for r in view.records for k in r.sweep if k in SWEEP_NOTES})
     return [line for k in keys for line in (f"Note on `{k}`: {SWEEP_NOTES[k]}", "")]
+
+
+def compute_table(view: DatasetView) -> list[str]:
+    """What each recipe's training cost, counted: network calls per step (forwards, JVPs, a
+    frozen teacher's forwards), FLOPs per step, and in all (a teacher's training and the
+    pairs it generated included)."""
+    rows, seen = [], set()
+    for _, runs in view.rows():
+        r = runs[0]
+        c, recipe = r.train_compute, r.recipe or r.method
+        if not c or recipe in seen:
+            continue
+        seen.add(recipe)
+        steps = max(1, c.get("steps", 0))
+        parts = []
+        if c.get("teacher"):
+            parts.append(f"teacher {fmt_num(c['teacher'].get('total_flops', 0.0))}")
+        if c.get("pairs"):
+            p = c["pairs"]
+            parts.append(f"{int(p['pairs'])} pairs × {fmt_num(p['pairs_nfe'], 3)} NFE = "
+                         f"{fmt_num(p['pairs_flops'])}")
+        rows.append(
+            f"| {recipe} | {c.get('steps')} | {fmt_num(c.get('forwards', 0) / steps, 3)} | "
+            f"{fmt_num(c.get('jvps', 0) / steps, 3)} | "
+            f"{fmt_num(c.get('teacher_forwards', 0) / steps, 3)} | "
+            f"{fmt_num(c.get('flops_per_step', 0.0))} | {fmt_num(c.get('flops', 0.0))} | "
+            f"{'; '.join(parts) or '–'} | {fmt_num(train_flops(r) or 0.0)} |")
+    if not rows:
+        return []
+    return ["### Training compute", "",
+            "Counted, not declared (first seed of each recipe): network calls per step from "
+            "hooks on the network (forwards; calls under `torch.func.jvp`; forwards of a frozen "
+            "EMA teacher), FLOPs of one whole step (forward, JVP, backward) from PyTorch's "
+            "FLOP counter, times the steps; a method built on a teacher adds the teacher's "
+            "training and its pair generation (counted NFE × pairs × FLOPs per forward).", "",
+            "| recipe | steps | forwards/step | JVPs/step | teacher forwards/step | "
+            "FLOPs/step | training FLOPs | built on | total FLOPs |",
+            "|---|---|---|---|---|---|---|---|---|", *rows, ""]
