@@ -146,6 +146,14 @@ class EvalConfig:
     #: methods trained on a noise bank (online / global OT, reflow's pairs): also score the
     #: headline metric on samples from bank noise, to show memorisation of the bank
     bank_gap: bool = True
+    #: learning curves: where the trainer scores the EMA model during training, as fractions of
+    #: train.steps (values <= 1) or step numbers (> 1); empty = no curve. Not part of the
+    #: config hash: it changes no final number (tested).
+    curve: tuple[float, ...] = ()
+    #: samples per curve point (the first ones of the final score's noise); 0 = n_samples
+    curve_samples: int = 2000
+    #: metrics scored at each curve point; empty = the metric of the data's headline output
+    curve_metrics: tuple[str, ...] = ()
     #: images: KID subset size (capped at the sample counts) and number of subsets
     kid_subset: int = 1000
     kid_subsets: int = 50
@@ -380,6 +388,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"coupling.overlap: {cfg.coupling.overlap!r}; choices: auto, on, off")
     if cfg.train.amp not in ("off", "bf16"):
         raise ConfigError(f"train.amp: unknown mode {cfg.train.amp!r}; choices: off, bf16")
+    if any(c <= 0 for c in cfg.eval.curve) or cfg.eval.curve_samples < 0:
+        raise ConfigError("eval.curve: fractions in (0, 1] or step numbers > 1; "
+                          "eval.curve_samples >= 0")
     if cfg.eval.timing_repeats < 1:
         raise ConfigError("eval.timing_repeats must be >= 1")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -101,6 +102,41 @@ def bank_gap(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
     ctx = MetricContext(cfg, Streams(seed, "cpu")["metrics"], data.name, data, device, {})
     bank = METRICS.get(name)(x.cpu(), data.eval.cpu(), ctx)[metric]
     return {"metric": metric, "fresh": fresh, "bank": bank, "n": int(x0.shape[0])}
+
+
+def curve_steps(cfg: EvalConfig, steps: int) -> set[int]:
+    """The training steps of ``eval.curve`` (fractions of ``steps`` or step numbers)."""
+    at = {round(c * steps) if c <= 1 else int(c) for c in cfg.curve}
+    return {s for s in at if 1 <= s <= steps}
+
+
+def curve_metric_names(kind: str, cfg: EvalConfig) -> list[str]:
+    """``eval.curve_metrics``, or the metric that produces the data kind's headline output."""
+    if cfg.curve_metrics:
+        return metric_names(kind, cfg.curve_metrics)
+    vocab = metric_vocabulary()
+    names = metric_names(kind, cfg.metrics)
+    outputs = {o: n for n in names for o in METRICS.entry(n).meta.get("outputs", {})}
+    head = vocab.headline_of(outputs)
+    return [outputs[head]] if head is not None else names[:1]
+
+
+def curve_scores(methods: dict[str, Method], data: DataBundle, cfg: EvalConfig, seed: int,
+                 device: torch.device) -> tuple[dict[str, dict[str, float]], int]:
+    """Each method's curve metrics on its first ``eval.curve_samples`` samples of the final
+    score's noise (the seed's ``eval`` stream); returns them and the sample count."""
+    n = min(cfg.curve_samples or cfg.n_samples, cfg.n_samples)
+    x0 = data.source(cfg.n_samples, Streams(seed, device)["eval"])[:n]
+    ccfg = dataclasses.replace(cfg, metrics=tuple(curve_metric_names(data.kind, cfg)),
+                               w2_samples=min(cfg.w2_samples, n),
+                               kid_subset=min(cfg.kid_subset, n))
+    out = {}
+    for name, method in methods.items():
+        x, _ = generate(method, x0, cfg.batch_size)
+        out[name] = compute_metrics(x.cpu(), data.eval.cpu(), data.kind, ccfg,
+                                    Streams(seed, "cpu")["metrics"], data.name, data=data,
+                                    device=device)
+    return out, n
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,14 @@ from bench.checkpoints import CheckpointStore, Trained
 from bench.config import Config
 from bench.datasets.base import DataBundle
 from bench.distributed import is_main
+from bench.evaluate import curve_scores, curve_steps
 from bench.methods.base import BuildContext, Method
 from bench.nets import n_params
 from bench.planner import Plan, RunSpec
 from bench.progress import Reporter, SilentReporter
 from bench.registry import METHODS
 from bench.seeding import Streams, init_scope, stream_seed
-from bench.trainer import EMA, Checkpointing, train
+from bench.trainer import EMA, Checkpointing, CurveHook, train
 
 
 def build_method(name: str, data: DataBundle, cfg: Config, device: torch.device,
@@ -77,22 +78,45 @@ class Models:
         """Forget this session's checkpoints (they are per dataset and seed: bounded memory)."""
         self._session.clear()
 
-    def get(self, spec: RunSpec, data: DataBundle) -> Trained:
+    def get(self, spec: RunSpec, data: DataBundle,
+            siblings: list[RunSpec] | None = None) -> Trained:
         """The trained recipe of ``spec``: from this session, from its checkpoint (unless
-        ``force``), or trained now (resuming a partial state of the same config)."""
+        ``force``), or trained now (resuming a partial state of the same config).
+        ``siblings``: the planned methods of the recipe, scored on the learning curve."""
         key = str(self.store.path(spec))
         if key in self._session:
             return dataclasses.replace(self._session[key], reused=True)
         trained = None if self.force else self.store.load(spec)
         if trained is None:
-            trained = self._train(spec, data)
+            trained = self._train(spec, data, siblings or [spec])
         self._session[key] = trained
         return trained
 
     def restore(self, spec: RunSpec, data: DataBundle, trained: Trained) -> Method:
         return restore(spec.method, data, self.plan.cfg, self.device, spec.seed, trained.state)
 
-    def _train(self, spec: RunSpec, data: DataBundle) -> Trained:
+    def _curve(self, method: Method, specs: list[RunSpec], data: DataBundle,
+               seconds_before: float, flops_before: float) -> CurveHook | None:
+        """Scoring of the recipe's planned methods during training (``eval.curve``); every
+        sampler variant shares the network being trained."""
+        cfg = self.plan.cfg
+        at = curve_steps(cfg.eval, cfg.train.steps)
+        if not at:
+            return None
+        variants = {}
+        for s in specs:
+            variants[s.method] = build_method(s.method, data, cfg, self.device, s.seed)
+            variants[s.method].net = method.net
+        seed = specs[0].seed
+
+        def score(step: int, seconds: float, flops: float) -> dict[str, Any]:
+            scores, n = curve_scores(variants, data, cfg.eval, seed, self.device)
+            return {"step": step, "train_seconds": seconds_before + seconds,
+                    "train_flops": flops_before + flops, "samples": n, "metrics": scores}
+
+        return CurveHook(at, score)
+
+    def _train(self, spec: RunSpec, data: DataBundle, siblings: list[RunSpec]) -> Trained:
         cfg = self.plan.cfg
         label = f"{data.name} · {spec.recipe} · seed {spec.seed}"
         method = build_method(spec.method, data, cfg, self.device, spec.seed)
@@ -118,8 +142,11 @@ class Models:
         self.reporter.start(label, cfg.train.steps)
         ckpt = Checkpointing(self.store.partial_path(spec), cfg.checkpoint_every,
                              {"recipe_hash": spec.recipe_hash})
+        before = total_compute({}, compute)["total_flops"]
+        curve = self._curve(method, siblings, data, sum(breakdown.values()), before)
         result, ema = train(method, data, cfg.train, gens, on_step=self.reporter.advance,
-                            coupling_cfg=cfg.coupling, checkpoint=ckpt, resume=resume)
+                            coupling_cfg=cfg.coupling, checkpoint=ckpt, resume=resume,
+                            curve=curve)
         if breakdown:
             breakdown["student_seconds"] = result.seconds
             result.seconds = sum(breakdown.values())

@@ -25,7 +25,7 @@ UNHASHED_TOP = ("name", "methods", "datasets", "seeds", "device", "checkpoint_ev
 #: where the minibatch-OT solve runs changes no number (tested)
 UNHASHED_COUPLING = ("overlap",)
 #: scoring the model during training (learning curves) changes no final number (tested)
-UNHASHED_EVAL: tuple[str, ...] = ()
+UNHASHED_EVAL = ("curve", "curve_samples", "curve_metrics")
 #: the parts of a run's config that determine its trained weights (a method-specific section
 #: is there only for the methods that declare it)
 RECIPE_KEYS = ("recipe", "data", "net", "train", "coupling", "path", "teacher", *METHOD_SECTIONS)

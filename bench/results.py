@@ -67,6 +67,11 @@ class RunRecord:
     #: JVPs, teacher forwards, backwards, FLOPs per step and in all; for a method built on a
     #: teacher also ``teacher`` and ``pairs``, and ``total_flops`` over everything)
     train_compute: dict[str, Any] = field(default_factory=dict)
+    #: learning curve (``eval.curve``): [{step, train_seconds, train_flops, samples,
+    #: metrics}] scored on the EMA weights during training, and the seconds it took (outside
+    #: train_seconds)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    curve_seconds: float = 0.0
     #: consistency of the coupling (trainer.ConsistencyProbe): target_var_ratio, draws, probes
     coupling_diagnostics: dict[str, float] = field(default_factory=dict)
     checkpoint: str | None = None

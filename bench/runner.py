@@ -88,7 +88,7 @@ class Runner:
 
     def _recipe(self, specs: list[RunSpec], data: DataBundle) -> list[RunRecord]:
         try:
-            trained = self.models.get(specs[0], data)
+            trained = self.models.get(specs[0], data, specs)
         except TrainingInterrupted as err:  # Ctrl-C: say so in the records, then stop
             for s in specs:
                 self.records.finish(self.records.new(s, data_info(data)), err, "interrupted")
@@ -143,4 +143,8 @@ def train_facts(rec: RunRecord, trained: Trained) -> None:
     rec.net_params = trained.state["net_params"]
     rec.train_breakdown = tr.get("breakdown", {})
     rec.train_compute = tr.get("compute", {})
+    rec.curve = [{**{k: v for k, v in p.items() if k != "metrics"},
+                  "metrics": p["metrics"].get(rec.method, {})}
+                 for p in tr.get("curve", []) if rec.method in p["metrics"]]
+    rec.curve_seconds = tr.get("curve_seconds", 0.0)
     rec.coupling_diagnostics = tr.get("diagnostics", {})

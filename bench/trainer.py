@@ -122,6 +122,18 @@ def batch_indices(n: int, batch_size: int, gen: torch.Generator,
     return BatchSampler(n, batch_size, gen, device)
 
 
+@dataclass
+class CurveHook:
+    """Scoring during training: at each step in ``at`` the trainer calls
+    ``score(step, train_seconds_so_far, train_flops_so_far)`` with the EMA weights loaded and
+    the method in eval mode, and keeps the dict it returns. The time it takes is kept out of
+    the training seconds, and it must not touch the training's random streams (it changes no
+    number of the run)."""
+
+    at: set[int]
+    score: Callable[[int, float, float], dict]
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training: the state after the last finished step was checkpointed."""
 
@@ -200,6 +212,10 @@ class TrainResult:
     solver_seconds: float = 0.0
     #: what the training cost, counted (compute.ComputeCount.as_dict)
     compute: dict[str, float] = field(default_factory=dict)
+    #: learning-curve points (``CurveHook.score``'s dicts) and the seconds they took (kept out
+    #: of ``seconds``)
+    curve: list[dict] = field(default_factory=list)
+    curve_seconds: float = 0.0
 
 
 class ConsistencyProbe:
@@ -250,6 +266,7 @@ def train(
     on_step: Callable[[int, float], None] | None = None,
     coupling_cfg: CouplingConfig | None = None,
     checkpoint: Checkpointing | None = None, resume: dict | None = None,
+    curve: CurveHook | None = None,
 ) -> tuple[TrainResult, EMA | None]:
     """Train ``method`` on ``data.train`` for ``cfg.steps`` steps; returns the result and EMA.
 
@@ -265,7 +282,7 @@ def train(
     if world()[1] > 1:  # torchrun: split the network work, keep the global batch
         method.net = ShardedNet(method.net)
     try:
-        return _train(method, data, cfg, gens, on_step, coupling_cfg, checkpoint, resume)
+        return _train(method, data, cfg, gens, on_step, coupling_cfg, checkpoint, resume, curve)
     finally:
         method.net = plain
         close = getattr(method.coupling, "close", None)
@@ -276,7 +293,7 @@ def train(
 def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
            on_step: Callable[[int, float], None] | None,
            coupling_cfg: CouplingConfig | None, checkpoint: Checkpointing | None,
-           resume: dict | None) -> tuple[TrainResult, EMA | None]:
+           resume: dict | None, curve: CurveHook | None) -> tuple[TrainResult, EMA | None]:
     device = data.train.device
     coupling_cfg = coupling_cfg or CouplingConfig()
     overlap = coupling_cfg.overlap == "on" or (coupling_cfg.overlap == "auto"
@@ -306,7 +323,8 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
     count = 0
     coupling_seconds = solver_seconds = 0.0
     last = float("nan")
-    diag_seconds = elapsed = 0.0
+    diag_seconds = elapsed = curve_seconds = 0.0
+    points: list[dict] = []
     first = 0
     idx = None
     if resume is not None:
@@ -323,6 +341,7 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
         coupling_seconds, solver_seconds = resume["coupling_seconds"], resume["solver_seconds"]
         diag_seconds, elapsed, last = resume["diag_seconds"], resume["elapsed"], resume["last"]
         meter.count = ComputeCount.from_dict(resume.get("compute", {}))
+        points, curve_seconds = resume.get("curve", []), resume.get("curve_seconds", 0.0)
         first = int(resume["step"])
         idx = resume["next_idx"]
         idx = None if idx is None else idx.to(data.train.device)
@@ -338,7 +357,8 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
             "solver_seconds": solver_seconds, "diag_seconds": diag_seconds,
             "elapsed": elapsed + time.perf_counter() - start, "last": last,
             "next_idx": None if next_idx is None else next_idx.cpu(),
-            "compute": meter.count.as_dict(),
+            "compute": meter.count.as_dict(), "curve": points,
+            "curve_seconds": curve_seconds,
         }
 
     every = checkpoint.every if checkpoint is not None else 0
@@ -392,6 +412,14 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
                 window, count = {}, 0
             probe.maybe_measure(step + 1)
             diag_seconds += time.perf_counter() - diag_start
+            if curve is not None and step + 1 in curve.at:
+                curve_start = time.perf_counter()
+                seconds_so_far = elapsed + curve_start - start - diag_seconds - curve_seconds
+                with ema.applied(method) if ema is not None else contextlib.nullcontext():
+                    method.eval()
+                    points.append(curve.score(step + 1, seconds_so_far, meter.count.flops))
+                    method.train()
+                curve_seconds += time.perf_counter() - curve_start
             if on_step is not None:
                 on_step(step + 1, last)
             if checkpoint is not None and step + 1 < cfg.steps and (save_now or flag["stop"]):
@@ -403,9 +431,10 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
                         f"interrupted after step {step + 1}; state saved to {checkpoint.path}")
             elif flag["stop"]:
                 raise KeyboardInterrupt
-    seconds = elapsed + time.perf_counter() - start - diag_seconds
+    seconds = elapsed + time.perf_counter() - start - diag_seconds - curve_seconds
     method.eval()
     result = TrainResult(cfg.steps, seconds, coupling_seconds, last, history,
                          solver_seconds=solver_seconds, compute=meter.count.as_dict())
     result.diagnostics = {**probe.result(), "diagnostics_seconds": diag_seconds}
+    result.curve, result.curve_seconds = points, curve_seconds
     return result, ema

@@ -41,6 +41,11 @@ def _records(base: Path) -> None:
                     "steps": 100, "forwards": 100, "forward_samples": 25600, "jvps": 0,
                     "teacher_forwards": 0, "backwards": 100, "flops_per_step": 2.0e9,
                     "flops": 2.0e11, "total_flops": 2.0e11},
+                curve=[] if nfe is None else [
+                    {"step": st, "train_seconds": st / 10, "train_flops": st * 2.0e9,
+                     "samples": 2000, "metrics": {"w2": w + 0.01 * seed + extra}}
+                    for st, extra in ((50, 0.3), (100, 0.05))],
+                curve_seconds=0.0 if nfe is None else 0.4,
                 bank_gap={"metric": "w2", "fresh": w + 0.01 * seed, "bank": w - 0.02,
                           "n": 10000} if method == "otnfm-online" else {},
                 data_info={"kind": "points", "shape": [2], "source": "gaussian",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.evaluate import MetricVocabulary
 from bench.io import atomic_write_text
+from bench.report.curves import curve_overhead, curves_figure, time_to_quality
 from bench.report.figures import figures
 from bench.report.grid import Cells, grid_section
 from bench.report.model import DatasetView, Source, by_config, latest_only
@@ -68,6 +69,13 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
         lines += grid_section(view, vocab, grid or {})
         lines += (compute_table(view) + diagnostics_table(view) + bank_gap_table(view)
                   + sweep_notes(view))
+        if any(r.curve for r in view.records):
+            lines += ["### Learning curves", ""]
+            fig = curves_figure(view, vocab) if plots_on else None
+            if fig is not None:
+                lines += [f"![{dataset}: learning curves]"
+                          f"({fig.relative_to(view.root).as_posix()})", ""]
+            lines += time_to_quality(view, vocab) + curve_overhead(view)
         if plots_on:
             lines += figures(view, vocab)
     lines += footer(records, failed)

@@ -195,3 +195,32 @@ def training_curves(curves: dict[str, list[tuple[float, dict[str, float]]]], key
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def learning_curves(series: dict[str, list[tuple[float, float, float, float, int]]],
+                    metric: str, path: Path, title: str) -> Path:
+    """``metric`` against training steps, training seconds and training FLOPs, one line per
+    method with its 95% band over seeds (± std for one seed: no band). ``series``: method ->
+    [(step, seconds, flops, mean, half)] in step order, seconds and flops averaged over seeds.
+    Logarithmic axes where values span a decade or more."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    log_y = spans_decades([p[3] for rows in series.values() for p in rows])
+    for ax, (col, label) in zip(axes, ((0, "training step"), (1, "training s"),
+                                       (2, "training FLOPs (counted)")), strict=True):
+        for method, rows in series.items():
+            xs = np.array([r[col] for r in rows], dtype=float)
+            ys = np.array([r[3] for r in rows])
+            half = np.array([r[4] for r in rows])
+            ax.plot(xs, ys, "-o", ms=3, label=method)
+            ax.fill_between(xs, ys - half, ys + half, alpha=0.2)
+        if col == 2:
+            ax.set_xscale("log")
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,121 @@
+"""Learning curves: a dataset's headline metric during training, and the training it took each
+method to reach a target quality."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.evaluate import MetricVocabulary
+from bench.report import plots
+from bench.report.model import DatasetView, label
+from bench.report.stats import fmt_num, summarize
+
+#: the methods whose final scores set the time-to-quality targets, hardest first
+TARGET_METHODS = ("fm-euler100", "fm-euler4")
+
+
+@dataclass(frozen=True)
+class Reached:
+    """When a curve first reached a target: step, training seconds and FLOPs (None: never)."""
+
+    step: int | None
+    seconds: float | None = None
+    flops: float | None = None
+
+
+def first_reaching(curve: list[dict], metric: str, target: float, direction: str) -> Reached:
+    """The first curve point whose ``metric`` is at least as good as ``target``."""
+    for p in curve:
+        v = p["metrics"].get(metric)
+        if v is not None and (v >= target if direction == "max" else v <= target):
+            return Reached(p["step"], p.get("train_seconds"), p.get("train_flops"))
+    return Reached(None)
+
+
+def curve_metric(view: DatasetView, vocab: MetricVocabulary) -> str | None:
+    """The headline output among the curves' metrics."""
+    return vocab.headline_of(k for r in view.records for p in r.curve for k in p["metrics"])
+
+
+def curves_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
+    metric = curve_metric(view, vocab)
+    if metric is None:
+        return None
+    series = {}
+    for _, runs in view.rows():
+        runs = [r for r in runs if r.curve]
+        if not runs:
+            continue
+        by_step: dict[int, list[dict]] = defaultdict(list)
+        for r in runs:
+            for p in r.curve:
+                by_step[p["step"]].append(p)
+        rows = []
+        for step in sorted(by_step):
+            pts = by_step[step]
+            s = summarize([p["metrics"].get(metric) for p in pts])
+            if s.n:
+                rows.append((step, summarize([p.get("train_seconds") for p in pts]).mean,
+                             summarize([p.get("train_flops") for p in pts]).mean, s.mean,
+                             s.ci95 if s.n > 1 else 0.0))
+        if rows:
+            series[label(runs[0])] = rows
+    if not series:
+        return None
+    return plots.learning_curves(series, metric, view.fig_dir / f"{view.dataset}_curves.png",
+                                 f"{view.dataset}: {metric} during training (EMA weights; "
+                                 "band: 95% CI over seeds)")
+
+
+def time_to_quality(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
+    """For each method with a curve: the first step, training seconds and FLOPs at which it
+    reached each target (the final score of ``TARGET_METHODS``), per seed-mean over seeds."""
+    metric = curve_metric(view, vocab)
+    if metric is None:
+        return []
+    direction = vocab.directions.get(metric, "min")
+    finals = {label(runs[0]): summarize([r.metrics.get(metric) for r in runs])
+              for _, runs in view.rows()}
+    targets = [(m, finals[m].mean) for m in TARGET_METHODS if m in finals and finals[m].n]
+    curved = [(label(runs[0]), [r for r in runs if r.curve]) for _, runs in view.rows()]
+    curved = [(lab, runs) for lab, runs in curved if runs]
+    if not targets or not curved:
+        return []
+    samples = curved[0][1][0].curve[0].get("samples")
+    lines = ["### Time to quality", "",
+             f"The first curve point (EMA weights, `{metric}` on {samples} samples) at which a "
+             "method is at least as good as the target, the **final** score of the target "
+             "method (on the full evaluation sample); mean over the seeds that reached it, with "
+             "how many did. Curve points are scored on fewer samples than the final score, so "
+             "a method can reach a target only at the very end, or not at all.", "",
+             "| method | " + " | ".join(
+                 f"reaches {m} ({fmt_num(t)}): step / s / FLOPs" for m, t in targets) + " |",
+             "|---|" + "---|" * len(targets)]
+    for lab, runs in curved:
+        cells = []
+        for _, t in targets:
+            hits = [first_reaching(r.curve, metric, t, direction) for r in runs]
+            got = [h for h in hits if h.step is not None]
+            if not got:
+                cells.append(f"never ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+                continue
+            mean = lambda xs: summarize(xs).mean  # noqa: E731
+            cells.append(f"{fmt_num(mean([h.step for h in got]), 3)} / "
+                         f"{fmt_num(mean([h.seconds for h in got]), 3)} / "
+                         f"{fmt_num(mean([h.flops for h in got]))} "
+                         f"({len(got)}/{len(runs)} seeds)")
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def curve_overhead(view: DatasetView) -> list[str]:
+    """What scoring the curve cost, against the training it watched."""
+    runs = [r for r in view.records if r.curve and r.train_seconds]
+    if not runs:
+        return []
+    shares = [r.curve_seconds / (r.train_seconds + r.curve_seconds) for r in runs]
+    return [f"Curve scoring took {fmt_num(100 * summarize(shares).mean, 3)}% of the wall-clock "
+            f"of the runs it watched (mean over {len(shares)} records; at most "
+            f"{fmt_num(100 * max(shares), 3)}%), kept out of their training seconds.", ""]

@@ -1,0 +1,87 @@
+"""Learning curves: scored during training, kept across a resume, changing no final number."""
+
+import torch
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.config import resolve
+from bench.evaluate import curve_steps
+from bench.models import build_method
+from bench.registry import DATASETS
+from bench.report.curves import Reached, first_reaching
+from bench.results import read_records
+from bench.seeding import Streams
+from bench.trainer import Checkpointing, CurveHook, train
+from tests.conftest import TINY, tiny_args
+
+CURVE = ["eval.curve=[0.5, 1.0]", "eval.curve_samples=200"]
+
+
+def _run(out, extra=()):
+    res = CliRunner().invoke(app, ["run", "-m", "otnfm-online,fm-euler1,fm-euler10", "-d",
+                                   "moons", "--out", str(out), *tiny_args([*extra])])
+    assert res.exit_code == 0, res.output
+    return {r.method: r for r in read_records(out / "records.jsonl").records}
+
+
+def test_curve_points_are_recorded_and_change_no_final_number(tmp_path):
+    with_curve = _run(tmp_path / "a", CURVE)
+    without = _run(tmp_path / "b")
+    for m in ("otnfm-online", "fm-euler1", "fm-euler10"):
+        r = with_curve[m]
+        assert [p["step"] for p in r.curve] == [15, 30] and r.curve_seconds > 0
+        assert all(p["samples"] == 200 and "w2" in p["metrics"] for p in r.curve)
+        assert r.curve[0]["train_seconds"] < r.curve[1]["train_seconds"] <= r.train_seconds
+        fps = r.train_compute["flops_per_step"]
+        assert [p["train_flops"] for p in r.curve] == [15 * fps, 30 * fps]
+        assert r.metrics == without[m].metrics  # scoring during training changed nothing
+        assert r.config_hash == without[m].config_hash  # and is not part of the run's key
+        assert not without[m].curve
+    # the two samplers of one checkpoint each get their own curve
+    assert with_curve["fm-euler1"].curve[-1]["metrics"] != \
+        with_curve["fm-euler10"].curve[-1]["metrics"]
+
+
+def test_a_resumed_run_keeps_its_points_once(tmp_path, cpu):
+    cfg = resolve(overrides={**TINY, "train": {**TINY["train"], "steps": 40, "log_every": 10}})
+    data = DATASETS.get("moons")(cfg.data, 0, cpu)
+
+    def hook():
+        return CurveHook({10, 20, 30, 40}, lambda step, s, f: {"step": step, "metrics": {}})
+
+    ref, _ = train(build_method("otnfm-online", data, cfg, cpu, 0), data, cfg.train,
+                   Streams(0, cpu), coupling_cfg=cfg.coupling, curve=hook())
+
+    class Stop(Exception):
+        pass
+
+    def stop(step, loss):
+        if step == 25:
+            raise Stop
+
+    path = tmp_path / "state.partial.pt"
+    try:
+        train(build_method("otnfm-online", data, cfg, cpu, 0), data, cfg.train,
+              Streams(0, cpu), on_step=stop, coupling_cfg=cfg.coupling,
+              checkpoint=Checkpointing(path, 10), curve=hook())
+    except Stop:
+        pass
+    saved = torch.load(path, weights_only=True)
+    assert [p["step"] for p in saved["curve"]] == [10, 20]
+    res, _ = train(build_method("otnfm-online", data, cfg, cpu, 0), data, cfg.train,
+                   Streams(0, cpu), coupling_cfg=cfg.coupling, resume=saved, curve=hook())
+    assert [p["step"] for p in res.curve] == [10, 20, 30, 40] == [p["step"] for p in ref.curve]
+
+
+def test_curve_steps_and_time_to_quality_on_synthetic_curves():
+    from bench.config import EvalConfig
+
+    assert curve_steps(EvalConfig(curve=(0.25, 0.5, 1.0, 300.0, 5000.0)), 1000) == \
+        {250, 500, 1000, 300}
+    curve = [{"step": s, "train_seconds": s / 10, "train_flops": s * 1e9,
+              "metrics": {"w2": v, "prec": 1 - v}}
+             for s, v in ((100, 0.9), (200, 0.5), (300, 0.31), (400, 0.2))]
+    assert first_reaching(curve, "w2", 0.5, "min") == Reached(200, 20.0, 2e11)
+    assert first_reaching(curve, "w2", 0.3, "min") == Reached(400, 40.0, 4e11)
+    assert first_reaching(curve, "w2", 0.1, "min") == Reached(None)  # never reached
+    assert first_reaching(curve, "prec", 0.6, "max").step == 300
