@@ -8,12 +8,14 @@ shared with the teacher's own runs, even with ``--force``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
 import torch
 
 from bench.checkpoints import CheckpointStore, Trained
+from bench.claims import Claims
 from bench.config import Config
 from bench.datasets.base import DataBundle
 from bench.distributed import is_main
@@ -69,8 +71,10 @@ class Models:
     """Trains or loads the checkpoint of each planned recipe, at most once per session."""
 
     def __init__(self, plan: Plan, store: CheckpointStore, device: torch.device, *,
-                 force: bool = False, reporter: Reporter | None = None) -> None:
+                 force: bool = False, reporter: Reporter | None = None,
+                 claims: Claims | None = None) -> None:
         self.plan, self.store, self.device, self.force = plan, store, device, force
+        self.claims = claims
         self.reporter: Reporter = reporter or SilentReporter()
         self._session: dict[str, Trained] = {}
 
@@ -126,7 +130,10 @@ class Models:
         if spec.teacher:
             # e.g. reflow: the teacher checkpoint is trained once and shared with its own runs
             t_spec = self.plan.spec(spec.teacher, spec.dataset, spec.seed)
-            t_trained = self.get(t_spec, data)
+            # the teacher's own claim: another process may be training it right now
+            with (self.claims.hold(self.store.path(t_spec).stem) if self.claims is not None
+                  else contextlib.nullcontext()):
+                t_trained = self.get(t_spec, data)
             teacher = self.restore(t_spec, data, t_trained)
             breakdown["teacher_seconds"] = t_trained.state["train"]["seconds"]
             compute["teacher"] = t_trained.state["train"].get("compute", {})

@@ -3,6 +3,8 @@ recipe once, evaluate every method from it and write one record per run.
 
 A failure in one run is recorded as ``failed`` with its reason and the others go on. Runs
 whose ``ok`` record already exists (same config hash and seed) are skipped unless ``force``.
+Each recipe is trained, evaluated and recorded under its claim (``claims``), so two processes
+on one results folder never both do it: the second waits, then skips what the first recorded.
 The pieces live elsewhere: the plan (``planner``), checkpoints (``checkpoints``), training and
 restoring (``models``), sampling and metrics (``evaluate``), records (``results``).
 """
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 
 from bench.checkpoints import CHECKPOINT_DIR, CheckpointStore, Trained
+from bench.claims import Claims
 from bench.config import Config
 from bench.datasets.base import DataBundle, load_dataset
 from bench.distributed import barrier, is_main
@@ -38,8 +41,9 @@ class Runner:
         self.reporter: Reporter = reporter or SilentReporter()
         self.records = RecordWriter(self.out, suite=cfg.name, device=device,
                                     config_file=config_file, reporter=self.reporter)
+        self.claims = Claims(self.out, log=lambda m: self.reporter.log(m))
         self.models = Models(self.plan, CheckpointStore(self.out / CHECKPOINT_DIR), device,
-                             force=force, reporter=self.reporter)
+                             force=force, reporter=self.reporter, claims=self.claims)
 
     def set_reporter(self, reporter: Reporter) -> None:
         self.reporter = self.records.reporter = self.models.reporter = reporter
@@ -69,9 +73,17 @@ class Runner:
             data = load_dataset(self.plan.cfg, unit.dataset, unit.seed, self.device)
         except Exception as err:  # a dataset that cannot load fails every run on it
             return [self.records.finish(self.records.new(s), err) for s in todo]
-        out = [self._floor(floor, data)] if want_floor else []
+        out = []
+        if want_floor:
+            with self.claims.hold(floor.run_id):
+                if floor.key not in self.done():  # another process may have scored it
+                    out.append(self._floor(floor, data))
         for specs in by_recipe(todo):
-            out += self._recipe(specs, data)
+            with self.claims.hold(self.models.store.path(specs[0]).stem):
+                fresh = self.done()  # what another process finished while this one waited
+                specs = [s for s in specs if s.key not in fresh]
+                if specs:
+                    out += self._recipe(specs, data)
         return out
 
     def _floor(self, spec: RunSpec, data: DataBundle) -> RunRecord:

@@ -1,0 +1,64 @@
+"""Two processes on one results folder: every run trained and recorded exactly once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench.results import read_records
+from tests.conftest import tiny_args
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(out: Path, methods: str, extra=()) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "-m", methods, "-d",
+                             "moons", "--seeds", "0", "--out", str(out), *tiny_args(extra)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_two_processes_started_together_train_and_record_every_run_once(tmp_path):
+    out = tmp_path / "res"
+    a = _bench(out, "otnfm-online,fm-euler10,fm-euler1", ["train.steps=200"])
+    time.sleep(0.5)
+    b = _bench(out, "fm-euler10,otnfm-online,naive-map", ["train.steps=200"])
+    logs = [p.communicate(timeout=300)[0] for p in (a, b)]
+    assert a.returncode == 0 and b.returncode == 0, logs
+    recs = read_records(out / "records.jsonl").records
+    counts = Counter((r.method, r.seed) for r in recs)
+    assert counts == {(m, 0): 1 for m in ("data", "otnfm-online", "fm-euler10", "fm-euler1",
+                                          "naive-map")}
+    assert all(r.status == "ok" for r in recs)
+    trained_here = [r for r in recs if r.train_steps and not r.checkpoint_reused]
+    # one training per recipe (otnfm-online, fm, naive-map): the fm family shares one
+    assert sorted(r.recipe for r in trained_here) == ["fm", "naive-map", "otnfm-online"]
+
+
+@pytest.mark.slow
+def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path):
+    out = tmp_path / "res"
+    same = ["train.steps=3000", "eval.floor=false", "checkpoint_every=200"]
+    a = _bench(out, "otnfm-online", same)
+    claims = out / "claims"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+            f.read_text().startswith(f"pid {a.pid} ") for f in claims.glob("*.lock")):
+        time.sleep(0.1)
+    time.sleep(1.5)  # training under the claim
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait()
+    (lock,) = claims.glob("*.lock")
+    assert lock.read_text().startswith(f"pid {a.pid} ")  # the dead holder's note is left
+    b = _bench(out, "otnfm-online", same)  # the same run: the same claim
+    b_log = b.communicate(timeout=300)[0]
+    assert b.returncode == 0, b_log
+    assert lock.read_text().startswith(f"pid {b.pid} ") and "waiting" not in b_log
+    (rec,) = read_records(out / "records.jsonl").records
+    assert rec.status == "ok" and rec.train_steps == 3000
