@@ -105,6 +105,8 @@ class CouplingConfig:
     overlap: str = "auto"
 
 
+#: the splits samples can be scored against (eval.reference)
+REFERENCES = ("eval", "train")
 #: how the neural flow's loss draws t (methods.nfm.draw_t)
 T_SAMPLINGS = ("uniform", "beta", "one")
 
@@ -126,6 +128,10 @@ class PathConfig:
 class EvalConfig:
     #: generated samples for MMD / precision-recall / collapse metrics
     n_samples: int = 10000
+    #: what the samples are compared with: ``eval`` (the held-out split, default) or
+    #: ``train`` (the training split: CIFAR-10 FIDs in papers use the training set's
+    #: statistics, as DDPM's, torchcfm's and MeanFlow's evaluation code do)
+    reference: str = "eval"
     #: samples (each side) for exact W2
     w2_samples: int = 2000
     #: sampling batch size (results do not depend on it: noise is drawn per sample)
@@ -335,10 +341,12 @@ def resolve(
     overrides: dict[str, Any] | None = None,
     sets: list[str] | tuple[str, ...] = (),
     raw: dict[str, Any] | None = None,
+    preset: dict[str, Any] | None = None,
 ) -> Config:
-    """defaults <- YAML file (or ``raw``) <- ``overrides`` (CLI flags) <- ``--set`` items."""
+    """defaults <- ``preset`` (a dataset's default recipe) <- YAML file (or ``raw``) <-
+    ``overrides`` (CLI flags) <- ``--set`` items."""
     where = "config"
-    raw = dict(raw or {})
+    raw = _merge(preset or {}, dict(raw or {}))
     if path is not None:
         raw = _merge(load_yaml(path), raw)
         where = str(path)
@@ -391,6 +399,9 @@ def validate(cfg: Config) -> None:
     if any(c <= 0 for c in cfg.eval.curve) or cfg.eval.curve_samples < 0:
         raise ConfigError("eval.curve: fractions in (0, 1] or step numbers > 1; "
                           "eval.curve_samples >= 0")
+    if cfg.eval.reference not in REFERENCES:
+        raise ConfigError(f"eval.reference: unknown {cfg.eval.reference!r}; "
+                          f"choices: {choices(REFERENCES)}")
     if cfg.eval.timing_repeats < 1:
         raise ConfigError("eval.timing_repeats must be >= 1")
 

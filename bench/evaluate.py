@@ -73,6 +73,11 @@ def draw_samples(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
     return Samples(x, nfe, timing)
 
 
+def reference(data: DataBundle, cfg: EvalConfig) -> torch.Tensor:
+    """The split samples are scored against (``eval.reference``)."""
+    return data.train if cfg.reference == "train" else data.eval
+
+
 def score(x: torch.Tensor, data: DataBundle, cfg: EvalConfig, seed: int,
           device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
     """Every applicable metric of samples ``x`` [n, *shape] against the held-out data, and what
@@ -80,10 +85,12 @@ def score(x: torch.Tensor, data: DataBundle, cfg: EvalConfig, seed: int,
     from the run seed's ``metrics`` stream, so every method of a seed is scored on the same
     reference points."""
     gen = Streams(seed, "cpu")["metrics"]
-    info: dict[str, Any] = {"n_samples": int(x.shape[0]), "n_reference": int(data.eval.shape[0])}
+    ref = reference(data, cfg)
+    info: dict[str, Any] = {"n_samples": int(x.shape[0]), "n_reference": int(ref.shape[0]),
+                            "reference": cfg.reference}
     if data.kind == "points":
         info.update({"w2_samples": cfg.w2_samples, "features": "raw coordinates"})
-    metrics = compute_metrics(x.cpu(), data.eval.cpu(), data.kind, cfg, gen, data.name,
+    metrics = compute_metrics(x.cpu(), ref.cpu(), data.kind, cfg, gen, data.name,
                               data=data, device=device, info=info)
     return metrics, info
 
@@ -100,7 +107,7 @@ def bank_gap(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
     x, _ = generate(method, x0, cfg.batch_size)
     name = next(e.name for e in METRICS.entries() if metric in e.meta.get("outputs", {}))
     ctx = MetricContext(cfg, Streams(seed, "cpu")["metrics"], data.name, data, device, {})
-    bank = METRICS.get(name)(x.cpu(), data.eval.cpu(), ctx)[metric]
+    bank = METRICS.get(name)(x.cpu(), reference(data, cfg).cpu(), ctx)[metric]
     return {"metric": metric, "fresh": fresh, "bank": bank, "n": int(x0.shape[0])}
 
 
@@ -133,7 +140,7 @@ def curve_scores(methods: dict[str, Method], data: DataBundle, cfg: EvalConfig, 
     out = {}
     for name, method in methods.items():
         x, _ = generate(method, x0, cfg.batch_size)
-        out[name] = compute_metrics(x.cpu(), data.eval.cpu(), data.kind, ccfg,
+        out[name] = compute_metrics(x.cpu(), reference(data, cfg).cpu(), data.kind, ccfg,
                                     Streams(seed, "cpu")["metrics"], data.name, data=data,
                                     device=device)
     return out, n

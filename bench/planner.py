@@ -26,6 +26,9 @@ UNHASHED_TOP = ("name", "methods", "datasets", "seeds", "device", "checkpoint_ev
 UNHASHED_COUPLING = ("overlap",)
 #: scoring the model during training (learning curves) changes no final number (tested)
 UNHASHED_EVAL = ("curve", "curve_samples", "curve_metrics")
+#: settings added after runs were recorded enter a run's config (and hash) only when they
+#: differ from their default, so adding a setting never orphans the records already written
+LATE_KEYS = {("eval", "reference"): "eval"}
 #: the parts of a run's config that determine its trained weights (a method-specific section
 #: is there only for the methods that declare it)
 RECIPE_KEYS = ("recipe", "data", "net", "train", "coupling", "path", "teacher", *METHOD_SECTIONS)
@@ -92,6 +95,9 @@ def run_config(cfg: Config, method: str, dataset: str) -> dict[str, Any]:
         d["coupling"].pop(key)
     for key in UNHASHED_EVAL:
         d["eval"].pop(key)
+    for (section, key), default in LATE_KEYS.items():
+        if d[section][key] == default:
+            d[section].pop(key)
     entry = METHODS.entry(method)
     for section in METHOD_SECTIONS:
         if section not in entry.meta.get("sections", ()):
@@ -113,6 +119,11 @@ def recipe_hash(run_cfg: dict[str, Any]) -> str:
 def floor_config(cfg: Config, dataset: str) -> dict[str, Any]:
     """The floor record's config: the data and the evaluation, nothing trained."""
     d = to_dict(dataset_config(cfg, dataset))
+    for key in UNHASHED_EVAL:
+        d["eval"].pop(key)
+    for (section, key), default in LATE_KEYS.items():
+        if section in ("data", "eval") and d[section][key] == default:
+            d[section].pop(key)
     return {"method": FLOOR_METHOD, "recipe": FLOOR_METHOD, "data": d["data"], "eval": d["eval"]}
 
 

@@ -42,7 +42,7 @@ def test_floor_and_teacher():
     floor = plan.floor("moons", 0)
     assert floor.method == FLOOR_METHOD and floor.recipe_hash == ""
     assert set(floor.config) == {"method", "recipe", "data", "eval"}
-    assert plan.runs()[0].teacher == "fm-euler100"
+    assert plan.runs()[0].teacher == "fm-dopri5"
 
 
 def test_dataset_keys_and_bad_names():
@@ -53,3 +53,15 @@ def test_dataset_keys_and_bad_names():
         Plan.of(resolve(overrides={"datasets": ["moon"]}))
     with pytest.raises(RegistryError, match="unknown metric 'mdd'"):
         Plan.of(resolve(overrides={"eval": {"metrics": ["mdd"]}}))
+
+
+def test_config_hashes_of_a_shipped_suite_are_pinned():
+    """A schema change that would orphan recorded runs shows here first: these are the keys
+    of results/ladder2d records written before later settings (eval.curve, eval.reference,
+    method sections) were added."""
+    from pathlib import Path
+
+    plan = Plan.of(resolve(Path(__file__).resolve().parents[1] / "configs" / "ladder2d.yaml"))
+    spec = plan.spec("naive-map", "checkerboard", 0)
+    assert (spec.config_hash, spec.recipe_hash) == ("ffb5e323e69f", "159fc4ad0627")
+    assert plan.floor("checkerboard", 0).config_hash == "e3b5a2813865"
