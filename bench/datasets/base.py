@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.config import Config
+from bench.config import Config, ConfigError
 from bench.registry import DATASETS
 
 #: Held-out evaluation data is drawn from this seed, never from the run seed, so every run of a
@@ -82,3 +82,19 @@ def load_dataset(cfg: Config, key: str, seed: int, device: torch.device) -> Data
     data = DATASETS.get(split_key(key)[0])(dataset_config(cfg, key).data, seed, device)
     data.name = key
     return data
+
+
+def preset_of(keys: list[str] | tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
+    """The default recipe (registered ``preset``) of the named datasets, with the dataset it
+    came from; the same preset for all of them or none. 2-D datasets register none: the
+    config defaults are theirs."""
+    names = {split_key(k)[0] for k in keys}
+    presets = {n: DATASETS.entry(n).meta.get("preset") for n in names if n in DATASETS}
+    found = {n: p for n, p in presets.items() if p}
+    if not found:
+        return None, {}
+    if len(found) != len(names) or len({repr(p) for p in found.values()}) > 1:
+        raise ConfigError(f"datasets {', '.join(sorted(names))} have different default recipes; "
+                          "run them separately, or give a --config that sets the recipe")
+    name = sorted(found)[0]
+    return name, found[name]

