@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.config import DataConfig
 from bench.metrics import inception as inc
-from bench.metrics.extractors import (
+from bench.metrics.extractors import to_uint8
+from bench.metrics.inception import (
     InceptionWeightsMissing,
     InceptionWeightsRefused,
     inception_weights,
-    to_uint8,
 )
 from bench.registry import DATASETS
 from tests.conftest import IMAGE_SETS

