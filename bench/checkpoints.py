@@ -9,6 +9,7 @@ method, recipe, dataset, seed and the resolved run config. Everything loads with
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from bench.io import atomic_torch_save
 from bench.planner import RunSpec
 
 CHECKPOINT_DIR = "checkpoints"
+STATS_DIR = "stats"
 
 
 class CheckpointMismatch(ValueError):
@@ -44,6 +46,11 @@ class CheckpointStore:
 
     def partial_path(self, spec: RunSpec) -> Path:
         return self.path(spec).with_suffix(".partial.pt")
+
+    def stats_path(self, spec: RunSpec) -> Path:
+        """The live training log of the recipe: one JSON line per logged window (step, loss,
+        learning rate, gradient norm, coupling statistics, seconds), appended as it trains."""
+        return self.root.parent / STATS_DIR / f"{self.path(spec).stem}.jsonl"
 
     def load(self, spec: RunSpec) -> Trained | None:
         """The finished checkpoint of ``spec``'s recipe, None if there is none; a file of
@@ -78,3 +85,20 @@ class CheckpointStore:
 def load_state(path: str | Path) -> dict[str, Any]:
     """A checkpoint or training state as saved (tensors on the CPU; never unpickles code)."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def in_training(out: str | Path) -> list[dict[str, Any]]:
+    """Recipes of a results folder that have a live log but no finished checkpoint yet: the
+    last logged line of each (step, steps, loss, seconds, time), newest first."""
+    out = Path(out)
+    rows = []
+    for log in sorted((out / STATS_DIR).glob("*.jsonl")):
+        if (out / CHECKPOINT_DIR / f"{log.stem}.pt").exists():
+            continue
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+        try:
+            last = json.loads(lines[-1]) if lines else {}
+        except json.JSONDecodeError:  # a line being written: the one before it
+            last = json.loads(lines[-2]) if len(lines) > 1 else {}
+        rows.append({"run": log.stem, **last})
+    return sorted(rows, key=lambda r: r.get("time", ""), reverse=True)

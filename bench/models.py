@@ -19,12 +19,14 @@ from bench.claims import Claims
 from bench.config import Config
 from bench.datasets.base import DataBundle
 from bench.distributed import is_main
+from bench.env import now
 from bench.evaluate import curve_scores, curve_steps
 from bench.methods.base import BuildContext, Method
 from bench.nets import n_params
 from bench.planner import Plan, RunSpec
 from bench.progress import Reporter, SilentReporter
 from bench.registry import METHODS
+from bench.results import append_json_line
 from bench.seeding import Streams, init_scope, stream_seed
 from bench.trainer import EMA, Checkpointing, CurveHook, train
 
@@ -151,9 +153,11 @@ class Models:
                              {"recipe_hash": spec.recipe_hash})
         before = total_compute({}, compute)["total_flops"]
         curve = self._curve(method, siblings, data, sum(breakdown.values()), before)
+        stats = self.store.stats_path(spec)
         result, ema = train(method, data, cfg.train, gens, on_step=self.reporter.advance,
                             coupling_cfg=cfg.coupling, checkpoint=ckpt, resume=resume,
-                            curve=curve)
+                            curve=curve, on_log=lambda row: is_main() and append_json_line(
+                                stats, {**row, "time": now()}))
         if breakdown:
             breakdown["student_seconds"] = result.seconds
             result.seconds = sum(breakdown.values())

@@ -174,13 +174,15 @@ def _sigint_flag() -> Iterator[dict]:
 
 
 def apply_update(method: Method, opt: torch.optim.Optimizer, cfg: TrainConfig,
-                 ema: EMA | None) -> None:
-    """One optimizer update from the gradients in place: clipping, the step, the EMA."""
-    if cfg.grad_clip > 0:
-        nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
+                 ema: EMA | None) -> float:
+    """One optimizer update from the gradients in place: clipping, the step, the EMA; returns
+    the gradient norm before clipping."""
+    norm = nn.utils.clip_grad_norm_(method.parameters(),
+                                    cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     opt.step()
     if ema is not None:
         ema.update(method)
+    return float(norm)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -267,6 +269,7 @@ def train(
     coupling_cfg: CouplingConfig | None = None,
     checkpoint: Checkpointing | None = None, resume: dict | None = None,
     curve: CurveHook | None = None,
+    on_log: Callable[[dict], None] | None = None,
 ) -> tuple[TrainResult, EMA | None]:
     """Train ``method`` on ``data.train`` for ``cfg.steps`` steps; returns the result and EMA.
 
@@ -282,7 +285,8 @@ def train(
     if world()[1] > 1:  # torchrun: split the network work, keep the global batch
         method.net = ShardedNet(method.net)
     try:
-        return _train(method, data, cfg, gens, on_step, coupling_cfg, checkpoint, resume, curve)
+        return _train(method, data, cfg, gens, on_step, coupling_cfg, checkpoint, resume, curve,
+                      on_log)
     finally:
         method.net = plain
         close = getattr(method.coupling, "close", None)
@@ -293,7 +297,8 @@ def train(
 def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
            on_step: Callable[[int, float], None] | None,
            coupling_cfg: CouplingConfig | None, checkpoint: Checkpointing | None,
-           resume: dict | None, curve: CurveHook | None) -> tuple[TrainResult, EMA | None]:
+           resume: dict | None, curve: CurveHook | None,
+           on_log: Callable[[dict], None] | None) -> tuple[TrainResult, EMA | None]:
     device = data.train.device
     coupling_cfg = coupling_cfg or CouplingConfig()
     overlap = coupling_cfg.overlap == "on" or (coupling_cfg.overlap == "auto"
@@ -394,12 +399,13 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
                 meter.count.flops_per_step = float(fc.get_total_flops())
             meter.step_done()
             average_gradients(method.parameters())
-            apply_update(method, opt, cfg, ema)
+            grad_norm = apply_update(method, opt, cfg, ema)
+            lr = sched.get_last_lr()[0]
             sched.step()
             coupling_seconds += logs.get("coupling_wait_seconds",
                                          logs.get("solver_seconds", 0.0))
             solver_seconds += logs.get("solver_seconds", 0.0)
-            for k, v in {"loss": last, **logs}.items():
+            for k, v in {"loss": last, "grad_norm": grad_norm, "lr": lr, **logs}.items():
                 window[k] = window.get(k, 0.0) + float(v)
             count += 1
             diag_start = time.perf_counter()  # diagnostics are excluded from the training time
@@ -409,6 +415,9 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
                 if bank_cost is not None:  # online OT: mean cost of the whole bank over time
                     row["bank_cost"] = bank_cost(data.train)
                 history.append(row)
+                if on_log is not None:
+                    on_log({**row, "steps": cfg.steps, "train_seconds": elapsed
+                            + time.perf_counter() - start - diag_seconds - curve_seconds})
                 window, count = {}, 0
             probe.maybe_measure(step + 1)
             diag_seconds += time.perf_counter() - diag_start

@@ -15,6 +15,7 @@ from bench.config import ConfigError, resolve, to_dict
 from bench.datasets.base import dataset_config, load_dataset
 from bench.env import git_commit, library_versions, pick_device
 from bench.io import atomic_write_text
+from bench.metrics.inception import InceptionWeightsMissing, fid_speed
 from bench.registry import METHODS, RegistryError
 from bench.results import append_json_line
 
@@ -38,12 +39,22 @@ def perf_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for perf.jsonl")
                    ] = Path("results/perf"),
     md: Annotated[Path | None, typer.Option(help="Also write a Markdown summary here")] = None,
+    fid: Annotated[bool, typer.Option(
+        "--fid", help="Only time Inception feature extraction: torch-fidelity's "
+        "inception-v3-compat against the harness's inception-v3-fast on the same images "
+        "(images/s, feature and FID differences)")] = False,
+    fid_images: Annotated[int, typer.Option(help="--fid: images per set (two sets)")] = 64,
+    inception_weights: Annotated[str | None, typer.Option(
+        "--inception-weights", help="--fid: weights file (default: found offline)")] = None,
     plugin: PluginOpt = None,
 ) -> None:
     """Time training steps (data/coupling/forward/backward/optimizer), sampling (batch-1
     latency, large-batch throughput, counted NFE), exact solvers vs batch size and the online
     OT bank; print tables and append one JSON line to OUT/perf.jsonl."""
     load_plugins(plugin)
+    if fid:
+        fid_perf(dataset, fid_images, repeats, inception_weights, out, md)
+        return
     overrides: dict = {"datasets": dataset}
     if device:
         overrides["device"] = device
@@ -72,3 +83,31 @@ def perf_cmd(
     if md is not None:
         atomic_write_text(md, text)
     console.print(f"appended to {out / 'perf.jsonl'}" + (f"; wrote {md}" if md else ""))
+
+
+def fid_perf(dataset: str, n: int, repeats: int, weights: str | None, out: Path,
+             md: Path | None) -> None:
+    """Inception extraction, both extractors side by side in one process (``--fid``)."""
+    try:
+        res = fid_speed(dataset, n, batch=32, repeats=max(1, repeats), weights=weights)
+    except (InceptionWeightsMissing, RegistryError, ValueError) as err:
+        fail(str(err))
+    record = {"kind": "fid", "device": "cpu", "git_commit": git_commit(),
+              "versions": library_versions(), **res}
+    append_json_line(out / "perf.jsonl", record)
+    text = (f"# bench perf --fid: {dataset}\n\n"
+            f"{res['n_images']} images ({' + '.join(map(str, res['set_sizes']))}, "
+            f"{'x'.join(map(str, res['input_size']))} upsampled to 299), batch {res['batch']}, "
+            f"{res['threads']} threads, median of {res['repeats']}; weights "
+            f"{res['weights_source']} (tensors sha256 {res['weights_sha256'][:12]}), commit "
+            f"`{(record['git_commit'] or '')[:12]}`.\n\n"
+            "| extractor | images/s |\n|---|---|\n"
+            f"| inception-v3-compat (torch-fidelity) | {res['compat_images_per_s']:.3g} |\n"
+            f"| inception-v3-fast (harness) | {res['fast_images_per_s']:.3g} |\n\n"
+            f"Speed-up {res['speedup']:.2f}x; largest feature difference "
+            f"{res['max_abs_feature_diff']:.2e} ({res['max_rel_feature_diff']:.2e} of the "
+            f"largest feature); FID between the two sets {res['fid_compat']:.6g} (compat) vs "
+            f"{res['fid_fast']:.6g} (fast), difference {res['fid_abs_diff']:.2e}.\n")
+    console.print(text, markup=False, highlight=False)
+    if md is not None:
+        atomic_write_text(md, text)

@@ -10,7 +10,9 @@ import typer
 from bench.cli.console import console, err_console, fail, load_plugins
 from bench.cli.options import PluginOpt
 from bench.evaluate import metric_vocabulary
+from bench.io import atomic_write_text
 from bench.methods.base import grid_cells
+from bench.report.export import as_csv, as_json
 from bench.report.markdown import Source, render_report
 from bench.results import RECORDS_FILE, read_records
 
@@ -24,17 +26,30 @@ def report_cmd(
     compare: Annotated[list[str] | None, typer.Option(
         help="Paired comparison A:B over common seeds (repeatable; default: every method vs "
              "fm-euler100 when present)")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="markdown (with figures), json or csv "
+                                     "(one row per dataset x method: mean, std and 95% "
+                                     "interval of every metric, NFE, costs)")] = "markdown",
     plugin: PluginOpt = None,
 ) -> None:
-    """Render a Markdown report from run records alone (never trains)."""
+    """Render a report from run records alone (never trains)."""
     load_plugins(plugin)
+    if fmt not in FORMATS:
+        fail(f"--format {fmt!r}: choices: {', '.join(FORMATS)}")
     paths = results or [Path("results")]
     sources = read_sources(paths)
-    target = out or (paths[0] if paths[0].is_dir() else paths[0].parent) / "report.md"
-    render_report(sources, target, metric_vocabulary(), title=title,
-                  compare=parse_pairs(compare), grid=grid_cells())
+    base = paths[0] if paths[0].is_dir() else paths[0].parent
+    target = out or base / f"report.{FORMATS[fmt]}"
+    if fmt == "markdown":
+        render_report(sources, target, metric_vocabulary(), title=title,
+                      compare=parse_pairs(compare), grid=grid_cells())
+    else:
+        atomic_write_text(target, as_json(sources) if fmt == "json" else as_csv(sources))
     n = sum(len(s.records) for s in sources)
     console.print(f"wrote {target} from {n} record(s) in {len(sources)} file(s)")
+
+
+#: report format -> file extension
+FORMATS = {"markdown": "md", "json": "json", "csv": "csv"}
 
 
 def read_sources(paths: list[Path]) -> list[Source]:

@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import torch
 import typer
 import yaml
 from rich.table import Table
 
 from bench import executors, jobs
+from bench.checkpoints import in_training
 from bench.cli.console import (
     RichReporter,
     conclude,
@@ -41,8 +43,11 @@ from bench.cli.options import (
     WorkersOpt,
 )
 from bench.config import ConfigError, expand_sweep, resolve, to_dict
+from bench.datasets.base import preset_of
 from bench.distributed import init_from_env, is_main, shutdown
 from bench.env import pick_device
+from bench.estimate import estimate, human
+from bench.planner import expand_datasets
 from bench.registry import RegistryError
 from bench.results import RECORDS_FILE, RunRecord, read_records
 from bench.runner import Runner
@@ -77,7 +82,10 @@ def run_cmd(
                                data_root=data_root, metrics=metrics,
                                inception_weights=inception_weights)
     try:
-        cfg = resolve(config, overrides, set_ or [])
+        # a dataset's default recipe applies when no config file is given
+        preset_name, preset = (None, {}) if config else preset_of(
+            expand_datasets(overrides.get("datasets", "moons").split(",")))
+        cfg = resolve(config, overrides, set_ or [], preset=preset)
         dev = init_from_env() or pick_device(cfg.device)  # torchrun: this rank's device
         out_dir = out or Path("results") / cfg.name
         runner = Runner(cfg, out_dir, dev, config_file=str(config) if config else None,
@@ -85,12 +93,17 @@ def run_cmd(
     except (ConfigError, RegistryError, ValueError) as err:
         fail(str(err))
     if dry_run:
-        console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-        console.print(f"# device: {dev}   results: {out_dir / RECORDS_FILE}")
+        console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="", markup=False)
+        console.print(f"# preset: {preset_name or 'none'} (a dataset's default recipe, used "
+                      "without --config; the config file and --set override it)", markup=False)
+        console.print(f"# device: {dev}   results: {out_dir / RECORDS_FILE}", markup=False)
         for s in runner.plan.runs():
             console.print(f"# run {s.dataset} {s.method} seed {s.seed} "
-                          f"(recipe {s.recipe}, config {s.config_hash})")
+                          f"(recipe {s.recipe}, config {s.config_hash})", markup=False)
+        show_estimate(runner, dev)
         return
+    if dev.type == "cpu" and is_main():
+        show_estimate(runner, dev, only_if_longer=3600, proceeding=True)
     if not is_main():  # torchrun: the other ranks train their share and stay quiet
         runner.run()
         shutdown()
@@ -132,6 +145,26 @@ def sweep_cmd(
     launch(runners, out_dir, opts, plugin, str(config), force,
            f"Nothing to do: all {total} runs of this sweep already have ok records; nothing "
            "was trained (use --force to rerun).")
+
+
+def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 0.0,
+                  proceeding: bool = False) -> None:
+    """Print the measured wall-clock estimate (``bench.estimate``); for a long one, how to
+    scale the plan down. Nothing is asked: the run proceeds."""
+    console.print("[dim]· estimating the wall-clock from a few measured steps …[/]")
+    est = estimate(runner.plan, device)
+    if est.total < only_if_longer:
+        return
+    console.print(f"# estimate: about {human(est.total)} on {device} (training "
+                  f"{human(est.train_seconds)}, sampling {human(est.sample_seconds)}, metrics "
+                  f"{human(est.metric_seconds)})", markup=False)
+    for line in est.lines:
+        console.print(f"#   {line}", markup=False)
+    if est.total >= 3600 and device.type == "cpu":
+        console.print("# this is long for a CPU; to scale it down: --set train.steps=N, "
+                      "--set eval.n_samples=N, fewer --seeds or --methods, a smaller network "
+                      "(--set net.unet=s), a smaller dataset (-d mnist5k), or a GPU "
+                      "(--device cuda)." + (" Proceeding." if proceeding else ""), markup=False)
 
 
 def flag_overrides(**flags: str | None) -> dict[str, Any]:
@@ -210,10 +243,26 @@ def execute(runner: Runner, out_dir: Path, label: str = "") -> list[RunRecord]:
 def status_cmd(
     results: Annotated[Path, typer.Argument(help="Results folder of a submitted suite")],
 ) -> None:
-    """Jobs submitted with --executor slurm: scheduler state and runs ok / failed / missing."""
+    """Runs training now (from their live logs) and jobs submitted with --executor slurm
+    (scheduler state and runs ok / failed / missing)."""
     rows = jobs.status(results)
+    training = in_training(results)
+    if not rows and not training:
+        fail(f"nothing to show in {results}: no recipe is training there (no live log without "
+             f"a finished checkpoint) and nothing was submitted ({jobs.JOBS_FILE})")
+    if training:
+        live = Table(title=f"training in {results} (from stats/*.jsonl)")
+        for col in ("run", "step", "loss", "grad norm", "lr", "train s", "last update"):
+            live.add_column(col)
+        for r in training:
+            live.add_row(r["run"], f"{r.get('step', '?')}/{r.get('steps', '?')}",
+                         f"{r.get('loss', float('nan')):.4g}",
+                         f"{r.get('grad_norm', float('nan')):.3g}",
+                         f"{r.get('lr', float('nan')):.3g}",
+                         f"{r.get('train_seconds', 0.0):.0f}", r.get("time", "?"))
+        console.print(live)
     if not rows:
-        fail(f"no {jobs.JOBS_FILE} in {results}: nothing was submitted there")
+        return
     table = Table(title=f"jobs in {results}")
     for col in ("job", "cluster", "dataset", "seed", "grid", "scheduler", "ok", "failed",
                 "missing", "summary"):

@@ -114,6 +114,11 @@ class Method(nn.Module):
     def sample(self, x0: torch.Tensor) -> SampleOut:
         raise NotImplementedError
 
+    def nfe_hint(self) -> int | None:
+        """The NFE the sampler is built for, for wall-clock estimates only (records hold the
+        counted NFE); None when only sampling can tell (an adaptive solver)."""
+        return getattr(self, "steps", 1)
+
     def prepare(self, teacher: Method, n_pairs: int, gens: Streams,
                 batch_size: int) -> dict[str, float]:
         """Hook for methods registered with ``teacher=...`` (runs before training)."""

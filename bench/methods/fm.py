@@ -82,6 +82,11 @@ class FlowMatching(Method):
         sampler.sample_loop(x_0=x0)
         return SampleOut(sampler.x_t, nfe=self.steps)
 
+    def nfe_hint(self) -> int | None:
+        if self.sampler == "dopri5":
+            return None
+        return self.steps if self.sampler == "euler" else 2 * self.steps
+
     def _odeint(self, x0: torch.Tensor) -> SampleOut:
         """torchdiffeq from t = 0 (noise) to t = 1; an adaptive solver claims no NFE (None):
         the evaluator counts it."""

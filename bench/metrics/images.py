@@ -80,7 +80,7 @@ def fidelity(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext, extractor: 
         register_domain()
 
     n, m = x.shape[0], ref.shape[0]
-    cache_name = f"{ctx.dataset.replace('@', '-')}-eval-{m}-{ext_id}"
+    cache_name = f"{ctx.dataset.replace('@', '-')}-{ctx.cfg.reference}-{m}-{ext_id}"
     res = torch_fidelity.calculate_metrics(
         input1=Uint8Images(x), input2=Uint8Images(ref), fid=True, kid=True, prc=True,
         feature_extractor=extractor, feature_extractor_weights_path=weights,

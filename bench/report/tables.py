@@ -18,12 +18,12 @@ def train_flops(r: RunRecord) -> float | None:
     return c.get("total_flops", c.get("flops")) if c else None
 
 
-#: Columns about cost, shown after the metrics: (header, value of a record)
-COST_COLUMNS: tuple[tuple[str, Callable[[RunRecord], float | None]], ...] = (
-    ("train s", lambda r: r.train_seconds),
-    ("train FLOPs", train_flops),
-    ("coupling s", lambda r: r.coupling_seconds),
-    ("sample ms/1k", lambda r: r.sample_ms_per_1k),
+#: Columns about cost, shown after the metrics: (name, header, value of a record)
+COST_COLUMNS: tuple[tuple[str, str, Callable[[RunRecord], float | None]], ...] = (
+    ("train_seconds", "train s", lambda r: r.train_seconds),
+    ("train_flops", "train FLOPs", train_flops),
+    ("coupling_seconds", "coupling s", lambda r: r.coupling_seconds),
+    ("sample_ms_per_1k", "sample ms/1k", lambda r: r.sample_ms_per_1k),
 )
 #: the default paired comparisons: every method against this one, when present
 DEFAULT_REFERENCE = "fm-euler100"
@@ -98,7 +98,7 @@ def by_seed(runs: list[RunRecord], metric: str) -> dict[int, float]:
 
 def main_table(view: DatasetView, metrics: list[str], directions: dict[str, str]) -> list[str]:
     header = (["method", "seeds", "NFE"] + [header_name(m, directions) for m in metrics]
-              + [h for h, _ in COST_COLUMNS])
+              + [h for _, h, _ in COST_COLUMNS])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, group in view.rows():
         runs = sorted(group, key=lambda r: r.seed)
@@ -107,7 +107,7 @@ def main_table(view: DatasetView, metrics: list[str], directions: dict[str, str]
         if key[1] == FLOOR_METHOD:
             row += ["–"] * len(COST_COLUMNS)
         else:
-            row += [summarize([get(r) for r in runs]).fmt() for _, get in COST_COLUMNS]
+            row += [summarize([get(r) for r in runs]).fmt() for _, _, get in COST_COLUMNS]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 

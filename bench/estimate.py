@@ -1,0 +1,134 @@
+"""A plan's wall-clock, estimated from a few measured steps on this device.
+
+For each dataset and training recipe one training step is timed at a small batch (after one
+untimed step) and scaled linearly to the configured batch; one sampling call of each method is
+timed and scaled to ``eval.n_samples``; Inception FID, when asked for, is charged per image at
+the speed measured on a few images (reference statistics once per dataset). Seeds multiply
+everything. It is an estimate: it leaves out the coupling's solver at full batch size, a
+reflow teacher's pair generation, the domain classifier's one-off training and the
+sampling-time measurement, and an untrained network's adaptive-solver NFE is not a trained
+one's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from bench.config import Config
+from bench.datasets.base import DataBundle, dataset_config, load_dataset
+from bench.methods.base import Batch, Method
+from bench.metrics.extractors import to_uint8
+from bench.metrics.inception import FAST_NAME, InceptionWeightsMissing, images_per_second
+from bench.models import build_method
+from bench.planner import Plan, by_recipe
+from bench.registry import METHODS
+from bench.sampling import generate, sync
+from bench.seeding import Streams
+from bench.trainer import EMA, apply_update, batch_indices
+
+#: the batch the estimate measures at (scaled linearly to the configured one)
+PROBE_BATCH = 16
+
+
+@dataclass
+class Estimate:
+    train_seconds: float = 0.0
+    sample_seconds: float = 0.0
+    metric_seconds: float = 0.0
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return self.train_seconds + self.sample_seconds + self.metric_seconds
+
+
+def human(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _step_seconds(name: str, data: DataBundle, cfg: Config, device: torch.device) -> float:
+    """One training step of ``name`` at PROBE_BATCH (after an untimed one), scaled to the
+    configured batch. A method built on a teacher is timed as its teacher's recipe (the same
+    network and loss), a method with an EMA teacher with an EMA copy attached."""
+    b = min(PROBE_BATCH, cfg.train.batch_size, data.train.shape[0])
+    small = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=b))
+    teacher = METHODS.entry(name).meta.get("teacher")
+    method = build_method(teacher or name, data, small, device, 0)
+    if method.wants_ema_teacher:
+        method.attach_teacher(EMA(method, 0.9).view(method.net))
+    gens = Streams(0, device)
+    opt = torch.optim.AdamW(method.parameters(), lr=cfg.train.lr)
+    bs = method.coupling.data_batch_size(b) if method.coupling is not None else b
+    batches = batch_indices(data.train.shape[0], bs, gens["data"], device)
+    seconds = 0.0
+    for _ in range(2):  # the first is a warm-up
+        idx = next(batches)
+        sync(device)
+        start = time.perf_counter()
+        loss, _ = method.loss(Batch(data.train[idx], idx), gens)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        apply_update(method, opt, small.train, None)
+        sync(device)
+        seconds = time.perf_counter() - start
+    return seconds * cfg.train.batch_size / b
+
+
+@torch.no_grad()
+def _forward_seconds(method: Method, x0: torch.Tensor) -> float:
+    """One network call on the batch ``x0`` (after an untimed one), with every time input."""
+    method.eval()
+    times = [torch.full((x0.shape[0],), 0.5, device=x0.device)] * method.net.time_inputs
+    method.net(x0, *times)
+    sync(x0.device)
+    start = time.perf_counter()
+    method.net(x0, *times)
+    sync(x0.device)
+    return time.perf_counter() - start
+
+
+def estimate(plan: Plan, device: torch.device) -> Estimate:
+    cfg, est = plan.cfg, Estimate()
+    seeds = len(cfg.seeds)
+    for dataset in plan.datasets:
+        data = load_dataset(cfg, dataset, cfg.seeds[0], device)
+        dcfg = dataset_config(cfg, dataset)
+        for specs in by_recipe(plan.runs(dataset, cfg.seeds[0])):
+            spec = specs[0]
+            per_step = _step_seconds(spec.method, data, dcfg, device)
+            est.train_seconds += seeds * cfg.train.steps * per_step
+            est.lines.append(f"{dataset} · {spec.recipe}: {cfg.train.steps} steps × {seeds} "
+                             f"seed(s) at {per_step:.3g} s/step")
+            x0 = data.source(min(PROBE_BATCH, cfg.eval.n_samples), Streams(0, device)["eval"])
+            per_forward = _forward_seconds(build_method(spec.method, data, dcfg, device, 0),
+                                           x0) / x0.shape[0]
+            for s in specs:
+                method = build_method(s.method, data, dcfg, device, 0).eval()
+                nfe = method.nfe_hint()
+                if nfe is None:  # adaptive: count one (untrained) sample's evaluations
+                    nfe = generate(method, x0[:1], 1)[1]
+                est.sample_seconds += seeds * cfg.eval.n_samples * nfe * per_forward
+        if "fid" in cfg.eval.metrics:
+            est.metric_seconds += _fid_seconds(data, cfg, len(plan.methods) * seeds, est)
+    return est
+
+
+def _fid_seconds(data: DataBundle, cfg: Config, scored: int, est: Estimate) -> float:
+    """Inception features of every scored sample set plus the reference set once."""
+    try:
+        rate = images_per_second(to_uint8(data.eval[:4].cpu()), cfg.eval.inception_weights)
+    except InceptionWeightsMissing:
+        est.lines.append("Inception FID: weights not found, its cost is not estimated")
+        return 0.0
+    n_ref = data.train.shape[0] if cfg.eval.reference == "train" else data.eval.shape[0]
+    images = scored * cfg.eval.n_samples + min(n_ref, 50_000)
+    est.lines.append(f"Inception FID ({FAST_NAME}): {images} images at {rate:.3g} images/s")
+    return images / rate
