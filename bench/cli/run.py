@@ -252,8 +252,9 @@ def status_cmd(
              f"a finished checkpoint) and nothing was submitted ({jobs.JOBS_FILE})")
     if training:
         live = Table(title=f"training in {results} (from stats/*.jsonl)")
-        for col in ("run", "step", "loss", "grad norm", "lr", "train s", "last update"):
-            live.add_column(col)
+        live.add_column("run", overflow="fold")
+        for col in ("step", "loss", "grad norm", "lr", "train s", "last update"):
+            live.add_column(col, overflow="fold")
         for r in training:
             live.add_row(r["run"], f"{r.get('step', '?')}/{r.get('steps', '?')}",
                          f"{r.get('loss', float('nan')):.4g}",

@@ -1,0 +1,122 @@
+"""The everyday tools around runs: presets, sampling from a run, reports as data, live logs."""
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli import app
+from bench.config import resolve
+from tests.conftest import IMAGE_SETS, tiny_args
+
+cli = CliRunner()
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_dataset_presets_apply_without_a_config_and_yield_to_set_and_files(tmp_path):
+    res = cli.invoke(app, ["run", "-m", "otnfm-online", "-d", "mnist5k", "--dry-run",
+                           "--out", str(tmp_path), "--set", "train.batch_size=64"])
+    assert res.exit_code == 0, res.output
+    assert "# preset: mnist5k" in res.output and "unet: s" in res.output
+    assert "steps: 1200" in res.output and "batch_size: 64" in res.output  # --set wins
+    assert "# estimate: about" in res.output
+    # a config file replaces the preset: the file's values, the defaults under it
+    res = cli.invoke(app, ["run", "--config", "configs/quick.yaml", "-d", "mnist5k",
+                           "--dry-run", "--out", str(tmp_path)])
+    assert res.exit_code == 0 and "# preset: none" in res.output and "steps: 2500" in res.output
+    cfg = resolve(raw={"train": {"steps": 3}}, preset={"train": {"steps": 9, "lr": 0.5}},
+                  sets=["train.lr=0.25"])
+    assert (cfg.train.steps, cfg.train.lr) == (3, 0.25)  # preset < config < --set
+    res = cli.invoke(app, ["run", "-d", "moons,mnist5k", "--dry-run", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "different default recipes" in res.output
+
+
+@pytest.mark.slow
+def test_the_headline_command_on_cifar10_shows_its_preset_and_estimate(tmp_path):
+    from tests.imagedata import write_cifar
+
+    root = write_cifar(tmp_path / "data")
+    res = cli.invoke(app, ["run", "-m", "otnfm-online,fm-euler100", "-d", "cifar10",
+                           "--data-root", str(root), "--set", "data.checksum=false",
+                           "--dry-run", "--out", str(tmp_path / "res")])
+    assert res.exit_code == 0, res.output
+    assert "# preset: cifar10" in res.output and "unet: cifar" in res.output
+    assert "steps: 400000" in res.output and "n_samples: 50000" in res.output
+    assert re.search(r"# estimate: about [\d.]+ h on cpu", res.output)
+    assert "this is long for a CPU" in res.output
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits") / "res"
+    res = cli.invoke(app, ["run", "-m", "otnfm-online,fm-euler4", "-d", "digits", "--out",
+                           str(out), *[a for s in IMAGE_SETS for a in ("--set", s)]])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_bench_sample_writes_pngs_and_npz(digits_run, tmp_path):
+    res = cli.invoke(app, ["sample", str(digits_run), "-m", "fm-euler4", "-n", "12", "--out",
+                           str(tmp_path / "png")])
+    assert res.exit_code == 0, res.output and "counted NFE 4" in res.output
+    pngs = sorted((tmp_path / "png").glob("*.png"))
+    assert [p.name for p in pngs[:2]] == ["00.png", "01.png"] and len(pngs) == 12
+    res = cli.invoke(app, ["sample", str(digits_run), "-m", "otnfm-online", "-n", "7",
+                           "--format", "npz", "--out", str(tmp_path / "npz")])
+    assert res.exit_code == 0, res.output
+    arr = np.load(tmp_path / "npz" / "samples.npz")["samples"]
+    assert arr.shape == (7, 8, 8, 3) and arr.dtype == np.uint8
+    res = cli.invoke(app, ["sample", str(digits_run), "-m", "meanflow", "--out",
+                           str(tmp_path / "x")])
+    assert res.exit_code == 2 and "0 checkpoints" in res.output
+
+
+def test_report_as_json_and_csv(digits_run, tmp_path):
+    res = cli.invoke(app, ["report", str(digits_run), "--format", "json", "--out",
+                           str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    rows = {r["method"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert set(rows) == {"data", "otnfm-online", "fm-euler4"} and rows["fm-euler4"]["nfe"] == 4
+    fd = rows["otnfm-online"]["metrics"]["fd_domain"]
+    assert fd["n"] == 1 and fd["mean"] > 0 and fd["ci95_lo"] is None  # one seed: no interval
+    assert rows["otnfm-online"]["costs"]["train_flops"]["mean"] > 0
+    res = cli.invoke(app, ["report", str(digits_run), "--format", "csv", "--out",
+                           str(tmp_path / "r.csv")])
+    table = list(csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text())))
+    assert res.exit_code == 0 and len(table) == 3 and "fd_domain.mean" in table[0]
+
+
+def test_live_stats_and_status(digits_run, tmp_path):
+    (log,) = [p for p in (digits_run / "stats").glob("*.jsonl") if ".fm." in p.name]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20] and rows[-1]["steps"] == 20
+    assert all({"loss", "grad_norm", "lr", "train_seconds", "time"} <= set(r) for r in rows)
+    res = cli.invoke(app, ["status", str(digits_run)])
+    assert res.exit_code == 2 and "no recipe is training" in res.output  # all finished
+    ckpt = digits_run / "checkpoints" / f"{log.stem}.pt"
+    moved = ckpt.rename(tmp_path / ckpt.name)  # as if it were still training
+    try:
+        res = cli.invoke(app, ["status", str(digits_run)])
+        assert res.exit_code == 0 and "20/20" in res.output
+        assert "digits.fm.s0" in res.output  # the run, folded over lines in a narrow terminal
+    finally:
+        moved.rename(ckpt)
+
+
+def test_readme_api_example_runs(tmp_path, monkeypatch):
+    text = README.read_text()
+    block = text.split("<!-- api-example:start -->")[1].split("<!-- api-example:end -->")[0]
+    code = block.split("```python")[1].split("```")[0]
+    monkeypatch.chdir(tmp_path)
+    res = cli.invoke(app, ["run", "-m", "otnfm-online", "-d", "moons", "--out",
+                           "results/quick", *tiny_args()])
+    assert res.exit_code == 0, res.output
+    assert len(code.strip().splitlines()) <= 6
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README's example)
+    assert tuple(scope["x"].shape) == (1000, 2) and scope["model"].nfe == 1
