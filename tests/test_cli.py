@@ -140,18 +140,18 @@ def test_report_on_missing_results(args):
 def test_readme_plugin_example_shares_the_fm_checkpoint(tmp_path):
     from pathlib import Path
 
-    example = Path(__file__).resolve().parents[1] / "examples" / "fm_midpoint.py"
+    example = Path(__file__).resolve().parents[1] / "examples" / "fm_rk4.py"
     assert len(example.read_text().splitlines()) < 40
     out = tmp_path / "res"
     try:
         res = runner.invoke(app, ["run", "--plugin", str(example), "-m",
-                                  "fm-midpoint5,fm-euler10", "--out", str(out), *tiny_args()])
+                                  "fm-rk4-3,fm-euler10", "--out", str(out), *tiny_args()])
         assert res.exit_code == 0, res.output
         recs = {r.method: r for r in read_records(out / "records.jsonl").records}
-        assert recs["fm-midpoint5"].nfe == 10 and recs["fm-midpoint5"].status == "ok"
-        assert recs["fm-midpoint5"].checkpoint == recs["fm-euler10"].checkpoint
+        assert recs["fm-rk4-3"].nfe == 12 and recs["fm-rk4-3"].status == "ok"
+        assert recs["fm-rk4-3"].checkpoint == recs["fm-euler10"].checkpoint
     finally:
-        METHODS.unregister("fm-midpoint5")
+        METHODS.unregister("fm-rk4-3")
 
 
 def test_sweep_cli_then_rerun_trains_nothing(tmp_path):
