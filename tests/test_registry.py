@@ -24,7 +24,7 @@ def test_unknown_method_names_close_matches_and_choices():
 
 
 def test_glob_and_comma_lists():
-    assert METHODS.match("otnfm-*") == ["otnfm-minibatch", "otnfm-online"]
+    assert METHODS.match("otnfm-*") == ["otnfm-minibatch", "otnfm-online", "otnfm-global"]
     assert METHODS.match("fm-euler1,fm-euler1,naive-map") == ["fm-euler1", "naive-map"]
     assert set(METHODS.match("fm-euler*")) == {f"fm-euler{n}" for n in (1, 2, 4, 10, 100)}
     with pytest.raises(RegistryError, match="no method matches 'zzz-\\*'"):

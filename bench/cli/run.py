@@ -152,7 +152,11 @@ def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 
     """Print the measured wall-clock estimate (``bench.estimate``); for a long one, how to
     scale the plan down. Nothing is asked: the run proceeds."""
     console.print("[dim]· estimating the wall-clock from a few measured steps …[/]")
-    est = estimate(runner.plan, device)
+    try:
+        est = estimate(runner.plan, device)
+    except Exception as err:  # e.g. missing dataset files: the runs will record the reason
+        console.print(f"# no estimate: {type(err).__name__}: {err}", markup=False)
+        return
     if est.total < only_if_longer:
         return
     console.print(f"# estimate: about {human(est.total)} on {device} (training "
