@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 # torch.func.jvp hands the network wrapped (dual) tensors; there is no public predicate for
 # that, so the private one is used where it exists, and JVP calls count as forwards otherwise.
@@ -92,13 +91,17 @@ class ComputeMeter:
 
     @staticmethod
     @contextlib.contextmanager
-    def flop_counter() -> Iterator[FlopCounterMode]:
+    def flop_counter() -> Iterator[Any]:
+        """torch's FlopCounterMode (imported here: it pulls in torch's decompositions, a
+        fifth of a second that ``bench list`` need not pay)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
         with FlopCounterMode(display=False) as fc:
             yield fc
 
 
 def forward_flops(net: nn.Module, *inputs: torch.Tensor) -> float:
     """FLOPs of one call ``net(*inputs)`` (no gradients), per sample of the batch."""
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+    with torch.no_grad(), ComputeMeter.flop_counter() as fc:
         net(*inputs)
     return fc.get_total_flops() / inputs[0].shape[0]

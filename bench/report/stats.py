@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats
-
 
 @dataclass
 class Summary:
@@ -39,6 +37,8 @@ class Summary:
 def t_halfwidth(std: float, n: int, level: float = 0.95) -> float:
     if n < 2:
         return float("nan")
+    from scipy import stats  # scipy.stats takes a second to import: not at CLI start-up
+
     return float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
 
 
