@@ -363,47 +363,37 @@ def resolve(
 
 
 def validate(cfg: Config) -> None:
-    if not cfg.seeds:
-        raise ConfigError("seeds: at least one seed is needed")
-    if cfg.train.steps < 0 or cfg.train.batch_size < 1:
-        raise ConfigError("train.steps must be >= 0 and train.batch_size >= 1")
-    if cfg.coupling.solver not in SOLVER_CHOICES:
-        raise ConfigError(f"coupling.solver: unknown solver {cfg.coupling.solver!r}; "
-                          f"choices: {choices(SOLVER_CHOICES)}")
-    if cfg.data.source not in SOURCES:
-        raise ConfigError(f"data.source: unknown source {cfg.data.source!r}; "
-                          f"choices: {choices(SOURCES)}")
-    if cfg.path.kind not in KINDS:
-        raise ConfigError(f"path.kind: unknown path {cfg.path.kind!r}; choices: {', '.join(KINDS)}")
-    if cfg.path.t_sampling not in T_SAMPLINGS:
-        raise ConfigError(f"path.t_sampling: unknown {cfg.path.t_sampling!r}; "
-                          f"choices: {choices(T_SAMPLINGS)}")
-    if cfg.meanflow.recipe not in MEANFLOW_RECIPES:
-        raise ConfigError(f"meanflow.recipe: unknown {cfg.meanflow.recipe!r}; "
-                          f"choices: {choices(MEANFLOW_RECIPES)}")
-    if cfg.meanflow.conditioning not in MEANFLOW_CONDITIONING:
-        raise ConfigError(f"meanflow.conditioning: unknown {cfg.meanflow.conditioning!r}; "
-                          f"choices: {choices(MEANFLOW_CONDITIONING)}")
-    if cfg.reflow.pairs_per_point <= 0:
-        raise ConfigError("reflow.pairs_per_point must be > 0")
-    if cfg.path.t_beta <= 0:
-        raise ConfigError("path.t_beta must be > 0")
-    if cfg.coupling.caches < 1:
-        raise ConfigError("coupling.caches must be >= 1")
-    if cfg.coupling.batch_size < 0:
-        raise ConfigError("coupling.batch_size must be >= 0 (0 = train.batch_size)")
-    if cfg.coupling.overlap not in ("auto", "on", "off"):
-        raise ConfigError(f"coupling.overlap: {cfg.coupling.overlap!r}; choices: auto, on, off")
-    if cfg.train.amp not in ("off", "bf16"):
-        raise ConfigError(f"train.amp: unknown mode {cfg.train.amp!r}; choices: off, bf16")
-    if any(c <= 0 for c in cfg.eval.curve) or cfg.eval.curve_samples < 0:
-        raise ConfigError("eval.curve: fractions in (0, 1] or step numbers > 1; "
-                          "eval.curve_samples >= 0")
-    if cfg.eval.reference not in REFERENCES:
-        raise ConfigError(f"eval.reference: unknown {cfg.eval.reference!r}; "
-                          f"choices: {choices(REFERENCES)}")
-    if cfg.eval.timing_repeats < 1:
-        raise ConfigError("eval.timing_repeats must be >= 1")
+    """Values a dataclass cannot check by type: choices and ranges (the message names the key
+    and what it accepts)."""
+    choice_keys = (
+        ("coupling.solver", cfg.coupling.solver, SOLVER_CHOICES),
+        ("coupling.overlap", cfg.coupling.overlap, ("auto", "on", "off")),
+        ("data.source", cfg.data.source, SOURCES),
+        ("path.kind", cfg.path.kind, KINDS),
+        ("path.t_sampling", cfg.path.t_sampling, T_SAMPLINGS),
+        ("train.amp", cfg.train.amp, ("off", "bf16")),
+        ("eval.reference", cfg.eval.reference, REFERENCES),
+        ("meanflow.recipe", cfg.meanflow.recipe, MEANFLOW_RECIPES),
+        ("meanflow.conditioning", cfg.meanflow.conditioning, MEANFLOW_CONDITIONING),
+    )
+    for key, value, allowed in choice_keys:
+        if value not in allowed:
+            raise ConfigError(f"{key}: unknown value {value!r}; choices: {choices(allowed)}")
+    ranges = (
+        (not cfg.seeds, "seeds: at least one seed is needed"),
+        (cfg.train.steps < 0 or cfg.train.batch_size < 1,
+         "train.steps must be >= 0 and train.batch_size >= 1"),
+        (cfg.coupling.batch_size < 0, "coupling.batch_size must be >= 0 (0 = train.batch_size)"),
+        (cfg.coupling.caches < 1, "coupling.caches must be >= 1"),
+        (cfg.path.t_beta <= 0, "path.t_beta must be > 0"),
+        (cfg.reflow.pairs_per_point <= 0, "reflow.pairs_per_point must be > 0"),
+        (any(c <= 0 for c in cfg.eval.curve) or cfg.eval.curve_samples < 0,
+         "eval.curve: fractions in (0, 1] or step numbers > 1; eval.curve_samples >= 0"),
+        (cfg.eval.timing_repeats < 1, "eval.timing_repeats must be >= 1"),
+    )
+    for bad, message in ranges:
+        if bad:
+            raise ConfigError(message)
 
 
 SWEEP_LIST_KEYS = {"method": "methods", "seed": "seeds", "dataset": "datasets"}

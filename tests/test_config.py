@@ -80,5 +80,5 @@ def test_expand_sweep(tmp_path):
                                                       (64, "linear"), (64, "cosine")}
     assert all(c.methods == ("nfm-random",) and c.seeds == (0, 1) for _, c in points)
     f.write_text("sweep:\n  path.kind: [wiggly]\n")
-    with pytest.raises(ConfigError, match="unknown path 'wiggly'"):
+    with pytest.raises(ConfigError, match="path.kind: unknown value 'wiggly'"):
         expand_sweep(f)
