@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from bench.claims import is_held
 from bench.io import atomic_torch_save
 from bench.planner import RunSpec
 
@@ -88,8 +89,10 @@ def load_state(path: str | Path) -> dict[str, Any]:
 
 
 def in_training(out: str | Path) -> list[dict[str, Any]]:
-    """Recipes of a results folder that have a live log but no finished checkpoint yet: the
-    last logged line of each (step, steps, loss, seconds, time), newest first."""
+    """Recipes of a results folder that have a live log but no finished checkpoint: the last
+    logged line of each (step, steps, loss, seconds, time) and whether a process is training
+    it now (``training``: its claim is held) or it stopped (``stopped``: resumable from its
+    partial state), newest first."""
     out = Path(out)
     rows = []
     for log in sorted((out / STATS_DIR).glob("*.jsonl")):
@@ -100,5 +103,6 @@ def in_training(out: str | Path) -> list[dict[str, Any]]:
             last = json.loads(lines[-1]) if lines else {}
         except json.JSONDecodeError:  # a line being written: the one before it
             last = json.loads(lines[-2]) if len(lines) > 1 else {}
-        rows.append({"run": log.stem, **last})
+        rows.append({"run": log.stem, **last,
+                     "state": "training" if is_held(out, log.stem) else "stopped"})
     return sorted(rows, key=lambda r: r.get("time", ""), reverse=True)

@@ -55,3 +55,20 @@ class Claims:
                 yield
             finally:
                 fcntl.lockf(f, fcntl.LOCK_UN)
+
+
+def is_held(out: str | Path, name: str) -> bool:
+    """Whether a process holds the claim ``name`` right now (a dead holder holds nothing).
+    For other processes only (``bench status``): POSIX locks belong to a process, so asking
+    from the holding process would answer no, and closing the file there would drop its
+    lock."""
+    path = Path(out) / CLAIMS_DIR / f"{name}.lock"
+    if not path.exists():
+        return False
+    with open(path, "a+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(f, fcntl.LOCK_UN)
+        return False

@@ -3,7 +3,10 @@
 import csv
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,8 @@ from bench.config import resolve
 from tests.conftest import IMAGE_SETS, tiny_args
 
 cli = CliRunner()
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
 def test_dataset_presets_apply_without_a_config_and_yield_to_set_and_files(tmp_path):
@@ -102,8 +106,18 @@ def test_live_stats_and_status(digits_run, tmp_path):
     moved = ckpt.rename(tmp_path / ckpt.name)  # as if it were still training
     try:
         res = cli.invoke(app, ["status", str(digits_run)])
-        assert res.exit_code == 0 and "20/20" in res.output
-        assert "digits.fm.s0" in res.output  # the run, folded over lines in a narrow terminal
+        assert res.exit_code == 0 and "20/20" in res.output and "stopped" in res.output
+        holder = subprocess.Popen(  # another process training it holds its claim
+            [sys.executable, "-c", "import sys, time; from bench.claims import Claims\n"
+             f"with Claims({str(digits_run)!r}).hold({log.stem!r}):\n"
+             "    print('held', flush=True); time.sleep(60)"],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            res = cli.invoke(app, ["status", str(digits_run)])
+        finally:
+            holder.kill()
+        assert "training" in res.output.split("(live logs")[1] and "stopped" not in res.output
     finally:
         moved.rename(ckpt)
 

@@ -255,12 +255,13 @@ def status_cmd(
         fail(f"nothing to show in {results}: no recipe is training there (no live log without "
              f"a finished checkpoint) and nothing was submitted ({jobs.JOBS_FILE})")
     if training:
-        live = Table(title=f"training in {results} (from stats/*.jsonl)")
+        live = Table(title=f"unfinished recipes in {results} (live logs in stats/; training = "
+                           "a process holds its claim now)")
         live.add_column("run", overflow="fold")
-        for col in ("step", "loss", "grad norm", "lr", "train s", "last update"):
+        for col in ("state", "step", "loss", "grad norm", "lr", "train s", "last update"):
             live.add_column(col, overflow="fold")
         for r in training:
-            live.add_row(r["run"], f"{r.get('step', '?')}/{r.get('steps', '?')}",
+            live.add_row(r["run"], r["state"], f"{r.get('step', '?')}/{r.get('steps', '?')}",
                          f"{r.get('loss', float('nan')):.4g}",
                          f"{r.get('grad_norm', float('nan')):.3g}",
                          f"{r.get('lr', float('nan')):.3g}",
