@@ -5,9 +5,9 @@ untimed step) and scaled linearly to the configured batch; one sampling call of 
 timed and scaled to ``eval.n_samples``; Inception FID, when asked for, is charged per image at
 the speed measured on a few images (reference statistics once per dataset). Seeds multiply
 everything. It is an estimate: it leaves out the coupling's solver at full batch size, global
-OT's one-off solve, a reflow teacher's pair generation, the domain classifier's one-off training and the
-sampling-time measurement, and an untrained network's adaptive-solver NFE is not a trained
-one's.
+OT's one-off solve, a reflow teacher's pair generation, the domain classifier's one-off
+training and the sampling-time measurement, and an untrained network's adaptive-solver NFE is
+not a trained one's.
 """
 
 from __future__ import annotations
