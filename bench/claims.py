@@ -3,9 +3,10 @@
 Before a process trains a recipe (and evaluates and records the runs that share it) it takes
 that recipe's claim: an exclusive POSIX lock (``fcntl.lockf``, which NFS servers honour too)
 on ``<results>/claims/<checkpoint name>.lock``. Another process that wants the same recipe
-waits for it, then finds the runs recorded and skips them. The operating system drops the lock
-when its holder exits, however it exits (SIGKILL included), so a claim is never left stale;
-the file itself says who holds or last held it (process, host, time), for humans.
+first does the recipes nobody holds, then waits for the held ones and finds their runs
+recorded: two processes started on one suite split its recipes between them. The operating
+system drops the lock when its holder exits, however it exits (SIGKILL included), so a claim
+is never left stale; the file itself says who holds or last held it (process, host, time).
 
 Under torchrun the ranks of one job are one run: they take no claims (rank 0 alone writes).
 """
@@ -31,11 +32,12 @@ class Claims:
         self.log = log or (lambda message: None)
 
     @contextlib.contextmanager
-    def hold(self, name: str) -> Iterator[None]:
+    def hold(self, name: str, wait: bool = True) -> Iterator[bool]:
         """Hold the claim ``name`` for the duration of the block, waiting while another process
-        holds it."""
+        holds it; with ``wait=False`` the block gets False at once instead (and holds
+        nothing), so the caller can do other work first."""
         if world()[1] > 1:
-            yield
+            yield True
             return
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / f"{name}.lock"
@@ -43,6 +45,9 @@ class Claims:
             try:
                 fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
+                if not wait:
+                    yield False
+                    return
                 f.seek(0)
                 holder = f.read().strip() or "another process"
                 self.log(f"waiting for {name}: claimed by {holder}")
@@ -52,7 +57,7 @@ class Claims:
                 f.truncate()
                 f.write(f"pid {os.getpid()} on {socket.gethostname()} since {now()}\n")
                 f.flush()
-                yield
+                yield True
             finally:
                 fcntl.lockf(f, fcntl.LOCK_UN)
 

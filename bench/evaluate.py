@@ -96,13 +96,16 @@ def score(x: torch.Tensor, data: DataBundle, cfg: EvalConfig, seed: int,
 
 
 def bank_gap(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
-             device: torch.device, metric: str, fresh: float) -> dict[str, Any]:
-    """``metric`` of samples drawn from the method's own noise bank (the noise it was trained
-    on), next to its value on fresh noise; {} for methods without a bank. The bank entries
-    come from the seed's ``bank`` stream; ``n`` is ``eval.n_samples`` (at most the bank)."""
+             device: torch.device, metrics: dict[str, float]) -> dict[str, Any]:
+    """The headline metric of samples drawn from the method's own noise bank (the noise it
+    was trained on), next to its value on fresh noise (``metrics``); {} for methods without a
+    bank. The bank entries come from the seed's ``bank`` stream; ``n`` is ``eval.n_samples``
+    (at most the bank)."""
     bank_noise = getattr(method.coupling, "bank_noise", None)
-    if bank_noise is None or not cfg.bank_gap:
+    metric = metric_vocabulary().headline_of(metrics)
+    if bank_noise is None or not cfg.bank_gap or metric is None:
         return {}
+    fresh = metrics[metric]
     x0 = bank_noise(cfg.n_samples, Streams(seed, device)["bank"])
     x, _ = generate(method, x0, cfg.batch_size)
     name = next(e.name for e in METRICS.entries() if metric in e.meta.get("outputs", {}))

@@ -21,7 +21,7 @@ from bench.claims import Claims
 from bench.config import Config
 from bench.datasets.base import DataBundle, load_dataset
 from bench.distributed import barrier, is_main
-from bench.evaluate import bank_gap, draw_samples, metric_vocabulary, score
+from bench.evaluate import bank_gap, draw_samples, score
 from bench.models import Models
 from bench.planner import Plan, RunSpec, WorkUnit, by_recipe
 from bench.progress import Reporter, SilentReporter
@@ -63,10 +63,8 @@ class Runner:
         todo = [s for s in self.plan.runs(unit.dataset, unit.seed) if s.key not in done]
         floor = self.plan.floor(unit.dataset, unit.seed)
         want_floor = self.plan.cfg.eval.floor and floor.key not in done
-        if len(todo) < len(self.plan.methods):
-            self.reporter.log(f"{unit.dataset} seed {unit.seed}: "
-                              f"{len(self.plan.methods) - len(todo)} run(s) already recorded, "
-                              "skipped")
+        if skipped := len(self.plan.methods) - len(todo):
+            self.reporter.log(f"{unit.label}: {skipped} run(s) already recorded, skipped")
         if not todo and not want_floor:
             return []
         try:
@@ -78,13 +76,26 @@ class Runner:
             with self.claims.hold(floor.run_id):
                 if floor.key not in self.done():  # another process may have scored it
                     out.append(self._floor(floor, data))
+        # recipes another process holds come last: meanwhile this one does the others
+        deferred = []
         for specs in by_recipe(todo):
-            with self.claims.hold(self.models.store.path(specs[0]).stem):
-                fresh = self.done()  # what another process finished while this one waited
+            if not self._claimed_recipe(specs, data, out, wait=False):
+                deferred.append(specs)
+        for specs in deferred:
+            self._claimed_recipe(specs, data, out, wait=True)
+        return out
+
+    def _claimed_recipe(self, specs: list[RunSpec], data: DataBundle, out: list[RunRecord],
+                        wait: bool) -> bool:
+        """Train and evaluate a recipe's runs under its claim, unless another process recorded
+        them meanwhile; False (without waiting) when the claim is held and ``wait`` is off."""
+        with self.claims.hold(self.models.store.path(specs[0]).stem, wait=wait) as held:
+            if held:
+                fresh = self.done()  # what another process finished before this one got here
                 specs = [s for s in specs if s.key not in fresh]
                 if specs:
                     out += self._recipe(specs, data)
-        return out
+        return held
 
     def _floor(self, spec: RunSpec, data: DataBundle) -> RunRecord:
         """Held-out data scored as if it were samples: what a perfect generator would get."""
@@ -125,10 +136,7 @@ class Runner:
             rec.nfe, rec.timing_batch = s.nfe, s.timing.batch
             rec.sample_ms_per_1k, rec.sample_ms_spread = s.timing.ms_per_1k, s.timing.spread
             self._score(rec, s.x, data, spec)
-            headline = metric_vocabulary().headline_of(rec.metrics)
-            if headline is not None:
-                rec.bank_gap = bank_gap(method, data, ecfg, spec.seed, self.device, headline,
-                                        rec.metrics[headline])
+            rec.bank_gap = bank_gap(method, data, ecfg, spec.seed, self.device, rec.metrics)
             return self.records.finish(rec)
         except Exception as err:
             return self.records.finish(rec, err)

@@ -1,6 +1,8 @@
 """Two processes on one results folder: every run trained and recorded exactly once."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,14 +33,25 @@ def test_two_processes_started_together_train_and_record_every_run_once(tmp_path
     b = _bench(out, "fm-euler10,otnfm-online,naive-map", ["train.steps=200"])
     logs = [p.communicate(timeout=300)[0] for p in (a, b)]
     assert a.returncode == 0 and b.returncode == 0, logs
+    # each recorded the runs it did; the second did not wait in line behind the first but took
+    # the recipes nobody held
+    done_by = [set(re.findall(r"^ok +moons +(\S+)", log, re.M)) for log in logs]
+    assert done_by[0] and done_by[1] and not done_by[0] & done_by[1], logs
     recs = read_records(out / "records.jsonl").records
     counts = Counter((r.method, r.seed) for r in recs)
     assert counts == {(m, 0): 1 for m in ("data", "otnfm-online", "fm-euler10", "fm-euler1",
                                           "naive-map")}
     assert all(r.status == "ok" for r in recs)
-    trained_here = [r for r in recs if r.train_steps and not r.checkpoint_reused]
-    # one training per recipe (otnfm-online, fm, naive-map): the fm family shares one
-    assert sorted(r.recipe for r in trained_here) == ["fm", "naive-map", "otnfm-online"]
+    # one training per recipe: every record of a recipe comes from the same checkpoint and
+    # the same training (a second training would have its own, different wall-clock)
+    for recipe in ("fm", "naive-map", "otnfm-online"):
+        runs = [r for r in recs if r.recipe == recipe]
+        assert len({r.checkpoint for r in runs}) == 1
+        assert len({r.train_seconds for r in runs}) == 1
+    assert len(list((out / "stats").glob("*.fm.*.jsonl"))) == 1
+    (fm_log,) = (out / "stats").glob("*.fm.*.jsonl")
+    steps = [json.loads(line)["step"] for line in fm_log.read_text().splitlines()]
+    assert steps == sorted(set(steps))  # one training wrote its log, not two
 
 
 @pytest.mark.slow
