@@ -6,10 +6,10 @@
     print(model.nfe)  # network evaluations per sample, counted
 
 The model is rebuilt from its checkpoint alone (checkpoints carry the method, recipe,
-dataset, seed and resolved config); the records file, when there is one, only narrows the
-choice when several checkpoints match. ``bench sample``, the report tooling and the tests use
-this module. Plugin methods must be registered (``bench.plugins.load_plugin``) before loading
-their checkpoints.
+dataset, seed and resolved config). When one folder holds several configs of a recipe (a
+sweep), ``recipe_hash`` (the records' ``recipe_hash``, or its start) picks one.
+``bench sample`` and the tests use this module. Plugin methods must be registered
+(``bench.plugins.load_plugin``) before loading their checkpoints.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ class TrainedModel:
 
 
 def checkpoints(results: str | Path, method: str, dataset: str | None = None,
-                seed: int | None = None) -> list[Path]:
+                seed: int | None = None, recipe_hash: str | None = None) -> list[Path]:
     """The finished checkpoints of ``method``'s recipe under ``results``, optionally of one
-    dataset and seed (file names: ``<dataset>.<recipe>.s<seed>.<hash>.pt``)."""
+    dataset, seed and recipe hash (file names: ``<dataset>.<recipe>.s<seed>.<hash>.pt``)."""
     folder = Path(results) / CHECKPOINT_DIR
     recipe = recipe_of(method)
     found = []
@@ -77,24 +77,27 @@ def checkpoints(results: str | Path, method: str, dataset: str | None = None,
         if p.name.endswith(".partial.pt") or p.name.startswith("."):
             continue
         ds, rest = p.name.split(f".{recipe}.s", 1)
-        s = int(rest.split(".", 1)[0])
-        if dataset in (None, ds) and seed in (None, s):
+        s, rhash = rest.removesuffix(".pt").split(".", 1)
+        if dataset in (None, ds) and seed in (None, int(s)) and (
+                recipe_hash is None or rhash.startswith(recipe_hash)):
             found.append(p)
     return found
 
 
 def load(results: str | Path, method: str, dataset: str | None = None,
-         seed: int | None = None, device: str | torch.device = "auto") -> TrainedModel:
+         seed: int | None = None, device: str | torch.device = "auto",
+         recipe_hash: str | None = None) -> TrainedModel:
     """The trained ``method`` of a results folder, on ``device`` (``auto``: CUDA if present).
 
-    ``dataset`` and ``seed`` may be left out when only one checkpoint of the method's recipe
-    matches; otherwise ``ModelNotFound`` lists the candidates."""
-    found = checkpoints(results, method, dataset, seed)
+    ``dataset``, ``seed`` and ``recipe_hash`` may be left out when only one checkpoint of the
+    method's recipe matches; otherwise ``ModelNotFound`` lists the candidates."""
+    found = checkpoints(results, method, dataset, seed, recipe_hash)
     if len(found) != 1:
         what = f"{method} (recipe {recipe_of(method)})" + (
             f" on {dataset}" if dataset else "") + (f" seed {seed}" if seed is not None else "")
         listing = ", ".join(p.name for p in found) or "none"
-        hint = ("name --dataset and --seed to pick one" if found else
+        hint = ("pick one with dataset, seed and recipe_hash (the file name's last part)"
+                if found else
                 f"train it first, e.g. bench run -m {method} --out {results}")
         raise ModelNotFound(f"{len(found)} checkpoints of {what} under "
                             f"{Path(results) / CHECKPOINT_DIR}: {listing}; {hint}")

@@ -17,9 +17,12 @@ import torch
 from torch import nn
 
 # torch.func.jvp hands the network wrapped (dual) tensors; there is no public predicate for
-# that, so the private one is used where it exists, and JVP calls count as forwards otherwise.
-_is_wrapped: Callable[[torch.Tensor], bool] = getattr(
-    getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", lambda x: False)
+# that, so the private one is used where it exists. Without it JVP calls count as forwards,
+# and every count says so (``jvps_detectable``).
+_WRAPPED_PREDICATE = getattr(getattr(torch._C, "_functorch", None),
+                             "is_functorch_wrapped_tensor", None)
+JVPS_DETECTABLE = _WRAPPED_PREDICATE is not None
+_is_wrapped: Callable[[torch.Tensor], bool] = _WRAPPED_PREDICATE or (lambda x: False)
 
 
 @dataclass
@@ -39,14 +42,15 @@ class ComputeCount:
     teacher_forwards: int = 0
     teacher_samples: int = 0
     backwards: int = 0
-    flops_per_step: float = 0.0
+    #: None until measured (and under torch.compile, whose graphs the counter cannot see)
+    flops_per_step: float | None = None
 
     @property
-    def flops(self) -> float:
-        return self.steps * self.flops_per_step
+    def flops(self) -> float | None:
+        return None if self.flops_per_step is None else self.steps * self.flops_per_step
 
-    def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "flops": self.flops}
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "flops": self.flops, "jvps_detectable": JVPS_DETECTABLE}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ComputeCount:
@@ -60,6 +64,7 @@ class ComputeMeter:
     def __init__(self, net: nn.Module, teacher: nn.Module | None = None) -> None:
         self.count = ComputeCount()
         self.net, self.teacher = net, teacher
+        self.counting = True
 
     @contextlib.contextmanager
     def attached(self) -> Iterator[ComputeCount]:
@@ -72,7 +77,18 @@ class ComputeMeter:
             for h in handles:
                 h.remove()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Calls made in the block are not training compute (scoring a learning curve)."""
+        self.counting = False
+        try:
+            yield
+        finally:
+            self.counting = True
+
     def _student(self, module: nn.Module, args: tuple) -> None:
+        if not self.counting:
+            return
         x = args[0]
         if _is_wrapped(x):
             self.count.jvps += 1
@@ -82,6 +98,8 @@ class ComputeMeter:
             self.count.forward_samples += x.shape[0]
 
     def _teach(self, module: nn.Module, args: tuple) -> None:
+        if not self.counting:
+            return
         self.count.teacher_forwards += 1
         self.count.teacher_samples += args[0].shape[0]
 

@@ -171,6 +171,9 @@ class ReflowConfig:
     #: (gnobitab/RectifiedFlow's README: at least 1M pairs for CIFAR-10's 50,000 images, 20x;
     #: the paper 4M, 80x); 4x keeps the pair generation within CPU minutes here.
     pairs_per_point: float = 4.0
+    #: pairs generated per batch (dopri5 adapts its steps to the whole batch, so the batch is
+    #: part of the recipe)
+    pair_batch: int = 500
 
 
 #: MeanFlow's (r, t) recipes (methods.meanflow) and how its network sees the interval
@@ -386,7 +389,10 @@ def validate(cfg: Config) -> None:
         (cfg.coupling.batch_size < 0, "coupling.batch_size must be >= 0 (0 = train.batch_size)"),
         (cfg.coupling.caches < 1, "coupling.caches must be >= 1"),
         (cfg.path.t_beta <= 0, "path.t_beta must be > 0"),
-        (cfg.reflow.pairs_per_point <= 0, "reflow.pairs_per_point must be > 0"),
+        (cfg.reflow.pairs_per_point <= 0 or cfg.reflow.pair_batch < 1,
+         "reflow.pairs_per_point must be > 0 and reflow.pair_batch >= 1"),
+        (cfg.eval.n_samples < 1 or cfg.eval.batch_size < 1,
+         "eval.n_samples and eval.batch_size must be >= 1"),
         (any(c <= 0 for c in cfg.eval.curve) or cfg.eval.curve_samples < 0,
          "eval.curve: fractions in (0, 1] or step numbers > 1; eval.curve_samples >= 0"),
         (cfg.eval.timing_repeats < 1, "eval.timing_repeats must be >= 1"),

@@ -479,7 +479,7 @@ class GlobalOT(_BankOT):
                 "coupling.global_max if the machine can take it.")
         super().__init__(source, n, solver, 0, caches)
         self.data = data
-        self.solve_seconds = 0.0
+        self.solve_seconds, self.solved_with = 0.0, ""
 
     def solve(self, gen: torch.Generator) -> None:
         """Draw the noise and assign every cache to the training set exactly."""
@@ -493,8 +493,7 @@ class GlobalOT(_BankOT):
             idx = torch.arange(self.n_train, device=x1.device)
             perm, _ = ot_permutation(x1, bank.get(slots, idx), solver)
             bank.put(slots, idx, perm)
-        self.solve_seconds = time.perf_counter() - start
-        self.solver_used = solver
+        self.solve_seconds, self.solved_with = time.perf_counter() - start, solver
         self.bank = bank
 
     def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs:
@@ -508,6 +507,7 @@ class GlobalOT(_BankOT):
             "cost": pair_cost(x0, x1), "cost_independent": independent_cost(x0, x1),
             # the one global solve is charged to the step that ran it
             "solver_seconds": self.solve_seconds if solved_now else 0.0,
+            **({f"solver_{self.solved_with}": 1.0} if solved_now else {}),
             "coupling_wait_seconds": time.perf_counter() - start,
         })
         return self._train_subset(pairs, gen)

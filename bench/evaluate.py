@@ -96,22 +96,34 @@ def score(x: torch.Tensor, data: DataBundle, cfg: EvalConfig, seed: int,
 
 
 def bank_gap(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
-             device: torch.device, metrics: dict[str, float]) -> dict[str, Any]:
+             device: torch.device, fresh_x: torch.Tensor,
+             metrics: dict[str, float]) -> dict[str, Any]:
     """The headline metric of samples drawn from the method's own noise bank (the noise it
-    was trained on), next to its value on fresh noise (``metrics``); {} for methods without a
-    bank. The bank entries come from the seed's ``bank`` stream; ``n`` is ``eval.n_samples``
-    (at most the bank)."""
+    was trained on), next to its value on fresh noise; {} for methods without a bank. The bank
+    entries come from the seed's ``bank`` stream, ``eval.n_samples`` of them when the bank
+    holds that many; on fewer, the fresh side is scored again on as many of its samples (the
+    metrics are biased by the sample count). A failure here is recorded in the result
+    (``error``) and fails nothing else."""
     bank_noise = getattr(method.coupling, "bank_noise", None)
     metric = metric_vocabulary().headline_of(metrics)
     if bank_noise is None or not cfg.bank_gap or metric is None:
         return {}
-    fresh = metrics[metric]
-    x0 = bank_noise(cfg.n_samples, Streams(seed, device)["bank"])
-    x, _ = generate(method, x0, cfg.batch_size)
-    name = next(e.name for e in METRICS.entries() if metric in e.meta.get("outputs", {}))
-    ctx = MetricContext(cfg, Streams(seed, "cpu")["metrics"], data.name, data, device, {})
-    bank = METRICS.get(name)(x.cpu(), reference(data, cfg).cpu(), ctx)[metric]
-    return {"metric": metric, "fresh": fresh, "bank": bank, "n": int(x0.shape[0])}
+    try:
+        x0 = bank_noise(cfg.n_samples, Streams(seed, device)["bank"])
+        x, _ = generate(method, x0, cfg.batch_size)
+        name = next(e.name for e in METRICS.entries() if metric in e.meta.get("outputs", {}))
+        ref = reference(data, cfg).cpu()
+
+        def one(samples: torch.Tensor) -> float:
+            ctx = MetricContext(cfg, Streams(seed, "cpu")["metrics"], data.name, data, device,
+                                {})
+            return METRICS.get(name)(samples.cpu(), ref, ctx)[metric]
+
+        n = int(x0.shape[0])
+        fresh = metrics[metric] if n == fresh_x.shape[0] else one(fresh_x[:n])
+        return {"metric": metric, "fresh": fresh, "bank": one(x), "n": n}
+    except Exception as err:  # noqa: BLE001  (the run's own scores stand)
+        return {"metric": metric, "error": f"{type(err).__name__}: {err}"}
 
 
 def curve_steps(cfg: EvalConfig, steps: int) -> set[int]:

@@ -11,7 +11,6 @@ redo them.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from submitit.slurm.slurm import SlurmJob
 
 from bench.config import Config, from_dict, to_dict
+from bench.env import now
 from bench.planner import Plan, WorkUnit
 from bench.plugins import load_entry_points
 from bench.results import RECORDS_FILE, RecordWriter, RunRecord, append_json_line, read_records
@@ -66,7 +66,7 @@ def append_job(out: Path, job_id: str, cluster: str, folder: Path, unit: WorkUni
         "dataset": unit.dataset, "seed": unit.seed, "sweep": unit.sweep, "suite": unit.cfg.name,
         "methods": list(unit.cfg.methods), "runs": unit_runs(unit),
         "config": to_dict(unit.cfg),
-        "submitted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        "submitted_at": now()})
 
 
 def read_jobs(out: Path) -> list[dict[str, Any]]:
@@ -161,8 +161,10 @@ def status(out: Path) -> list[dict[str, Any]]:
     recs = read_records(out / RECORDS_FILE).records
     rows = []
     for i, (job, state) in enumerate(zip(jobs, states, strict=True)):
+        hashes = set(job["runs"].values()) if "runs" in job else None
         mine = [r for r in recs if r.dataset == job["dataset"] and r.seed == job["seed"]
-                and r.sweep == job.get("sweep", {}) and r.method != FLOOR_METHOD]
+                and r.sweep == job.get("sweep", {}) and r.method != FLOOR_METHOD
+                and (hashes is None or r.config_hash in hashes)]
         latest_rec: dict[str, RunRecord] = {}
         for r in mine:
             latest_rec[r.method] = r
@@ -170,7 +172,8 @@ def status(out: Path) -> list[dict[str, Any]]:
         # a job still queued or running redoes its runs without an ok record
         failed = 0 if job_state(state) in QUEUED_OR_RUNNING else sum(
             r.status != "ok" for r in latest_rec.values())
-        missing = max(0, len(job.get("methods", [])) - ok - failed)
+        planned = len(job["runs"]) if "runs" in job else len(job.get("methods", []))
+        missing = max(0, planned - ok - failed)
         rows.append({**job, "state": state + notes.get(i, ""), "ok": ok, "failed": failed,
                      "missing": missing})
     return rows

@@ -64,9 +64,19 @@ def ema_weights(method: Method, ema: EMA | None) -> dict[str, torch.Tensor] | No
 def total_compute(own: dict[str, float], parts: dict[str, Any]) -> dict[str, Any]:
     """The recipe's own counted compute, the parts it built on (a teacher's training, the
     pairs it generated) and ``total_flops`` over all of them."""
-    total = (own.get("flops", 0.0) + parts.get("teacher", {}).get("total_flops", 0.0)
-             + parts.get("pairs", {}).get("pairs_flops", 0.0))
-    return {**own, **parts, "total_flops": total}
+    return {**own, **parts, "total_flops": add_flops(own.get("flops"), parts_flops(parts))}
+
+
+def parts_flops(parts: dict[str, Any]) -> float | None:
+    """FLOPs of what a recipe built on: a teacher's training and the pairs it generated."""
+    teacher = parts["teacher"].get("total_flops") if "teacher" in parts else 0.0
+    return add_flops(teacher, parts.get("pairs", {}).get("pairs_flops", 0.0))
+
+
+def add_flops(*values: float | None) -> float | None:
+    """A sum of counted FLOPs; None when a part was not counted (under torch.compile), so an
+    uncounted part never reads as a smaller total."""
+    return None if any(v is None for v in values) else sum(values)  # type: ignore[arg-type]
 
 
 class Models:
@@ -88,13 +98,18 @@ class Models:
             siblings: list[RunSpec] | None = None) -> Trained:
         """The trained recipe of ``spec``: from this session, from its checkpoint (unless
         ``force``), or trained now (resuming a partial state of the same config).
-        ``siblings``: the planned methods of the recipe, scored on the learning curve."""
+        ``siblings``: the planned methods of the recipe, scored on the learning curve (None:
+        ``spec`` alone; empty: no curve)."""
         key = str(self.store.path(spec))
         if key in self._session:
             return dataclasses.replace(self._session[key], reused=True)
         trained = None if self.force else self.store.load(spec)
+        if trained is not None and curve_steps(self.plan.cfg.eval, self.plan.cfg.train.steps) \
+                and not trained.state["train"].get("curve"):
+            self.reporter.log(f"{trained.path}: trained without a learning curve; its runs get "
+                              "none (eval.curve is not part of the recipe; --force retrains)")
         if trained is None:
-            trained = self._train(spec, data, siblings or [spec])
+            trained = self._train(spec, data, [spec] if siblings is None else siblings)
         self._session[key] = trained
         return trained
 
@@ -102,12 +117,12 @@ class Models:
         return restore(spec.method, data, self.plan.cfg, self.device, spec.seed, trained.state)
 
     def _curve(self, method: Method, specs: list[RunSpec], data: DataBundle,
-               seconds_before: float, flops_before: float) -> CurveHook | None:
+               seconds_before: float, flops_before: float | None) -> CurveHook | None:
         """Scoring of the recipe's planned methods during training (``eval.curve``); every
         sampler variant shares the network being trained."""
         cfg = self.plan.cfg
         at = curve_steps(cfg.eval, cfg.train.steps)
-        if not at:
+        if not at or not specs:
             return None
         variants = {}
         for s in specs:
@@ -115,43 +130,52 @@ class Models:
             variants[s.method].net = method.net
         seed = specs[0].seed
 
-        def score(step: int, seconds: float, flops: float) -> dict[str, Any]:
+        def score(step: int, seconds: float, flops: float | None) -> dict[str, Any]:
             scores, n = curve_scores(variants, data, cfg.eval, seed, self.device)
             return {"step": step, "train_seconds": seconds_before + seconds,
-                    "train_flops": flops_before + flops, "samples": n, "metrics": scores}
+                    "train_flops": add_flops(flops_before, flops), "samples": n,
+                    "metrics": scores}
 
         return CurveHook(at, score)
+
+    def _from_teacher(self, spec: RunSpec, method: Method, data: DataBundle, gens: Streams,
+                      label: str) -> dict[str, dict[str, Any]]:
+        """A distilled method's start (e.g. reflow): its teacher's checkpoint (trained once,
+        under the teacher's own claim, and shared with the teacher's own runs) and
+        ``prepare``; returns their seconds and counted compute."""
+        t_spec = self.plan.spec(spec.teacher, spec.dataset, spec.seed)
+        planned = [s for s in self.plan.runs(spec.dataset, spec.seed)
+                   if s.recipe_hash == t_spec.recipe_hash]
+        with (self.claims.hold(self.store.path(t_spec).stem) if self.claims is not None
+              else contextlib.nullcontext()):
+            t_trained = self.get(t_spec, data, planned)
+        teacher = self.restore(t_spec, data, t_trained)
+        self.reporter.log(f"{label}: generating pairs with {spec.teacher}")
+        prep = method.prepare(teacher, data.train.shape[0], gens)
+        return {"breakdown": {"teacher_seconds": t_trained.state["train"]["seconds"],
+                              "pairs_seconds": prep.pop("pairs_seconds")},
+                "compute": {"teacher": t_trained.state["train"].get("compute", {}),
+                            "pairs": prep}}
 
     def _train(self, spec: RunSpec, data: DataBundle, siblings: list[RunSpec]) -> Trained:
         cfg = self.plan.cfg
         label = f"{data.name} · {spec.recipe} · seed {spec.seed}"
         method = build_method(spec.method, data, cfg, self.device, spec.seed)
         gens = Streams(spec.seed, self.device)
-        breakdown: dict[str, float] = {}
-        compute: dict[str, Any] = {}
-        if spec.teacher:
-            # e.g. reflow: the teacher checkpoint is trained once and shared with its own runs
-            t_spec = self.plan.spec(spec.teacher, spec.dataset, spec.seed)
-            # the teacher's own claim: another process may be training it right now
-            with (self.claims.hold(self.store.path(t_spec).stem) if self.claims is not None
-                  else contextlib.nullcontext()):
-                t_trained = self.get(t_spec, data)
-            teacher = self.restore(t_spec, data, t_trained)
-            breakdown["teacher_seconds"] = t_trained.state["train"]["seconds"]
-            compute["teacher"] = t_trained.state["train"].get("compute", {})
-            self.reporter.log(f"{label}: generating pairs with {spec.teacher}")
-            prep = method.prepare(teacher, data.train.shape[0], gens, cfg.eval.batch_size)
-            breakdown["pairs_seconds"] = prep.pop("pairs_seconds")
-            compute["pairs"] = prep
         resume = None
         if not self.force:
             resume, message = self.store.load_partial(spec)
             if message:
                 self.reporter.log(f"{label}: {message}")
+        # a resumed student has its weights and pairs in the saved state: only their cost
+        # is carried over, the teacher's pairs are not generated again
+        prepared = (resume or {}).get("meta", {}).get("prepared") or (
+            self._from_teacher(spec, method, data, gens, label) if spec.teacher else {})
+        breakdown, compute = dict(prepared.get("breakdown", {})), dict(prepared.get("compute", {}))
         self.reporter.start(label, cfg.train.steps)
         ckpt = Checkpointing(self.store.partial_path(spec), cfg.checkpoint_every,
-                             {"recipe_hash": spec.recipe_hash})
-        before = total_compute({}, compute)["total_flops"]
+                             {"recipe_hash": spec.recipe_hash, "prepared": prepared})
+        before = parts_flops(compute)
         curve = self._curve(method, siblings, data, sum(breakdown.values()), before)
         stats = self.store.stats_path(spec)
         result, ema = train(method, data, cfg.train, gens, on_step=self.reporter.advance,

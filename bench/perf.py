@@ -146,7 +146,8 @@ def bank_scaling(data: DataBundle, cfg: Config, device: torch.device, banks: tup
     bs = cfg.train.batch_size
     for n_bank in banks:
         gen = torch.Generator(device=device).manual_seed(0)
-        coupling = OnlineOT(data.source, n_train=n_bank, solver=cfg.coupling.solver)
+        coupling = OnlineOT(data.source, n_train=n_bank, solver=cfg.coupling.solver,
+                            caches=cfg.coupling.caches)
         coupling.data_batch_size(bs)
         rows = torch.randint(0, data.train.shape[0], (n_bank,), generator=gen, device=device)
         pool = data.train[rows]  # a training set of n_bank points (drawn from the data)

@@ -12,6 +12,7 @@ process or a Slurm job executes.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,8 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """One unit of work: a resolved config (one grid point), a dataset and a seed."""
+    """One unit of work: a resolved config (one grid point), a dataset and a seed (its plan
+    is resolved once: resolving checks metric prerequisites such as Inception weights)."""
 
     cfg: Config
     sweep: dict[str, Any]
@@ -76,7 +78,7 @@ class WorkUnit:
         grid = ", ".join(f"{k}={v}" for k, v in self.sweep.items())
         return f"{self.dataset} seed {self.seed}" + (f" ({grid})" if grid else "")
 
-    @property
+    @functools.cached_property
     def plan(self) -> Plan:
         return Plan.of(self.cfg, self.sweep)
 

@@ -219,7 +219,7 @@ class RecordWriter:
         except OSError as werr:  # e.g. a full disk: the file is left as it was
             if rec.status != "ok":
                 raise
-            rec.status, rec.metrics = "failed", {}
+            rec.status, rec.metrics, rec.train_history, rec.curve = "failed", {}, [], []
             rec.error = f"could not write the record: {type(werr).__name__}: {werr}"
             append_record(self.path, rec)  # a short failed record may still fit
         self.reporter.done(rec)

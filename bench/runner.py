@@ -136,7 +136,7 @@ class Runner:
             rec.nfe, rec.timing_batch = s.nfe, s.timing.batch
             rec.sample_ms_per_1k, rec.sample_ms_spread = s.timing.ms_per_1k, s.timing.spread
             self._score(rec, s.x, data, spec)
-            rec.bank_gap = bank_gap(method, data, ecfg, spec.seed, self.device, rec.metrics)
+            rec.bank_gap = bank_gap(method, data, ecfg, spec.seed, self.device, s.x, rec.metrics)
             return self.records.finish(rec)
         except Exception as err:
             return self.records.finish(rec, err)

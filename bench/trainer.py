@@ -126,12 +126,12 @@ def batch_indices(n: int, batch_size: int, gen: torch.Generator,
 class CurveHook:
     """Scoring during training: at each step in ``at`` the trainer calls
     ``score(step, train_seconds_so_far, train_flops_so_far)`` with the EMA weights loaded and
-    the method in eval mode, and keeps the dict it returns. The time it takes is kept out of
-    the training seconds, and it must not touch the training's random streams (it changes no
-    number of the run)."""
+    the method in eval mode, and keeps the dict it returns. Its time is kept out of the
+    training seconds and its network calls out of the training compute, and it must not touch
+    the training's random streams (it changes no number of the run)."""
 
     at: set[int]
-    score: Callable[[int, float, float], dict]
+    score: Callable[[int, float, float | None], dict]
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -374,7 +374,7 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
     # work such as a global OT solve) or the only one; not under torch.compile, whose graphs
     # the counter cannot see. Counting changes no number.
     measure_at = -1
-    if meter.count.flops_per_step == 0 and not cfg.compile:
+    if meter.count.flops_per_step is None and not cfg.compile:
         measure_at = first + 1 if first == 0 and cfg.steps > 1 else first
     with _sigint_flag() as flag, meter.attached():
         for step in range(first, cfg.steps):
@@ -424,7 +424,8 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
             if curve is not None and step + 1 in curve.at:
                 curve_start = time.perf_counter()
                 seconds_so_far = elapsed + curve_start - start - diag_seconds - curve_seconds
-                with ema.applied(method) if ema is not None else contextlib.nullcontext():
+                with (ema.applied(method) if ema is not None else contextlib.nullcontext(),
+                      meter.paused()):
                     method.eval()
                     points.append(curve.score(step + 1, seconds_so_far, meter.count.flops))
                     method.train()

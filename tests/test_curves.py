@@ -35,6 +35,7 @@ def test_curve_points_are_recorded_and_change_no_final_number(tmp_path):
         fps = r.train_compute["flops_per_step"]
         assert [p["train_flops"] for p in r.curve] == [15 * fps, 30 * fps]
         assert r.metrics == without[m].metrics  # scoring during training changed nothing
+        assert r.train_compute == without[m].train_compute  # and is no training compute
         assert r.config_hash == without[m].config_hash  # and is not part of the run's key
         assert not without[m].curve
     # the two samplers of one checkpoint each get their own curve

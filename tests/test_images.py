@@ -139,7 +139,7 @@ def test_every_method_trains_and_samples_on_images(name):
     if teacher:
         t = build_method(teacher, data, cfg, CPU, 0).eval()
         torch.nn.init.normal_(t.net.out.weight, std=0.05)  # an untrained teacher moves nothing
-        m.prepare(t, 64, Streams(0, CPU), 64)
+        m.prepare(t, 64, Streams(0, CPU))
     if m.wants_ema_teacher:
         m.attach_teacher(EMA(m, 0.9).view(m.net))
     idx = torch.arange(16)

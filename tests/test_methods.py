@@ -36,7 +36,7 @@ def ready(name, data, cfg, cpu, seed=0):
     teacher = METHODS.entry(name).meta.get("teacher")
     if teacher:
         t = build_method(teacher, data, cfg, cpu, seed=seed).eval()
-        method.prepare(t, data.train.shape[0], Streams(seed, cpu), 256)
+        method.prepare(t, data.train.shape[0], Streams(seed, cpu))
     if method.wants_ema_teacher:
         method.attach_teacher(EMA(method, 0.9).view(method.net))
     return method

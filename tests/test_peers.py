@@ -119,7 +119,7 @@ def test_reflow_reuses_the_fm_teacher_and_counts_its_cost(tmp_path):
     assert c["pairs"]["pairs"] == 2 * 512 and c["pairs"]["pairs_nfe"] > 10  # adaptive dopri5
     assert c["total_flops"] == pytest.approx(
         c["flops"] + teacher["total_flops"] + c["pairs"]["pairs_flops"])
-    assert recs["reflow"].config["reflow"] == {"pairs_per_point": 2.0}
+    assert recs["reflow"].config["reflow"] == {"pairs_per_point": 2.0, "pair_batch": 500}
     assert "reflow" not in recs["fm-euler100"].config  # a section only its methods see
 
 
@@ -131,7 +131,7 @@ def test_reflow_student_starts_from_the_teachers_weights(tiny_cfg, cpu):
     student = build_method("reflow", data, cfg, cpu, 1)
     assert any(not torch.equal(p, q) for p, q in zip(student.parameters(), teacher.parameters(),
                                                       strict=True))
-    prep = student.prepare(teacher.eval(), 100, Streams(0), 64)
+    prep = student.prepare(teacher.eval(), 100, Streams(0))
     assert all(torch.equal(p, q) for p, q in zip(student.parameters(), teacher.parameters(),
                                                   strict=True))
     assert prep["pairs"] == 400 and student.coupling.x1.shape == (400, 2)

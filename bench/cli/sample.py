@@ -27,6 +27,8 @@ def sample_cmd(
         "--dataset", "-d", help="Dataset (needed when the folder holds several)")] = None,
     seed: Annotated[int | None, typer.Option(
         help="Training seed (needed when the folder holds several)")] = None,
+    recipe_hash: Annotated[str | None, typer.Option(
+        help="Recipe hash (or its start) when the folder holds several configs")] = None,
     n: Annotated[int, typer.Option("-n", help="Number of samples")] = 1000,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write")] = Path("samples"),
     fmt: Annotated[str, typer.Option("--format", help="png (one file per image) or npz (one "
@@ -42,7 +44,8 @@ def sample_cmd(
     if fmt not in FORMATS:
         fail(f"--format {fmt!r}: choices: {', '.join(FORMATS)}")
     try:
-        model = load(results, method, dataset=dataset, seed=seed, device=device or "auto")
+        model = load(results, method, dataset=dataset, seed=seed, device=device or "auto",
+                     recipe_hash=recipe_hash)
     except (ModelNotFound, RegistryError, ValueError) as err:
         fail(str(err))
     if model.data.kind != "images" and fmt == "png":

@@ -119,9 +119,9 @@ class Method(nn.Module):
         counted NFE); None when only sampling can tell (an adaptive solver)."""
         return getattr(self, "steps", 1)
 
-    def prepare(self, teacher: Method, n_pairs: int, gens: Streams,
-                batch_size: int) -> dict[str, float]:
-        """Hook for methods registered with ``teacher=...`` (runs before training)."""
+    def prepare(self, teacher: Method, n_train: int, gens: Streams) -> dict[str, float]:
+        """Hook for methods registered with ``teacher=...`` (runs before training); returns
+        what it cost (``pairs_seconds`` and counts)."""
         raise NotImplementedError(f"{type(self).__name__} does not take a teacher")
 
     def attach_teacher(self, teacher: nn.Module) -> None:

@@ -67,7 +67,7 @@ class FixedPairs(Coupling):
         """``n`` of the noise vectors the student was trained on (without replacement)."""
         assert self.x0 is not None
         rows = torch.randperm(self.x0.shape[0], generator=gen, device=gen.device)[:n]
-        return self.x0[rows.to(self.x0.device)]
+        return self.x0[rows.to(self.x0.device)].to(gen.device)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.x0 is None or self.x1 is None:
@@ -83,21 +83,22 @@ class Reflow(FlowMatching):
 
     coupling: FixedPairs
 
-    def __init__(self, *args, pairs_per_point: float = 4.0, **kwargs) -> None:
+    def __init__(self, *args, pairs_per_point: float = 4.0, pair_batch: int = 500,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.pairs_per_point = pairs_per_point
+        self.pairs_per_point, self.pair_batch = pairs_per_point, pair_batch
 
-    def prepare(self, teacher: Method, n_train: int, gens: Streams,
-                batch_size: int) -> dict[str, float]:
-        """Generate the pairs with ``teacher`` and start from its weights; returns the seconds
-        and the counted cost of the pairs (number, NFE per pair, FLOPs)."""
+    def prepare(self, teacher: Method, n_train: int, gens: Streams) -> dict[str, float]:
+        """Generate the pairs with ``teacher`` (``reflow.pair_batch`` at a time: an adaptive
+        solver's steps depend on its batch) and start from its weights; returns the seconds and
+        the counted cost of the pairs (number, NFE per pair, FLOPs)."""
         start = time.perf_counter()
         device = next(teacher.parameters()).device
         n_pairs = max(1, round(self.pairs_per_point * n_train))
         z = self.coupling.source(n_pairs, gens["coupling"]).to(device)
-        x1, nfe = generate(teacher, z, batch_size)
+        x1, nfe = generate(teacher, z, self.pair_batch)
         self.coupling.x0, self.coupling.x1 = z, x1
-        probe = z[: min(n_pairs, batch_size)]
+        probe = z[: min(n_pairs, self.pair_batch)]
         per_forward = forward_flops(teacher.net, probe, torch.zeros(len(probe), device=device))
         self.net.load_state_dict(teacher.net.state_dict())  # fine-tune, not from scratch
         return {"pairs_seconds": time.perf_counter() - start, "pairs": float(n_pairs),
@@ -107,7 +108,8 @@ class Reflow(FlowMatching):
 def _build(ctx: BuildContext, steps: int) -> Method:
     return Reflow(ctx.net(time_inputs=1), FixedPairs(ctx.data.source), ctx.data.shape,
                   steps=steps, path=ctx.cfg.path,
-                  pairs_per_point=ctx.cfg.reflow.pairs_per_point)
+                  pairs_per_point=ctx.cfg.reflow.pairs_per_point,
+                  pair_batch=ctx.cfg.reflow.pair_batch)
 
 
 register_step_family("reflow", (1, 2), _build,

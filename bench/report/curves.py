@@ -76,8 +76,10 @@ def time_to_quality(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     if metric is None:
         return []
     direction = vocab.directions.get(metric, "min")
+    labels = [label(runs[0]) for _, runs in view.rows()]
+    # a label held by two configs (records of two settings) is no target: which final?
     finals = {label(runs[0]): summarize([r.metrics.get(metric) for r in runs])
-              for _, runs in view.rows()}
+              for _, runs in view.rows() if labels.count(label(runs[0])) == 1}
     targets = [(m, finals[m].mean) for m in TARGET_METHODS if m in finals and finals[m].n]
     curved = [(label(runs[0]), [r for r in runs if r.curve]) for _, runs in view.rows()]
     curved = [(lab, runs) for lab, runs in curved if runs]

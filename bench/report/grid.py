@@ -9,6 +9,7 @@ come from the coupling. Every sentence is generated from paired comparisons over
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from bench.evaluate import MetricVocabulary
@@ -30,14 +31,34 @@ class Cell:
     summary: Summary
 
 
-def _cells(view: DatasetView, cells: Cells, metric: str) -> dict[tuple[str, str], Cell]:
-    """The grid's cells present in this dataset (unswept runs only, one config per method)."""
-    out: dict[tuple[str, str], Cell] = {}
+#: the config sections that must agree for two cells to be compared
+SETTING = ("data", "net", "train", "path", "eval")
+
+
+def _setting(r: RunRecord) -> str:
+    return json.dumps({k: r.config.get(k) for k in SETTING}, sort_keys=True)
+
+
+def _cells(view: DatasetView, cells: Cells,
+           metric: str) -> tuple[dict[tuple[str, str], Cell], int, str]:
+    """The grid's cells of one setting (the one with most cells: records of other data,
+    network, training, path or evaluation settings are never compared with them), unswept
+    runs only, one config per method; also how many cells other settings held, and the
+    setting's path kind."""
+    groups: dict[str, dict[tuple[str, str], Cell]] = {}
     for (_, method, _), runs in view.rows():
-        if method in cells and not runs[0].sweep and cells[method] not in out:
-            out[cells[method]] = Cell(method, runs,
-                                      summarize([r.metrics.get(metric) for r in runs]))
-    return out
+        if method not in cells or runs[0].sweep:
+            continue
+        group = groups.setdefault(_setting(runs[0]), {})
+        if cells[method] not in group:
+            group[cells[method]] = Cell(method, runs,
+                                        summarize([r.metrics.get(metric) for r in runs]))
+    if not groups:
+        return {}, 0, "linear"
+    best = max(groups, key=lambda k: len(groups[k]))
+    others = sum(len(g) for k, g in groups.items() if k != best)
+    path = json.loads(best).get("path") or {}
+    return groups[best], others, path.get("kind", "linear")
 
 
 def grid_section(view: DatasetView, vocab: MetricVocabulary, cells: Cells) -> list[str]:
@@ -46,19 +67,24 @@ def grid_section(view: DatasetView, vocab: MetricVocabulary, cells: Cells) -> li
     metric = vocab.headline_of(k for r in view.records for k in r.metrics)
     if metric is None:
         return []
-    present = _cells(view, cells, metric)
+    present, others, path = _cells(view, cells, metric)
     rows = [r for r in GRID_ROWS.values() if any(k[0] == r for k in present)]
     cols = [c for c in GRID_COLUMNS.values() if any(k[1] == c for k in present)]
     if len(rows) < 2 or len(cols) < 2:
         return []
     arrow = {"min": "lower is better", "max": "higher is better"}.get(
         vocab.directions.get(metric, ""), "")
+    same = ("the first three rows give" if path == "linear" else
+            f"the map and the neural flow give (on the `{path}` path one Euler step of FM does "
+            "not)")
     lines = [f"### Coupling × parametrisation ({view.dataset})", "",
              f"`{metric}` ({arrow}), mean ± std [95% interval] over seeds; the method of each "
-             "cell is named under its value. Within a column the coupling is the same, and at "
-             "the optimum the first three rows give the same sample E[x1 | x0 = z]: what "
-             "differs there comes from optimisation (the t² weighting and t input of the "
-             "neural flow, the budget), not from the target.", "",
+             f"cell is named under its value. Within a column the coupling is the same, and at "
+             f"the optimum {same} the same sample E[x1 | x0 = z]: what differs there comes "
+             "from optimisation (the t² weighting and t input of the neural flow, the budget), "
+             "not from the target."
+             + (f" {others} cell(s) recorded with other data, network, training, path or "
+                "evaluation settings are left out." if others else ""), "",
              "| parametrisation | " + " | ".join(cols) + " |",
              "|---|" + "---|" * len(cols)]
     for row in rows:

@@ -71,11 +71,13 @@ def metric_line(ds_records: list[RunRecord]) -> str:
               next((r.metric_info for r in ds_records if r.metric_info), {}))
     if not mi:
         return ""
+    against = "training" if mi.get("reference") == "train" else "held-out"
     if "w2_samples" in mi:
         return (f"Metrics on {mi.get('n_samples')} samples against {mi.get('n_reference')} "
-                f"held-out points ({mi.get('features')}); W2 on {mi.get('w2_samples')} per side.")
+                f"{against} points ({mi.get('features')}); W2 on {mi.get('w2_samples')} per "
+                "side.")
     parts = [f"Metrics on {mi.get('n_samples')} generated samples against "
-             f"{mi.get('n_reference')} held-out images, computed by torch-fidelity on uint8 "
+             f"{mi.get('n_reference')} {against} images, computed by torch-fidelity on uint8 "
              "images."]
     if "fd_extractor" in mi:
         acc = mi.get("fd_extractor_eval_accuracy")
@@ -178,7 +180,7 @@ def diagnostics_table(view: DatasetView) -> list[str]:
             "independent pairs. Cost ratio: pair cost / independent-pair cost in the last logged "
             "window. Reassigned: share of the visited online-bank slots re-paired per visit at "
             "the end.", "",
-            "| method | target variance ↓ | cost ratio ↓ | reassigned/epoch "
+            "| method | target variance ↓ | cost ratio ↓ | reassigned per visit "
             "| sample var_ratio →1 |",
             "|---|---|---|---|---|", *rows, ""]
 
@@ -188,7 +190,7 @@ def bank_gap_table(view: DatasetView) -> list[str]:
     it was trained on), paired over seeds: a large gap means the bank was memorised."""
     rows = []
     for _, runs in view.rows():
-        gaps = [r.bank_gap for r in runs if r.bank_gap]
+        gaps = [r.bank_gap for r in runs if r.bank_gap and "bank" in r.bank_gap]
         if not gaps:
             continue
         fresh = summarize([g["fresh"] for g in gaps])
@@ -223,6 +225,11 @@ def sweep_notes(view: DatasetView) -> list[str]:
     return [line for k in keys for line in (f"Note on `{k}`: {SWEEP_NOTES[k]}", "")]
 
 
+def flops_cell(v: float | None) -> str:
+    """FLOPs as counted; "–" where they were not (under torch.compile)."""
+    return "–" if v is None else fmt_num(v)
+
+
 def compute_table(view: DatasetView) -> list[str]:
     """What each recipe's training cost, counted: network calls per step (forwards, JVPs, a
     frozen teacher's forwards), FLOPs per step, and in all (a teacher's training and the
@@ -237,7 +244,7 @@ def compute_table(view: DatasetView) -> list[str]:
         steps = max(1, c.get("steps", 0))
         parts = []
         if c.get("teacher"):
-            parts.append(f"teacher {fmt_num(c['teacher'].get('total_flops', 0.0))}")
+            parts.append(f"teacher {flops_cell(c['teacher'].get('total_flops'))}")
         if c.get("pairs"):
             p = c["pairs"]
             parts.append(f"{int(p['pairs'])} pairs × {fmt_num(p['pairs_nfe'], 3)} NFE = "
@@ -246,8 +253,8 @@ def compute_table(view: DatasetView) -> list[str]:
             f"| {recipe} | {c.get('steps')} | {fmt_num(c.get('forwards', 0) / steps, 3)} | "
             f"{fmt_num(c.get('jvps', 0) / steps, 3)} | "
             f"{fmt_num(c.get('teacher_forwards', 0) / steps, 3)} | "
-            f"{fmt_num(c.get('flops_per_step', 0.0))} | {fmt_num(c.get('flops', 0.0))} | "
-            f"{'; '.join(parts) or '–'} | {fmt_num(train_flops(r) or 0.0)} |")
+            f"{flops_cell(c.get('flops_per_step'))} | {flops_cell(c.get('flops'))} | "
+            f"{'; '.join(parts) or '–'} | {flops_cell(train_flops(r))} |")
     if not rows:
         return []
     return ["### Training compute", "",
