@@ -7,14 +7,12 @@ Each metric registers which data kinds it applies to and, per output, its direct
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from bench.config import EvalConfig
-
-if TYPE_CHECKING:
-    from bench.datasets.base import DataBundle
+from bench.datasets.base import DataBundle
 
 
 @dataclass
