@@ -102,7 +102,9 @@ def run_cmd(
                           f"(recipe {s.recipe}, config {s.config_hash})", markup=False)
         show_estimate(runner, dev)
         return
-    if dev.type == "cpu" and is_main():
+    # only for runs in this process: Slurm jobs and worker processes run on other devices,
+    # and a method's code runs in the jobs' isolation, never in the submitting process
+    if dev.type == "cpu" and is_main() and opts.in_process:
         show_estimate(runner, dev, only_if_longer=3600, proceeding=True)
     if not is_main():  # torchrun: the other ranks train their share and stay quiet
         runner.run()
