@@ -54,10 +54,17 @@ class Runner:
     def run(self) -> list[RunRecord]:
         done = self.done()
         barrier()  # under torchrun: every rank plans from the same records
-        return [r for unit in self.plan.units() for r in self.run_unit(unit, done)]
+        # recipes another process holds wait until every unit's free ones are done
+        deferred: list[WorkUnit] = []
+        out = [r for unit in self.plan.units()
+               for r in self.run_unit(unit, done, wait=False, deferred=deferred)]
+        return out + [r for unit in deferred for r in self.run_unit(unit)]
 
-    def run_unit(self, unit: WorkUnit, done: Done | None = None) -> list[RunRecord]:
-        """The runs of one (dataset, seed) that have no ok record yet."""
+    def run_unit(self, unit: WorkUnit, done: Done | None = None, *, wait: bool = True,
+                 deferred: list[WorkUnit] | None = None) -> list[RunRecord]:
+        """The runs of one (dataset, seed) that have no ok record yet. A recipe another
+        process holds comes last; with ``wait`` off it is skipped and the unit appended to
+        ``deferred`` (run it again later)."""
         done = self.done() if done is None else done
         self.models.clear()
         todo = [s for s in self.plan.runs(unit.dataset, unit.seed) if s.key not in done]
@@ -77,11 +84,15 @@ class Runner:
                 if floor.key not in self.done():  # another process may have scored it
                     out.append(self._floor(floor, data))
         # recipes another process holds come last: meanwhile this one does the others
-        deferred = []
+        held = []
         for specs in by_recipe(todo):
             if not self._claimed_recipe(specs, data, out, wait=False):
-                deferred.append(specs)
-        for specs in deferred:
+                held.append(specs)
+        if held and not wait:
+            if deferred is not None:
+                deferred.append(unit)
+            return out
+        for specs in held:
             self._claimed_recipe(specs, data, out, wait=True)
         return out
 

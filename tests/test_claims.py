@@ -75,3 +75,37 @@ def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path):
     assert lock.read_text().startswith(f"pid {b.pid} ") and "waiting" not in b_log
     (rec,) = read_records(out / "records.jsonl").records
     assert rec.status == "ok" and rec.train_steps == 3000
+
+
+def test_a_recipe_held_elsewhere_waits_until_every_other_unit_is_done(tmp_path, tiny_cfg, cpu):
+    """Another process holds seed 0's naive-map: this one does seed 0's other recipe and all
+    of seed 1 first, then waits for the claim and skips what the holder recorded."""
+    from bench.runner import Runner
+
+    cfg = tiny_cfg(methods=["naive-map", "fm-euler1"], seeds=[0, 1],
+                   eval={"floor": False})
+    runner = Runner(cfg, tmp_path, cpu)
+    held = next(s for s in runner.plan.runs() if s.method == "naive-map" and s.seed == 0)
+    name = runner.models.store.path(held).stem
+    records = tmp_path / "records.jsonl"
+    # the holder releases the claim once three records are written (or after 60 s, so that a
+    # runner that waits in line fails the order check instead of hanging), recording nothing
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom pathlib import Path\nfrom bench.claims import Claims\n"
+        f"with Claims({str(tmp_path)!r}).hold({name!r}) as got:\n"
+        "    print('held', flush=True)\n"
+        f"    p = Path({str(records)!r})\n"
+        "    end = time.monotonic() + 60\n"
+        "    while time.monotonic() < end and not (\n"
+        "            p.exists() and len(p.read_text().splitlines()) >= 3):\n"
+        "        time.sleep(0.1)\n")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        recs = runner.run()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [(r.method, r.seed) for r in recs] == [
+        ("fm-euler1", 0), ("naive-map", 1), ("fm-euler1", 1), ("naive-map", 0)]
+    assert all(r.status == "ok" for r in recs)
