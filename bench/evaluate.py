@@ -14,6 +14,7 @@ from bench.datasets.base import DataBundle
 from bench.methods.base import Method
 from bench.metrics.base import MetricContext
 from bench.registry import METRICS
+from bench.results import RunRecord
 from bench.sampling import Timing, generate, time_sampling
 from bench.seeding import Streams
 
@@ -55,6 +56,11 @@ class Samples:
     x: torch.Tensor
     nfe: int
     timing: Timing
+
+    def into(self, rec: RunRecord) -> None:
+        """Write the counted NFE and the sampling time into ``rec``."""
+        rec.nfe, rec.timing_batch = self.nfe, self.timing.batch
+        rec.sample_ms_per_1k, rec.sample_ms_spread = self.timing.ms_per_1k, self.timing.spread
 
 
 def draw_samples(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,

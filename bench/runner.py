@@ -34,8 +34,7 @@ Done = set[tuple[str, str, int]]
 class Runner:
     def __init__(self, cfg: Config, out: str | Path, device: torch.device, *,
                  config_file: str | None = None, force: bool = False,
-                 reporter: Reporter | None = None,
-                 sweep: dict[str, Any] | None = None) -> None:
+                 reporter: Reporter | None = None, sweep: dict[str, Any] | None = None) -> None:
         self.plan = Plan.of(cfg, sweep)
         self.out, self.device, self.force = Path(out), device, force
         self.reporter: Reporter = reporter or SilentReporter()
@@ -54,17 +53,14 @@ class Runner:
     def run(self) -> list[RunRecord]:
         done = self.done()
         barrier()  # under torchrun: every rank plans from the same records
-        # recipes another process holds wait until every unit's free ones are done
         deferred: list[WorkUnit] = []
-        out = [r for unit in self.plan.units()
-               for r in self.run_unit(unit, done, wait=False, deferred=deferred)]
-        return out + [r for unit in deferred for r in self.run_unit(unit)]
+        out = [r for u in self.plan.units() for r in self.run_unit(u, done, deferred)]
+        return out + [r for u in deferred for r in self.run_unit(u)]
 
-    def run_unit(self, unit: WorkUnit, done: Done | None = None, *, wait: bool = True,
+    def run_unit(self, unit: WorkUnit, done: Done | None = None,
                  deferred: list[WorkUnit] | None = None) -> list[RunRecord]:
-        """The runs of one (dataset, seed) that have no ok record yet. A recipe another
-        process holds comes last; with ``wait`` off it is skipped and the unit appended to
-        ``deferred`` (run it again later)."""
+        """The runs of one (dataset, seed) with no ok record yet. Recipes another process holds
+        come last: waited for, or with ``deferred`` given, left for later (unit appended)."""
         done = self.done() if done is None else done
         self.models.clear()
         todo = [s for s in self.plan.runs(unit.dataset, unit.seed) if s.key not in done]
@@ -83,14 +79,10 @@ class Runner:
             with self.claims.hold(floor.run_id):
                 if floor.key not in self.done():  # another process may have scored it
                     out.append(self._floor(floor, data))
-        # recipes another process holds come last: meanwhile this one does the others
-        held = []
-        for specs in by_recipe(todo):
-            if not self._claimed_recipe(specs, data, out, wait=False):
-                held.append(specs)
-        if held and not wait:
-            if deferred is not None:
-                deferred.append(unit)
+        held = [specs for specs in by_recipe(todo)
+                if not self._claimed_recipe(specs, data, out, wait=False)]
+        if held and deferred is not None:
+            deferred.append(unit)
             return out
         for specs in held:
             self._claimed_recipe(specs, data, out, wait=True)
@@ -144,21 +136,17 @@ class Runner:
                                 ecfg.n_samples)
             s = draw_samples(method, data, ecfg, spec.seed, self.device,
                              on_batch=lambda n: self.reporter.advance(n, float("nan")))
-            rec.nfe, rec.timing_batch = s.nfe, s.timing.batch
-            rec.sample_ms_per_1k, rec.sample_ms_spread = s.timing.ms_per_1k, s.timing.spread
+            s.into(rec)
             self._score(rec, s.x, data, spec)
             rec.bank_gap = bank_gap(method, data, ecfg, spec.seed, self.device, s.x, rec.metrics)
             return self.records.finish(rec)
         except Exception as err:
             return self.records.finish(rec, err)
 
-    def _score(self, rec: RunRecord, x: torch.Tensor, data: DataBundle,
-               spec: RunSpec) -> RunRecord:
-        """Metrics of samples ``x`` against the held-out data; store the samples."""
-        ecfg = self.plan.cfg.eval
+    def _score(self, rec: RunRecord, x: torch.Tensor, data: DataBundle, spec: RunSpec) -> None:
+        ecfg = self.plan.cfg.eval  # metrics against the held-out data; the samples stored
         rec.metrics, rec.metric_info = score(x, data, ecfg, spec.seed, self.device)
         rec.samples_path = self.records.save_samples(rec.run_id, x, ecfg.save_samples)
-        return rec
 
 
 def data_info(data: DataBundle) -> dict[str, Any]:

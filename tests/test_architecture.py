@@ -59,3 +59,11 @@ def test_importing_the_registry_loads_no_method():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=PACKAGE.parent).stdout
     assert out.strip() == "['bench', 'bench.registry']"
+
+
+def test_the_runner_stays_a_small_orchestrator():
+    """Runner only sequences the rooms (plan, claims, models, evaluate, records): under 120
+    lines, so new work lands in the room it belongs to."""
+    tree = ast.parse((PACKAGE / "runner.py").read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Runner"]
+    assert cls.end_lineno - cls.lineno + 1 < 120
