@@ -4,9 +4,11 @@
     python scripts/update_readme_table.py reports/quick.md README.md quick-table
     python scripts/update_readme_table.py reports/peers2d.md README.md peers-table
     python scripts/update_readme_table.py reports/mnist5k.md README.md mnist5k-table
+    python scripts/update_readme_table.py reports/ladder2d.md README.md ladder2d-grid
 
-Only columns named in COLUMNS are kept; every number comes from the report, which names the
-run it was built from.
+Only columns named in COLUMNS are kept; a marker ending in ``-grid`` copies the report's
+coupling x parametrisation grids with their generated sentences instead. Every number comes
+from the report, which names the run it was built from.
 """
 
 from __future__ import annotations
@@ -46,9 +48,27 @@ def compact(section: str, rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def grids(report: str) -> list[str]:
+    """The report's "### Coupling × parametrisation (dataset)" sections, heading included."""
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for line in report.splitlines():
+        if line.startswith("### Coupling × parametrisation"):
+            current = ["**" + line[4:].strip() + "**"]
+            blocks.append(current)
+        elif line.startswith(("#", "![")):
+            current = None
+        elif current is not None:
+            current.append(line)
+    return ["\n".join(b).strip() for b in blocks]
+
+
 def main(report_path: str, readme_path: str, marker: str) -> None:
     report = Path(report_path).read_text()
-    body = "\n\n".join(compact(s, r) for s, r in tables(report))
+    if marker.endswith("-grid"):
+        body = "\n\n".join(grids(report))
+    else:
+        body = "\n\n".join(compact(s, r) for s, r in tables(report))
     built = next((ln for ln in report.splitlines() if ln.startswith("Built from")), "")
     block = f"From `{report_path}`. {built}\n\n{body}\n"
     readme = Path(readme_path).read_text()
