@@ -421,7 +421,7 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
                 window, count = {}, 0
             probe.maybe_measure(step + 1)
             diag_seconds += time.perf_counter() - diag_start
-            if curve is not None and step + 1 in curve.at:
+            if curve is not None and step + 1 in curve.at and is_main():  # rank 0 records
                 curve_start = time.perf_counter()
                 seconds_so_far = elapsed + curve_start - start - diag_seconds - curve_seconds
                 with (ema.applied(method) if ema is not None else contextlib.nullcontext(),

@@ -1,5 +1,5 @@
 """Data-parallel training under torchrun (2 processes, gloo on the CPU) equals a single
-process on the same global batch."""
+process on the same global batch, learning-curve points included (scored by rank 0 alone)."""
 
 import os
 import shutil
@@ -15,7 +15,8 @@ from tests.conftest import TINY_SETS
 
 
 def _cmd(out: Path) -> list[str]:
-    sets = [a for s in TINY_SETS for a in ("--set", s)]
+    sets = [a for s in (*TINY_SETS, "eval.curve=[0.5, 1.0]", "eval.curve_samples=200")
+            for a in ("--set", s)]
     return ["-m", "bench.cli", "run", "-m", "otnfm-minibatch,otnfm-online,fm-euler10", "-d",
             "moons", "--out", str(out), *sets]
 
@@ -43,3 +44,7 @@ def test_two_process_gloo_training_matches_one_process(tmp_path):
             torch.testing.assert_close(ca[k], cb[k], rtol=1e-4, atol=1e-5)
         for k, v in b[m].metrics.items():
             assert a[m].metrics[k] == pytest.approx(v, rel=1e-3, abs=1e-4), (m, k)
+        assert [p["step"] for p in a[m].curve] == [p["step"] for p in b[m].curve] == [15, 30]
+        for pa, pb in zip(a[m].curve, b[m].curve, strict=True):
+            for k, v in pb["metrics"].items():
+                assert pa["metrics"][k] == pytest.approx(v, rel=1e-3, abs=1e-4), (m, k)
