@@ -92,3 +92,16 @@ def test_t_interval_and_paired_difference():
     assert summarize([5.0]).fmt(ci=True) == "5 (1 seed)"
     d = paired({0: 1.0, 1: 2.0, 2: 3.0, 7: 9.0}, {0: 0.5, 1: 1.5, 2: 2.4})
     assert d.n == 3 and d.mean == pytest.approx(0.5333333) and d.lo > 0
+
+
+@pytest.mark.parametrize("n,warned", [(360, True), (50_000, False)])
+def test_inception_fid_below_50k_samples_is_flagged_as_biased(n, warned):
+    from bench.report.tables import metric_line
+
+    info = {"n_samples": n, "n_reference": n, "fid_extractor": "inception-v3-fast",
+            "fid_n_generated": n}
+    rec = RunRecord(method="otnfm-online", dataset="digits", seed=0, status="ok",
+                    metric_info=info)
+    line = metric_line([rec])
+    assert "`inception-v3-fast` (Inception FID)" in line
+    assert ("biased upward" in line) == warned and ("KID is unbiased" in line) == warned

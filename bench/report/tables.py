@@ -91,6 +91,11 @@ def metric_line(ds_records: list[RunRecord]) -> str:
     if "fid_extractor" in mi:
         parts.append(f"`fid`, `kid`, `prec_inception`, `rec_inception`: torch-fidelity "
                      f"`{mi['fid_extractor']}` (Inception FID).")
+        n = mi.get("fid_n_generated")
+        if isinstance(n, int) and n < 50_000:
+            parts.append(f"FID on {n:,} samples is biased upward against the 50,000-sample FID "
+                         "papers report: it ranks the methods here, it is not comparable with "
+                         "published figures; KID is unbiased at any sample count.")
     return " ".join(parts)
 
 
