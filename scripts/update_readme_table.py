@@ -19,7 +19,7 @@ from pathlib import Path
 
 COLUMNS = ("method", "seeds", "NFE", "w2 ↓", "mmd ↓", "precision ↑", "recall ↑",
            "fd_domain ↓", "kid_domain ↓", "prec_domain ↑", "rec_domain ↑", "class_entropy ↑",
-           "class_coverage ↑", "fid ↓", "var_ratio →1", "train s", "sample ms/1k")
+           "class_coverage ↑", "fid ↓", "kid ↓", "var_ratio →1", "train s", "sample ms/1k")
 
 
 def tables(report: str) -> list[tuple[str, list[list[str]]]]:
