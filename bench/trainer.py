@@ -366,6 +366,10 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
             "curve_seconds": curve_seconds,
         }
 
+    def train_seconds(now: float) -> float:
+        """Training wall-clock up to ``now``: diagnostics, checkpoints and curves left out."""
+        return elapsed + now - start - diag_seconds - curve_seconds
+
     every = checkpoint.every if checkpoint is not None else 0
     start = time.perf_counter()
     if idx is None and first < cfg.steps:
@@ -416,14 +420,14 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
                     row["bank_cost"] = bank_cost(data.train)
                 history.append(row)
                 if on_log is not None:
-                    on_log({**row, "steps": cfg.steps, "train_seconds": elapsed
-                            + time.perf_counter() - start - diag_seconds - curve_seconds})
+                    on_log({**row, "steps": cfg.steps,
+                            "train_seconds": train_seconds(time.perf_counter())})
                 window, count = {}, 0
             probe.maybe_measure(step + 1)
             diag_seconds += time.perf_counter() - diag_start
             if curve is not None and step + 1 in curve.at and is_main():  # rank 0 records
                 curve_start = time.perf_counter()
-                seconds_so_far = elapsed + curve_start - start - diag_seconds - curve_seconds
+                seconds_so_far = train_seconds(curve_start)
                 with (ema.applied(method) if ema is not None else contextlib.nullcontext(),
                       meter.paused()):
                     method.eval()
@@ -441,7 +445,7 @@ def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
                         f"interrupted after step {step + 1}; state saved to {checkpoint.path}")
             elif flag["stop"]:
                 raise KeyboardInterrupt
-    seconds = elapsed + time.perf_counter() - start - diag_seconds - curve_seconds
+    seconds = train_seconds(time.perf_counter())
     method.eval()
     result = TrainResult(cfg.steps, seconds, coupling_seconds, last, history,
                          solver_seconds=solver_seconds, compute=meter.count.as_dict())
