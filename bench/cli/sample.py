@@ -59,18 +59,15 @@ def sample_cmd(
                          on_batch=lambda done: progress.update(task, completed=done))
     out.mkdir(parents=True, exist_ok=True)
     if model.data.kind == "images":
-        u8 = to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy()  # [n, H, W, 3]
-        if fmt == "npz":
-            path = atomic_write(out / "samples.npz",
-                                lambda tmp: np.savez(tmp, samples=u8))
-            written = f"{path} ({n} images, uint8 [n, H, W, 3])"
-        else:
-            write_pngs(u8, out)
-            written = f"{n} PNG files in {out}"
+        arr, what = to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy(), "images, uint8 [n, H, W, 3]"
     else:
-        path = atomic_write(out / "samples.npz",
-                            lambda tmp: np.savez(tmp, samples=x.cpu().numpy()))
-        written = f"{path} ({n} points, float32)"
+        arr, what = x.cpu().numpy(), "points, float32"
+    if fmt == "png":
+        write_pngs(arr, out)
+        written = f"{n} PNG files in {out}"
+    else:
+        path = atomic_write(out / "samples.npz", lambda tmp: np.savez(tmp, samples=arr))
+        written = f"{path} ({n} {what})"
     console.print(f"wrote {written}; {method} on {model.dataset}, seed {model.seed}, counted "
                   f"NFE {model.nfe:g} per sample, checkpoint {model.checkpoint}")
 
