@@ -105,3 +105,36 @@ def test_inception_fid_below_50k_samples_is_flagged_as_biased(n, warned):
     line = metric_line([rec])
     assert "`inception-v3-fast` (Inception FID)" in line
     assert ("biased upward" in line) == warned and ("KID is unbiased" in line) == warned
+
+
+def test_across_datasets_lines_up_the_grid_comparisons_and_counts_the_verdicts(tmp_path):
+    """Two datasets with a grid: one where the neural flow is behind the map by a clear
+    margin (significant), one where they differ only by noise (not significant)."""
+    from bench.report.grid import across_section
+
+    noise = [0.002, -0.001, 0.003]
+    path = tmp_path / "records.jsonl"
+    for dataset, gap in (("moons", 0.05), ("spiral", 0.0)):
+        for seed in (0, 1, 2):
+            for method, w in (("otmap-online", 0.2), ("otnfm-online", 0.2 + gap + noise[seed]),
+                              ("loomcfm-euler1", 0.2 - noise[seed]),
+                              ("otmap-minibatch", 0.3), ("otnfm-minibatch", 0.3 + gap)):
+                append_record(path, RunRecord(
+                    method=method, dataset=dataset, seed=seed, status="ok",
+                    run_id=f"{dataset}.{method}.s{seed}", config_hash=f"{method}-h",
+                    metrics={"w2": w + 0.01 * seed}))
+    text = render_report([Source(str(path), read_records(path).records)],
+                         tmp_path / "r.md", metric_vocabulary(), grid=grid_cells())
+    section = text[text.index("## Across datasets"):text.index("## Runs")]
+    rows = {line.split("<br>")[0].strip("| "): line for line in section.splitlines()
+            if line.startswith("| ") and "<br>" in line}
+    online_map = rows["online OT, neural flow vs map G(z)"]
+    assert "`otnfm-online` − `otmap-online`" in online_map
+    assert "**0.0513** [" in online_map and "] worse" in online_map   # moons: 0.05 + mean noise
+    assert "] n.s." in online_map and online_map.endswith("| 0 / 1 / 1 |")
+    # the flow against FM's one Euler step on the online coupling: worse on moons only
+    assert rows["online OT, neural flow vs FM velocity, 1 Euler step"].endswith("| 0 / 1 / 1 |")
+    # along the neural-flow row: online vs minibatch is better on both
+    assert rows["neural flow, online OT vs minibatch OT"].endswith("| 2 / 0 / 0 |")
+    assert "moons (`w2`, 3 seeds)" in section and "spiral (`w2`, 3 seeds)" in section
+    assert across_section([]) == []

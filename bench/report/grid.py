@@ -61,72 +61,169 @@ def _cells(view: DatasetView, cells: Cells,
     return groups[best], others, path.get("kind", "linear")
 
 
-def grid_section(view: DatasetView, vocab: MetricVocabulary, cells: Cells) -> list[str]:
-    """The grid table and its generated reading; nothing when fewer than two rows and two
-    columns are present."""
+@dataclass
+class Grid:
+    """One dataset's grid: its headline metric, the cells of its main setting, and the rows
+    and columns present."""
+
+    dataset: str
+    metric: str
+    direction: str  # "min" | "max" (vocabulary direction of the metric)
+    present: dict[tuple[str, str], Cell]
+    others: int
+    path: str
+    rows: list[str]
+    cols: list[str]
+
+
+def dataset_grid(view: DatasetView, vocab: MetricVocabulary, cells: Cells) -> Grid | None:
+    """The grid of one dataset; None when fewer than two rows and two columns are present."""
     metric = vocab.headline_of(k for r in view.records for k in r.metrics)
     if metric is None:
-        return []
+        return None
     present, others, path = _cells(view, cells, metric)
     rows = [r for r in GRID_ROWS.values() if any(k[0] == r for k in present)]
     cols = [c for c in GRID_COLUMNS.values() if any(k[1] == c for k in present)]
     if len(rows) < 2 or len(cols) < 2:
+        return None
+    return Grid(view.dataset, metric, vocab.directions.get(metric, "min"), present, others,
+                path, rows, cols)
+
+
+def grid_section(grid: Grid | None) -> list[str]:
+    """The grid table and its generated reading."""
+    if grid is None:
         return []
-    arrow = {"min": "lower is better", "max": "higher is better"}.get(
-        vocab.directions.get(metric, ""), "")
-    same = ("the first three rows give" if path == "linear" else
-            f"the map and the neural flow give (on the `{path}` path one Euler step of FM does "
-            "not)")
-    lines = [f"### Coupling × parametrisation ({view.dataset})", "",
-             f"`{metric}` ({arrow}), mean ± std [95% interval] over seeds; the method of each "
-             f"cell is named under its value. Within a column the coupling is the same, and at "
-             f"the optimum {same} the same sample E[x1 | x0 = z]: what differs there comes "
-             "from optimisation (the t² weighting and t input of the neural flow, the budget), "
-             "not from the target."
-             + (f" {others} cell(s) recorded with other data, network, training, path or "
-                "evaluation settings are left out." if others else ""), "",
-             "| parametrisation | " + " | ".join(cols) + " |",
-             "|---|" + "---|" * len(cols)]
-    for row in rows:
+    arrow = {"min": "lower is better", "max": "higher is better"}.get(grid.direction, "")
+    same = ("the first three rows give" if grid.path == "linear" else
+            f"the map and the neural flow give (on the `{grid.path}` path one Euler step of FM "
+            "does not)")
+    lines = [f"### Coupling × parametrisation ({grid.dataset})", "",
+             f"`{grid.metric}` ({arrow}), mean ± std [95% interval] over seeds; the method of "
+             f"each cell is named under its value. Within a column the coupling is the same, "
+             f"and at the optimum {same} the same sample E[x1 | x0 = z]: what differs there "
+             "comes from optimisation (the t² weighting and t input of the neural flow, the "
+             "budget), not from the target."
+             + (f" {grid.others} cell(s) recorded with other data, network, training, path or "
+                "evaluation settings are left out." if grid.others else ""), "",
+             "| parametrisation | " + " | ".join(grid.cols) + " |",
+             "|---|" + "---|" * len(grid.cols)]
+    for row in grid.rows:
         out = []
-        for col in cols:
-            c = present.get((row, col))
+        for col in grid.cols:
+            c = grid.present.get((row, col))
             out.append("–" if c is None else f"{c.summary.fmt(ci=True)}<br>`{c.method}`")
         lines.append(f"| {row} | " + " | ".join(out) + " |")
-    lines += ["", *reading(present, metric, vocab.directions.get(metric, "min")), ""]
+    lines += ["", *reading(grid), ""]
     return lines
 
 
-def _compare(a: Cell, b: Cell, metric: str, direction: str) -> str:
-    d = paired(by_seed(a.runs, metric), by_seed(b.runs, metric))
-    if d.n < 2:
-        return (f"`{a.method}` {fmt_num(a.summary.mean)} vs `{b.method}` "
-                f"{fmt_num(b.summary.mean)} ({d.n} common seed: no interval)")
-    significant = d.lo > 0 or d.hi < 0
-    better = (d.mean < 0) == (direction != "max")
-    verdict = (f"significant: `{a.method}` is {'better' if better else 'worse'}"
-               if significant else "not significant")
-    return (f"`{a.method}` {fmt_num(a.summary.mean)} vs `{b.method}` {fmt_num(b.summary.mean)}: "
-            f"Δ {fmt_num(d.mean)} [{fmt_num(d.lo)}, {fmt_num(d.hi)}] over {d.n} seeds, "
-            f"{verdict}")
+@dataclass
+class Comparison:
+    """A paired comparison A − B of two cells over their common seeds."""
+
+    label: str
+    a: Cell
+    b: Cell
+    diff: Summary
+    direction: str
+
+    @property
+    def verdict(self) -> str:
+        """"better" / "worse" (A against B) when the 95% interval excludes 0, "n.s." when it
+        does not, "–" without an interval (fewer than two common seeds)."""
+        if self.diff.n < 2:
+            return "–"
+        if not (self.diff.lo > 0 or self.diff.hi < 0):
+            return "n.s."
+        return "better" if (self.diff.mean < 0) == (self.direction != "max") else "worse"
+
+    def sentence(self) -> str:
+        a, b, d = self.a, self.b, self.diff
+        head = (f"`{a.method}` {fmt_num(a.summary.mean)} vs `{b.method}` "
+                f"{fmt_num(b.summary.mean)}")
+        if d.n < 2:
+            return f"{head} ({d.n} common seed: no interval)"
+        verdict = ("not significant" if self.verdict == "n.s." else
+                   f"significant: `{a.method}` is {self.verdict}")
+        return (f"{head}: Δ {fmt_num(d.mean)} [{fmt_num(d.lo)}, {fmt_num(d.hi)}] over {d.n} "
+                f"seeds, {verdict}")
 
 
-def reading(present: dict[tuple[str, str], Cell], metric: str, direction: str) -> list[str]:
-    """Generated sentences: inside each column the neural flow against the other rows;
-    along the neural-flow row each coupling against the previous one."""
-    lines = [f"Paired differences of `{metric}` over common seeds (A − B, 95% interval; "
-             "significant when the interval excludes 0):"]
+def comparisons(grid: Grid) -> list[Comparison]:
+    """Inside each column the neural flow against the other rows; along the neural-flow row
+    each coupling against the previous one."""
+
+    def compare(label: str, a: Cell, b: Cell) -> Comparison:
+        return Comparison(label, a, b, paired(by_seed(a.runs, grid.metric),
+                                              by_seed(b.runs, grid.metric)), grid.direction)
+
+    out = []
     for col in GRID_COLUMNS.values():
-        flow = present.get((FLOW, col))
+        flow = grid.present.get((FLOW, col))
         if flow is None:
             continue
         for other in (MAP, FM1, FM100):
-            cell = present.get((other, col))
+            cell = grid.present.get((other, col))
             if cell is not None:
-                lines.append(f"- {col}, neural flow vs {other}: "
-                             f"{_compare(flow, cell, metric, direction)}.")
-    flows = [(col, present[(FLOW, col)]) for col in GRID_COLUMNS.values()
-             if (FLOW, col) in present]
+                out.append(compare(f"{col}, neural flow vs {other}", flow, cell))
+    flows = [(col, grid.present[(FLOW, col)]) for col in GRID_COLUMNS.values()
+             if (FLOW, col) in grid.present]
     for (col_a, a), (col_b, b) in zip(flows[1:], flows[:-1], strict=False):
-        lines.append(f"- neural flow, {col_a} vs {col_b}: {_compare(a, b, metric, direction)}.")
-    return lines
+        out.append(compare(f"neural flow, {col_a} vs {col_b}", a, b))
+    return out
+
+
+def reading(grid: Grid) -> list[str]:
+    """Generated sentences, one per comparison."""
+    return [f"Paired differences of `{grid.metric}` over common seeds (A − B, 95% interval; "
+            "significant when the interval excludes 0):",
+            *(f"- {c.label}: {c.sentence()}." for c in comparisons(grid))]
+
+
+def across_section(grids: list[Grid]) -> list[str]:
+    """The grid's comparisons side by side for every dataset that has a grid, with a tally of
+    where A is significantly better, worse or not distinguishable from B; nothing for fewer
+    than two datasets."""
+    if len(grids) < 2:
+        return []
+    table: dict[str, dict[str, Comparison]] = {}
+    for g in grids:
+        for c in comparisons(g):
+            table.setdefault(c.label, {})[g.dataset] = c
+    head = []
+    for g in grids:
+        ns = sorted({c.diff.n for c in comparisons(g)})
+        span = f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
+        head.append(f"{g.dataset} (`{g.metric}`, {span} seed{'s' if ns[-1] > 1 else ''})")
+    lines = ["## Across datasets", "",
+             "The paired comparisons of each dataset's coupling × parametrisation grid side by "
+             "side: Δ = A − B of the dataset's headline metric, mean [95% interval] over common "
+             "seeds, **bold** where the interval excludes 0, then whether A (the first method "
+             "named) is better or worse there, or not significantly different (n.s.); the last "
+             "column counts the datasets. The metrics differ in scale between datasets: read "
+             "each column on its own. Every interval is a 95% interval on its own, with no "
+             "correction for the many comparisons in this table: about one in twenty true ties "
+             "shows as significant by chance.", "",
+             "| comparison (A vs B) | " + " | ".join(head) + " | A better / worse / n.s. |",
+             "|---|" + "---|" * (len(grids) + 1)]
+    for label, by_data in table.items():
+        first = next(iter(by_data.values()))
+        names = (first.a.method, first.b.method)
+        cells, tally = [], {"better": 0, "worse": 0, "n.s.": 0}
+        for g in grids:
+            c = by_data.get(g.dataset)
+            if c is None:
+                cells.append("–")
+                continue
+            tally[c.verdict] = tally.get(c.verdict, 0) + 1
+            d = c.diff
+            mean = f"**{fmt_num(d.mean)}**" if c.verdict in ("better", "worse") else fmt_num(d.mean)
+            cell = (f"{mean} (1 seed)" if d.n < 2 else
+                    f"{mean} [{fmt_num(d.lo)}, {fmt_num(d.hi)}] {c.verdict}")
+            if (c.a.method, c.b.method) != names:
+                cell += f"<br>`{c.a.method}` − `{c.b.method}`"
+            cells.append(cell)
+        lines.append(f"| {label}<br>`{names[0]}` − `{names[1]}` | " + " | ".join(cells)
+                     + f" | {tally['better']} / {tally['worse']} / {tally['n.s.']} |")
+    return lines + [""]

@@ -10,7 +10,7 @@ from bench.evaluate import MetricVocabulary
 from bench.io import atomic_write_text
 from bench.report.curves import curve_overhead, curves_figure, time_to_quality
 from bench.report.figures import figures
-from bench.report.grid import Cells, grid_section
+from bench.report.grid import Cells, Grid, across_section, dataset_grid, grid_section
 from bench.report.model import DatasetView, Source, by_config, latest_only
 from bench.report.stats import fmt_num
 from bench.report.tables import (
@@ -54,6 +54,7 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
     failed = [r for r in records if r.status != "ok"]
     lines = header(sources, records, ok, failed, superseded, title)
     groups = by_config(ok)
+    grids: list[Grid] = []
     for dataset in sorted({r.dataset for r in ok}):
         view = DatasetView.of(dataset, ok, groups, bases, out.parent / out.stem, out.parent)
         metrics = metric_order(view.records, vocab.directions)
@@ -66,7 +67,9 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
                                  compare if compare is not None else default_compare(view))
         if pair_lines:
             lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
-        lines += grid_section(view, vocab, grid or {})
+        g = dataset_grid(view, vocab, grid or {})
+        lines += grid_section(g)
+        grids += [g] if g is not None else []
         lines += (compute_table(view) + diagnostics_table(view) + bank_gap_table(view)
                   + sweep_notes(view))
         if any(r.curve for r in view.records):
@@ -78,7 +81,7 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
             lines += time_to_quality(view, vocab) + curve_overhead(view)
         if plots_on:
             lines += figures(view, vocab)
-    lines += footer(records, failed)
+    lines += across_section(grids) + footer(records, failed)
     text = "\n".join(lines)
     atomic_write_text(out, text)
     return text
