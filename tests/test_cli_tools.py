@@ -134,3 +134,42 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README's example)
     assert tuple(scope["x"].shape) == (1000, 2) and scope["model"].nfe == 1
+
+
+def test_report_selects_the_runs_of_named_methods_datasets_and_suite_files(tmp_path):
+    """One folder shared by two suites (and a sweep): --methods/--dataset globs and --config
+    files pick their records; the data floor follows its dataset; a selection that keeps
+    nothing fails with what the records hold."""
+    from bench.results import RunRecord, append_record
+
+    rec = tmp_path / "res" / "records.jsonl"
+    rows = [("moons", m, s, sw) for s in (0, 1) for m in ("data", "otnfm-online", "meanflow")
+            for sw in ({},)] + [("moons", "otnfm-online", 0, {"coupling.caches": 1}),
+                                ("spiral", "data", 0, {}), ("spiral", "otnfm-online", 0, {}),
+                                ("moons", "otnfm-online", 5, {})]
+    for d, m, s, sw in rows:
+        append_record(rec, RunRecord(method=m, dataset=d, seed=s, status="ok", sweep=sw,
+                                     run_id=f"{d}.{m}.s{s}.{len(sw)}", config_hash=f"{m}{sw}",
+                                     metrics={"w2": 0.2 + 0.01 * s}))
+    (tmp_path / "ladder.yaml").write_text("methods: [otnfm-online]\ndatasets: [moons]\n"
+                                          "seeds: [0, 1]\n")
+    (tmp_path / "k1.yaml").write_text("methods: [otnfm-online]\ndatasets: [moons]\nseeds: [0]\n"
+                                      "sweep:\n  coupling.caches: [1]\n")
+
+    def runs(*args):
+        out = tmp_path / "r.md"
+        res = cli.invoke(app, ["report", str(rec.parent), "--out", str(out), *args])
+        assert res.exit_code == 0, res.output
+        return sorted(line.split("`")[1] for line in out.read_text().splitlines()
+                      if line.startswith("| `"))
+
+    assert runs("-m", "otnfm-*", "-d", "spiral") == ["spiral.data.s0.0", "spiral.otnfm-online.s0.0"]
+    assert runs("-c", str(tmp_path / "ladder.yaml")) == [
+        "moons.data.s0.0", "moons.data.s1.0", "moons.otnfm-online.s0.0", "moons.otnfm-online.s1.0"]
+    both = runs("-c", str(tmp_path / "ladder.yaml"), "-c", str(tmp_path / "k1.yaml"))
+    assert "moons.otnfm-online.s0.1" in both and len(both) == 5
+    assert runs("-m", "meanflow") == ["moons.data.s0.0", "moons.data.s1.0",
+                                      "moons.meanflow.s0.0", "moons.meanflow.s1.0"]
+    res = cli.invoke(app, ["report", str(rec.parent), "--out", str(tmp_path / "x.md"),
+                           "-m", "shortcut"])
+    assert res.exit_code != 0 and "keeps no record" in res.output and "moons/meanflow" in res.output
