@@ -7,7 +7,7 @@ BENCH  := $(VENV)/bin/bench
 # an unpinned multi-GB download. pyproject itself states ranges; override TORCH_PINS elsewhere.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv run test test-all lint bench perf images clean
+.PHONY: venv run test test-all lint bench perf images mnist5k-study clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ perf: venv
 images: venv
 	$(BENCH) run --config configs/mnist5k.yaml --out results/mnist5k
 	$(BENCH) report results/mnist5k --out reports/mnist5k.md
+
+# The mnist5k ladder (+ K = 1), peers and curves in two lanes with a shared results folder
+# (scripts/mnist5k_study.sh; about 6 h on 2 CPU cores; it resumes after a stop).
+mnist5k-study: venv
+	scripts/mnist5k_study.sh
 
 lint: venv
 	$(VENV)/bin/ruff check bench tests

@@ -58,3 +58,32 @@ def test_grid_markers_copy_the_grid_and_its_sentences_only(tmp_path):
     assert "neural flow vs map G(z): not significant." in text
     assert "Training compute" not in text and "| otnfm-online | 2500 |" not in text
     assert text.startswith("intro\n") and text.endswith("end\n")
+
+
+def test_mnist5k_study_runs_both_lanes_into_one_folder_then_the_three_reports(tmp_path):
+    """scripts/mnist5k_study.sh with a recording stand-in for `bench`: the ladder, its K = 1
+    sweep, the peers and the curves run, the ladder and the peers into one shared folder, and
+    the three reports select their suites from it."""
+    log = tmp_path / "calls"
+    fake = tmp_path / "bench"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n")
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "BENCH": str(fake), "STUDY": str(tmp_path / "study"),
+           "CURVES": str(tmp_path / "curves")}
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "mnist5k_study.sh")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    calls = log.read_text().splitlines()
+    study, curves = env["STUDY"], env["CURVES"]
+    runs = [c for c in calls if c.startswith(("run", "sweep"))]
+    assert sorted(c.split(" --out ")[0] for c in runs) == [
+        "run --config configs/curves-mnist5k.yaml", "run --config configs/ladder-mnist5k.yaml",
+        "run --config configs/peers-mnist5k.yaml", "sweep --config configs/ladder-mnist5k-k1.yaml"]
+    assert all(f"--out {curves if 'curves' in c else study} " in c for c in runs)
+    assert calls.index(next(c for c in calls if "ladder-mnist5k-k1" in c)) > calls.index(
+        next(c for c in calls if "run --config configs/ladder-mnist5k.yaml" in c))
+    reports = [c for c in calls if c.startswith("report")]
+    assert len(reports) == 3 and calls[-3:] == reports  # after both lanes
+    assert "-c configs/ladder-mnist5k.yaml -c configs/ladder-mnist5k-k1.yaml" in reports[0]
+    assert f"report {study} -c configs/peers-mnist5k.yaml" in reports[1]
+    assert (tmp_path / "study" / "logs" / "lane1.log").exists()

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The mnist5k studies (coupling x parametrisation ladder with K = 1 vs the default K, peers,
+# learning curves) on one machine, in two lanes that run at once, one torch thread each:
+#   lane 1: configs/ladder-mnist5k.yaml, then the K = 1 sweep configs/ladder-mnist5k-k1.yaml
+#   lane 2: configs/peers-mnist5k.yaml, then configs/curves-mnist5k.yaml
+# The ladder and the peers share one results folder ($STUDY) and the same data, network,
+# training and evaluation settings, so a recipe both suites name (otnfm-online,
+# otnfm-minibatch, otmap-online, loomcfm, otcfm, fm) trains once: a run claimed by one lane is
+# deferred by the other and picked up as a finished record. Everything resumes: run the
+# script again after a stop and it continues. Then the three reports:
+#   reports/ladder-mnist5k.md, reports/peers-mnist5k.md, reports/curves-mnist5k.md
+#
+#   scripts/mnist5k_study.sh                 # about 6 h on 2 CPU cores
+#   DEVICE=cuda scripts/mnist5k_study.sh     # on a GPU
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH=${BENCH:-.venv/bin/bench}
+STUDY=${STUDY:-results/mnist5k-study}
+CURVES=${CURVES:-results/curves-mnist5k}
+DEVICE=${DEVICE:-auto}
+LOGS=${LOGS:-$STUDY/logs}
+mkdir -p "$LOGS"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+lane1() {
+  $BENCH run --config configs/ladder-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
+  $BENCH sweep --config configs/ladder-mnist5k-k1.yaml --out "$STUDY" --device "$DEVICE"
+}
+lane2() {
+  $BENCH run --config configs/peers-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
+  $BENCH run --config configs/curves-mnist5k.yaml --out "$CURVES" --device "$DEVICE"
+}
+lane1 > "$LOGS/lane1.log" 2>&1 &
+p1=$!
+lane2 > "$LOGS/lane2.log" 2>&1 &
+p2=$!
+rc=0
+wait "$p1" || rc=$?
+wait "$p2" || rc=$?
+echo "lanes done (exit $rc); logs in $LOGS"
+
+# a lane that failed part-way still leaves its finished records: report what is there
+$BENCH report "$STUDY" -c configs/ladder-mnist5k.yaml -c configs/ladder-mnist5k-k1.yaml \
+  --compare otnfm-online:loomcfm-euler1 --compare otnfm-online:otmap-online \
+  --out reports/ladder-mnist5k.md || rc=$?
+$BENCH report "$STUDY" -c configs/peers-mnist5k.yaml --out reports/peers-mnist5k.md || rc=$?
+$BENCH report "$CURVES" --out reports/curves-mnist5k.md || rc=$?
+exit "$rc"
