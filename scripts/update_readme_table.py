@@ -5,9 +5,11 @@
     python scripts/update_readme_table.py reports/peers2d.md README.md peers-table
     python scripts/update_readme_table.py reports/mnist5k.md README.md mnist5k-table
     python scripts/update_readme_table.py reports/ladder2d.md README.md ladder2d-grid
+    python scripts/update_readme_table.py reports/ladder2d.md README.md ladder2d-across
 
 Only columns named in COLUMNS are kept; a marker ending in ``-grid`` copies the report's
-coupling x parametrisation grids with their generated sentences instead. Every number comes
+coupling x parametrisation grids with their generated sentences instead, one ending in
+``-across`` its "Across datasets" section. Every number comes
 from the report, which names the run it was built from.
 """
 
@@ -63,10 +65,22 @@ def grids(report: str) -> list[str]:
     return ["\n".join(b).strip() for b in blocks]
 
 
+def across(report: str) -> str:
+    """The report's "## Across datasets" section without its heading."""
+    lines = report.splitlines()
+    if "## Across datasets" not in lines:
+        sys.exit("the report has no 'Across datasets' section (it needs grids on 2+ datasets)")
+    start = lines.index("## Across datasets") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end]).strip()
+
+
 def main(report_path: str, readme_path: str, marker: str) -> None:
     report = Path(report_path).read_text()
     if marker.endswith("-grid"):
         body = "\n\n".join(grids(report))
+    elif marker.endswith("-across"):
+        body = across(report)
     else:
         body = "\n\n".join(compact(s, r) for s, r in tables(report))
     built = next((ln for ln in report.splitlines() if ln.startswith("Built from")), "")

@@ -32,6 +32,18 @@ Paired differences of `w2`:
 | recipe | steps |
 |---|---|
 | otnfm-online | 2500 |
+
+## Across datasets
+
+The comparisons side by side.
+
+| comparison (A vs B) | moons (`w2`, 3 seeds) | spiral (`w2`, 3 seeds) | A better / worse / n.s. |
+|---|---|---|---|
+| online OT, flow vs map | **0.01** [0.004, 0.016] worse | 0.005 [-0.002, 0.01] n.s. | 0 / 1 / 1 |
+
+## Runs
+
+| run | config hash |
 """
 
 
@@ -58,6 +70,18 @@ def test_grid_markers_copy_the_grid_and_its_sentences_only(tmp_path):
     assert "neural flow vs map G(z): not significant." in text
     assert "Training compute" not in text and "| otnfm-online | 2500 |" not in text
     assert text.startswith("intro\n") and text.endswith("end\n")
+
+
+def test_across_markers_copy_the_across_datasets_section_only(tmp_path):
+    text = _update(tmp_path, "t-across")
+    assert "The comparisons side by side." in text and "| 0 / 1 / 1 |" in text
+    assert "Across datasets" not in text and "## Runs" not in text and "map G(z) | 0.18" not in text
+    readme = tmp_path / "README.md"
+    (tmp_path / "r.md").write_text(REPORT.split("## Across datasets")[0])
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme_table.py"),
+                          str(tmp_path / "r.md"), str(readme), "t-across"],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "no 'Across datasets' section" in res.stderr
 
 
 def test_mnist5k_study_runs_both_lanes_into_one_folder_then_the_three_reports(tmp_path):
