@@ -138,3 +138,8 @@ def test_across_datasets_lines_up_the_grid_comparisons_and_counts_the_verdicts(t
     assert rows["neural flow, online OT vs minibatch OT"].endswith("| 2 / 0 / 0 |")
     assert "moons (`w2`, 3 seeds)" in section and "spiral (`w2`, 3 seeds)" in section
     assert across_section([]) == []
+    # the verdict page alone: the same table, no per-dataset sections, no figures
+    only = render_report([Source(str(path), read_records(path).records)], tmp_path / "v.md",
+                         metric_vocabulary(), grid=grid_cells(), across_only=True)
+    assert only[only.index("## Across datasets"):only.index("## Runs")] == section
+    assert "## moons" not in only and not (tmp_path / "v").exists()

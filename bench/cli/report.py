@@ -44,6 +44,10 @@ def report_cmd(
                                "methods, datasets and seeds, and its sweep grid points (none "
                                "for a file without a sweep); for folders that several suites "
                                "share")] = None,
+    across_only: Annotated[bool, typer.Option(
+        "--across-only", help="Only the 'Across datasets' verdict table (the grid comparisons "
+                              "of every dataset side by side) and the runs it was built from")
+    ] = False,
     plugin: PluginOpt = None,
 ) -> None:
     """Render a report from run records alone (never trains)."""
@@ -60,7 +64,8 @@ def report_cmd(
     target = out or base / f"report.{FORMATS[fmt]}"
     if fmt == "markdown":
         render_report(sources, target, metric_vocabulary(), title=title,
-                      compare=parse_pairs(compare), grid=grid_cells())
+                      compare=parse_pairs(compare), grid=grid_cells(),
+                      across_only=across_only)
     else:
         atomic_write_text(target, as_json(sources) if fmt == "json" else as_csv(sources))
     n = sum(len(s.records) for s in sources)

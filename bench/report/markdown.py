@@ -43,10 +43,12 @@ EXPLANATION = (
 def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabulary,
                   title: str | None = None, plots_on: bool = True,
                   compare: list[tuple[str, str]] | None = None,
-                  grid: Cells | None = None) -> str:
+                  grid: Cells | None = None, across_only: bool = False) -> str:
     """Write ``out`` (Markdown) and its figures into ``<out stem>/``; returns the Markdown.
     ``grid``: method -> (row, column) of the coupling x parametrisation grid
-    (``bench.methods.base.grid_cells()``); without it no grid section is drawn."""
+    (``bench.methods.base.grid_cells()``); without it no grid section is drawn.
+    ``across_only``: the header, the "Across datasets" section and the list of runs alone
+    (no per-dataset sections, no figures): a verdict page over several suites' records."""
     out = Path(out)
     records, superseded = latest_only([r for s in sources for r in s.records])
     bases = {id(r): Path(s.path).parent for s in sources for r in s.records}
@@ -57,6 +59,10 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
     grids: list[Grid] = []
     for dataset in sorted({r.dataset for r in ok}):
         view = DatasetView.of(dataset, ok, groups, bases, out.parent / out.stem, out.parent)
+        if across_only:
+            g = dataset_grid(view, vocab, grid or {})
+            grids += [g] if g is not None else []
+            continue
         metrics = metric_order(view.records, vocab.directions)
         lines += [f"## {dataset}", "", data_line(view.records[0]), ""]
         mline = metric_line(view.records)
