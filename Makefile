@@ -43,7 +43,7 @@ images: venv
 # The mnist5k ladder (+ K = 1), peers and curves in two lanes with a shared results folder
 # (scripts/mnist5k_study.sh; about 6 h on 2 CPU cores; it resumes after a stop).
 mnist5k-study: venv
-	scripts/mnist5k_study.sh
+	BENCH=$(BENCH) scripts/mnist5k_study.sh
 
 lint: venv
 	$(VENV)/bin/ruff check bench tests

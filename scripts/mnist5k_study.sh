@@ -22,24 +22,42 @@ LOGS=${LOGS:-$STUDY/logs}
 mkdir -p "$LOGS"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
+# one suite of a lane: a suite with a failed run still lets the lane go on to its next suite
+# (the failure is in the records and in the exit status); Ctrl-C or a kill ends the lane
+step() {
+  "$@" || {
+    local s=$?
+    if [ "$s" -ge 128 ]; then exit "$s"; fi
+    rc=$s
+  }
+}
 lane1() {
-  $BENCH run --config configs/ladder-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
-  $BENCH sweep --config configs/ladder-mnist5k-k1.yaml --out "$STUDY" --device "$DEVICE"
+  rc=0
+  step $BENCH run --config configs/ladder-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
+  step $BENCH sweep --config configs/ladder-mnist5k-k1.yaml --out "$STUDY" --device "$DEVICE"
+  return "$rc"
 }
 lane2() {
-  $BENCH run --config configs/peers-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
-  $BENCH run --config configs/curves-mnist5k.yaml --out "$CURVES" --device "$DEVICE"
+  rc=0
+  step $BENCH run --config configs/peers-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
+  step $BENCH run --config configs/curves-mnist5k.yaml --out "$CURVES" --device "$DEVICE"
+  return "$rc"
 }
+# each lane in its own process group (job control), so that Ctrl-C reaches both lanes through
+# the trap, each `bench` saves its state, and neither lane starts its next suite
+set -m
 lane1 > "$LOGS/lane1.log" 2>&1 &
 p1=$!
 lane2 > "$LOGS/lane2.log" 2>&1 &
 p2=$!
+set +m
+trap 'kill -INT -- -"$p1" -"$p2" 2>/dev/null; wait; echo "interrupted; run again to resume"; exit 130' INT TERM
 rc=0
 wait "$p1" || rc=$?
 wait "$p2" || rc=$?
 echo "lanes done (exit $rc); logs in $LOGS"
 
-# a lane that failed part-way still leaves its finished records: report what is there
+# a suite with failed runs still leaves its finished records: report what is there
 $BENCH report "$STUDY" -c configs/ladder-mnist5k.yaml -c configs/ladder-mnist5k-k1.yaml \
   --compare otnfm-online:loomcfm-euler1 --compare otnfm-online:otmap-online \
   --out reports/ladder-mnist5k.md || rc=$?

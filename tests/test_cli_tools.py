@@ -137,24 +137,36 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
 
 
 def test_report_selects_the_runs_of_named_methods_datasets_and_suite_files(tmp_path):
-    """One folder shared by two suites (and a sweep): --methods/--dataset globs and --config
-    files pick their records; the data floor follows its dataset; a selection that keeps
-    nothing fails with what the records hold."""
+    """One folder shared by suites (and a sweep): --methods/--dataset globs and --config files
+    pick their records (a suite file's runs by config hash, a sweep's `seed:` axis as its
+    seeds); the data floor follows its dataset; a selection that keeps nothing fails with what
+    the records hold."""
+    from bench.config import expand_sweep
+    from bench.planner import Plan
     from bench.results import RunRecord, append_record
 
+    ladder, k1 = tmp_path / "ladder.yaml", tmp_path / "k1.yaml"
+    ladder.write_text("methods: ['otnfm-*']\ndatasets: [moons]\nseeds: [0, 1]\n")
+    k1.write_text("methods: [otnfm-online]\ndatasets: [moons]\n"
+                  "sweep:\n  seed: [0]\n  coupling.caches: [1]\n")
+    plan = Plan.of(resolve(ladder))
+    (assign, k1_cfg), = expand_sweep(k1)
+    k1_plan = Plan.of(k1_cfg, assign)
+    rows = [(plan.floor("moons", s), {}) for s in (0, 1)]
+    rows += [(plan.spec(m, "moons", s), {}) for s in (0, 1) for m in ("otnfm-online", "meanflow")]
+    rows += [(k1_plan.spec("otnfm-online", "moons", 0), assign),
+             (plan.spec("otnfm-online", "spiral", 0), {}), (plan.floor("spiral", 0), {}),
+             (plan.spec("otnfm-online", "moons", 5), {})]
     rec = tmp_path / "res" / "records.jsonl"
-    rows = [("moons", m, s, sw) for s in (0, 1) for m in ("data", "otnfm-online", "meanflow")
-            for sw in ({},)] + [("moons", "otnfm-online", 0, {"coupling.caches": 1}),
-                                ("spiral", "data", 0, {}), ("spiral", "otnfm-online", 0, {}),
-                                ("moons", "otnfm-online", 5, {})]
-    for d, m, s, sw in rows:
-        append_record(rec, RunRecord(method=m, dataset=d, seed=s, status="ok", sweep=sw,
-                                     run_id=f"{d}.{m}.s{s}.{len(sw)}", config_hash=f"{m}{sw}",
-                                     metrics={"w2": 0.2 + 0.01 * s}))
-    (tmp_path / "ladder.yaml").write_text("methods: [otnfm-online]\ndatasets: [moons]\n"
-                                          "seeds: [0, 1]\n")
-    (tmp_path / "k1.yaml").write_text("methods: [otnfm-online]\ndatasets: [moons]\nseeds: [0]\n"
-                                      "sweep:\n  coupling.caches: [1]\n")
+    for spec, sweep in rows:
+        append_record(rec, RunRecord(method=spec.method, dataset=spec.dataset, seed=spec.seed,
+                                     status="ok", sweep=sweep, config_hash=spec.config_hash,
+                                     run_id=f"{spec.dataset}.{spec.method}.s{spec.seed}"
+                                            f".{len(sweep)}", metrics={"w2": 0.2}))
+    # the same method and seed at other settings (another suite's): never this suite's run
+    append_record(rec, RunRecord(method="otnfm-online", dataset="moons", seed=1, status="ok",
+                                 config_hash="0123456789ab", run_id="moons.otnfm-online.s1.other",
+                                 metrics={"w2": 0.3}))
 
     def runs(*args):
         out = tmp_path / "r.md"
@@ -164,12 +176,19 @@ def test_report_selects_the_runs_of_named_methods_datasets_and_suite_files(tmp_p
                       if line.startswith("| `"))
 
     assert runs("-m", "otnfm-*", "-d", "spiral") == ["spiral.data.s0.0", "spiral.otnfm-online.s0.0"]
-    assert runs("-c", str(tmp_path / "ladder.yaml")) == [
+    assert runs("-c", str(ladder)) == [
         "moons.data.s0.0", "moons.data.s1.0", "moons.otnfm-online.s0.0", "moons.otnfm-online.s1.0"]
-    both = runs("-c", str(tmp_path / "ladder.yaml"), "-c", str(tmp_path / "k1.yaml"))
+    both = runs("-c", str(ladder), "-c", str(k1))
     assert "moons.otnfm-online.s0.1" in both and len(both) == 5
+    assert runs("-c", str(k1)) == ["moons.data.s0.0", "moons.otnfm-online.s0.1"]
     assert runs("-m", "meanflow") == ["moons.data.s0.0", "moons.data.s1.0",
                                       "moons.meanflow.s0.0", "moons.meanflow.s1.0"]
     res = cli.invoke(app, ["report", str(rec.parent), "--out", str(tmp_path / "x.md"),
                            "-m", "shortcut"])
     assert res.exit_code != 0 and "keeps no record" in res.output and "moons/meanflow" in res.output
+    res = cli.invoke(app, ["report", str(rec.parent), "--out", str(tmp_path / "y.md"),
+                           "--across-only"])
+    assert res.exit_code == 2 and "needs two or more" in res.output
+    assert not (tmp_path / "y.md").exists()
+    res = cli.invoke(app, ["report", str(rec.parent), "--across-only", "--format", "csv"])
+    assert res.exit_code == 2 and "writes Markdown" in res.output

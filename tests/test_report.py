@@ -108,21 +108,33 @@ def test_inception_fid_below_50k_samples_is_flagged_as_biased(n, warned):
 
 
 def test_across_datasets_lines_up_the_grid_comparisons_and_counts_the_verdicts(tmp_path):
-    """Two datasets with a grid: one where the neural flow is behind the map by a clear
-    margin (significant), one where they differ only by noise (not significant)."""
+    """Datasets with a grid: one where the neural flow is behind the map by a clear margin
+    (significant), one where they differ only by noise (not significant), one with a single
+    seed (no interval), and one whose grid has no neural-flow row (nothing to compare: left
+    out rather than a crash)."""
     from bench.report.grid import across_section
 
     noise = [0.002, -0.001, 0.003]
     path = tmp_path / "records.jsonl"
-    for dataset, gap in (("moons", 0.05), ("spiral", 0.0)):
-        for seed in (0, 1, 2):
+    flowless = (("otmap-online", 0.2), ("loomcfm-euler1", 0.21), ("otmap-minibatch", 0.3),
+                ("otcfm-euler1", 0.31))
+
+    def write(dataset, seed, method, w):
+        append_record(path, RunRecord(
+            method=method, dataset=dataset, seed=seed, status="ok",
+            run_id=f"{dataset}.{method}.s{seed}", config_hash=f"{method}-h",
+            metrics={"w2": w + 0.01 * seed}))
+
+    for dataset, gap, seeds in (("moons", 0.05, (0, 1, 2)), ("spiral", 0.0, (0, 1, 2)),
+                                ("crescent", 0.0, (0,))):
+        for seed in seeds:
             for method, w in (("otmap-online", 0.2), ("otnfm-online", 0.2 + gap + noise[seed]),
                               ("loomcfm-euler1", 0.2 - noise[seed]),
                               ("otmap-minibatch", 0.3), ("otnfm-minibatch", 0.3 + gap)):
-                append_record(path, RunRecord(
-                    method=method, dataset=dataset, seed=seed, status="ok",
-                    run_id=f"{dataset}.{method}.s{seed}", config_hash=f"{method}-h",
-                    metrics={"w2": w + 0.01 * seed}))
+                write(dataset, seed, method, w)
+    for seed in (0, 1, 2):
+        for method, w in flowless:
+            write("checkerboard", seed, method, w)
     text = render_report([Source(str(path), read_records(path).records)],
                          tmp_path / "r.md", metric_vocabulary(), grid=grid_cells())
     section = text[text.index("## Across datasets"):text.index("## Runs")]
@@ -131,12 +143,17 @@ def test_across_datasets_lines_up_the_grid_comparisons_and_counts_the_verdicts(t
     online_map = rows["online OT, neural flow vs map G(z)"]
     assert "`otnfm-online` − `otmap-online`" in online_map
     assert "**0.0513** [" in online_map and "] worse" in online_map   # moons: 0.05 + mean noise
-    assert "] n.s." in online_map and online_map.endswith("| 0 / 1 / 1 |")
+    assert "] n.s." in online_map and "(1 common seed, no interval)" in online_map
+    assert online_map.endswith("| 0 / 1 / 1 / 1 |")
     # the flow against FM's one Euler step on the online coupling: worse on moons only
-    assert rows["online OT, neural flow vs FM velocity, 1 Euler step"].endswith("| 0 / 1 / 1 |")
+    assert rows["online OT, neural flow vs FM velocity, 1 Euler step"].endswith("| 0 / 1 / 1 / 1 |")
     # along the neural-flow row: online vs minibatch is better on both
-    assert rows["neural flow, online OT vs minibatch OT"].endswith("| 2 / 0 / 0 |")
-    assert "moons (`w2`, 3 seeds)" in section and "spiral (`w2`, 3 seeds)" in section
+    assert rows["neural flow, online OT vs minibatch OT"].endswith("| 2 / 0 / 0 / 1 |")
+    assert list(rows)[:2] == ["minibatch OT, neural flow vs map G(z)",
+                              "online OT, neural flow vs map G(z)"]
+    assert "moons (`w2`, 3 seeds)" in section and "crescent (`w2`, 1 seed)" in section
+    assert "checkerboard" not in section  # a grid with no neural-flow row compares nothing
+    assert "### Coupling × parametrisation (checkerboard)" in text
     assert across_section([]) == []
     # the verdict page alone: the same table, no per-dataset sections, no figures
     only = render_report([Source(str(path), read_records(path).records)], tmp_path / "v.md",

@@ -111,3 +111,42 @@ def test_mnist5k_study_runs_both_lanes_into_one_folder_then_the_three_reports(tm
     assert "-c configs/ladder-mnist5k.yaml -c configs/ladder-mnist5k-k1.yaml" in reports[0]
     assert f"report {study} -c configs/peers-mnist5k.yaml" in reports[1]
     assert (tmp_path / "study" / "logs" / "lane1.log").exists()
+
+
+def _study(tmp_path, body):
+    """scripts/mnist5k_study.sh started with a stand-in `bench` whose body is ``body``."""
+    log = tmp_path / "calls"
+    fake = tmp_path / "bench"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n{body}\n")
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "BENCH": str(fake), "STUDY": str(tmp_path / "study"),
+           "CURVES": str(tmp_path / "curves")}
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "mnist5k_study.sh")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, log
+
+
+def test_mnist5k_study_goes_on_after_a_suite_with_failed_runs_and_says_so(tmp_path):
+    """`bench run` exits 1 when a run failed: the lane still runs its next suite, the reports
+    are still written, and the script's exit status is not 0."""
+    proc, log = _study(tmp_path, 'case "$*" in *peers-mnist5k.yaml*) exit 1;; esac')
+    out, _ = proc.communicate(timeout=60)
+    calls = log.read_text()
+    assert proc.returncode == 1, out
+    assert "configs/curves-mnist5k.yaml" in calls and calls.count("report ") == 3
+
+
+def test_mnist5k_study_stops_both_lanes_on_ctrl_c_without_starting_their_next_suites(tmp_path):
+    import signal
+    import time
+
+    proc, log = _study(tmp_path, 'case "$*" in run*|sweep*) sleep 30;; esac')
+    deadline = time.time() + 20
+    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 2):
+        time.sleep(0.1)  # both lanes are in their first suite
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    calls = log.read_text()
+    assert proc.returncode == 130 and "run again to resume" in out
+    assert "ladder-mnist5k-k1" not in calls and "curves-mnist5k" not in calls
+    assert "report " not in calls

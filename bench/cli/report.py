@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import fnmatch
-import itertools
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from bench.cli.console import console, err_console, fail, load_plugins
 from bench.cli.options import PluginOpt
-from bench.config import ConfigError, load_yaml
+from bench.config import ConfigError, expand_sweep, load_yaml, resolve
 from bench.evaluate import metric_vocabulary
 from bench.io import atomic_write_text
 from bench.methods.base import grid_cells
+from bench.planner import Plan
 from bench.report.export import as_csv, as_json
-from bench.report.markdown import Source, render_report
+from bench.report.markdown import ReportError, Source, render_report
 from bench.results import RECORDS_FILE, RunRecord, read_records
 from bench.vocab import FLOOR_METHOD
 
@@ -40,13 +40,13 @@ def report_cmd(
     dataset: Annotated[str | None, typer.Option(
         "--dataset", "-d", help="Only these datasets: comma-separated names or globs")] = None,
     config: Annotated[list[Path] | None, typer.Option(
-        "--config", "-c", help="Only the runs of this suite file (repeatable, the union): its "
-                               "methods, datasets and seeds, and its sweep grid points (none "
-                               "for a file without a sweep); for folders that several suites "
+        "--config", "-c", help="Only the runs this suite file plans (repeatable, the union): "
+                               "its methods, datasets, seeds and sweep points at its settings "
+                               "(matched by config hash); for folders that several suites "
                                "share")] = None,
     across_only: Annotated[bool, typer.Option(
         "--across-only", help="Only the 'Across datasets' verdict table (the grid comparisons "
-                              "of every dataset side by side) and the runs it was built from")
+                              "of every dataset side by side) and the list of records read")
     ] = False,
     plugin: PluginOpt = None,
 ) -> None:
@@ -57,15 +57,20 @@ def report_cmd(
     paths = results or [Path("results")]
     sources = read_sources(paths)
     try:
-        sources = select(sources, methods, dataset, [suite_filter(c) for c in config or []])
+        sources = select(sources, methods, dataset, [suite_keys(c) for c in config or []])
     except ValueError as err:
         fail(str(err))
     base = paths[0] if paths[0].is_dir() else paths[0].parent
     target = out or base / f"report.{FORMATS[fmt]}"
+    if across_only and fmt != "markdown":
+        fail("--across-only writes Markdown: leave out --format")
     if fmt == "markdown":
-        render_report(sources, target, metric_vocabulary(), title=title,
-                      compare=parse_pairs(compare), grid=grid_cells(),
-                      across_only=across_only)
+        try:
+            render_report(sources, target, metric_vocabulary(), title=title,
+                          compare=parse_pairs(compare), grid=grid_cells(),
+                          across_only=across_only)
+        except ReportError as err:
+            fail(str(err))
     else:
         atomic_write_text(target, as_json(sources) if fmt == "json" else as_csv(sources))
     n = sum(len(s.records) for s in sources)
@@ -98,22 +103,24 @@ def read_sources(paths: list[Path]) -> list[Source]:
     return out
 
 
-#: a suite file's selection: method and dataset names, seeds, and the sweep grid points
-#: (dotted key -> value; [{}] = unswept runs only)
-Suite = tuple[list[str], list[str], list[int], list[dict[str, Any]]]
+#: a suite file's runs as records identify them: (config hash, method, seed)
+SuiteKeys = set[tuple[str, str, int]]
 
 
-def suite_filter(path: Path) -> Suite:
-    """The runs a suite file asks for (``bench run``/``bench sweep --config``)."""
+def suite_keys(path: Path) -> SuiteKeys:
+    """Every run (data floors included) that ``bench run --config`` or, for a file with a
+    ``sweep:``, ``bench sweep --config`` plans for this suite file today, as records identify
+    them: the same methods, datasets, seeds and settings, hence the same config hashes."""
     try:
-        raw = load_yaml(path)
+        points = (expand_sweep(path) if "sweep" in load_yaml(path) else [({}, resolve(path))])
+        plans = [Plan.of(cfg, assign) for assign, cfg in points]
     except ConfigError as err:
         fail(str(err))
-    grid = raw.get("sweep") or {}
-    points = [dict(zip(grid, values, strict=True))
-              for values in itertools.product(*(grid[k] for k in grid))]
-    return ([str(m) for m in raw.get("methods") or []], [str(d) for d in raw.get("datasets") or []],
-            [int(s) for s in raw.get("seeds") or [0]], points or [{}])
+    keys: SuiteKeys = set()
+    for plan in plans:
+        keys |= {s.key for s in plan.runs()}
+        keys |= {plan.floor(d, seed).key for d in plan.datasets for seed in plan.cfg.seeds}
+    return keys
 
 
 def _matches(name: str, patterns: str | None) -> bool:
@@ -122,7 +129,7 @@ def _matches(name: str, patterns: str | None) -> bool:
 
 
 def select(sources: list[Source], methods: str | None, datasets: str | None,
-           suites: list[Suite]) -> list[Source]:
+           suites: list[SuiteKeys]) -> list[Source]:
     """The records of the named methods and datasets (globs) and, with suite files, of their
     runs only; a dataset's data-floor record stays while any of its runs does. A selection
     that keeps nothing is an error that lists what the records hold."""
@@ -130,11 +137,8 @@ def select(sources: list[Source], methods: str | None, datasets: str | None,
         return sources
 
     def wanted(r: RunRecord) -> bool:
-        in_suite = not suites or any(
-            r.dataset in d and r.seed in seeds
-            and (r.method == FLOOR_METHOD or (r.method in m and r.sweep in points))
-            for m, d, seeds, points in suites)
-        return (in_suite and _matches(r.dataset, datasets)
+        return ((not suites or any((r.config_hash, r.method, r.seed) in k for k in suites))
+                and _matches(r.dataset, datasets)
                 and (r.method == FLOOR_METHOD or _matches(r.method, methods)))
 
     kept = [replace(s, records=[r for r in s.records if wanted(r)]) for s in sources]
@@ -144,7 +148,11 @@ def select(sources: list[Source], methods: str | None, datasets: str | None,
             for s in kept]
     if not any(s.records for s in kept):
         held = sorted({(r.dataset, r.method) for s in sources for r in s.records})
-        raise ValueError("the selection keeps no record; the records hold: "
+        raise ValueError("the selection keeps no record"
+                         + (" (a suite file selects the runs it plans today, by config hash: "
+                            "records made with other settings or --set are not its runs)"
+                            if suites else "")
+                         + "; the records hold: "
                          + ", ".join(f"{d}/{m}" for d, m in held[:40])
                          + (" …" if len(held) > 40 else ""))
     return kept

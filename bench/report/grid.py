@@ -182,48 +182,68 @@ def reading(grid: Grid) -> list[str]:
 
 
 def across_section(grids: list[Grid]) -> list[str]:
-    """The grid's comparisons side by side for every dataset that has a grid, with a tally of
-    where A is significantly better, worse or not distinguishable from B; nothing for fewer
-    than two datasets."""
-    if len(grids) < 2:
+    """The grid's comparisons side by side for every dataset whose grid has any, with a tally
+    of where A is significantly better, worse, not distinguishable from B, or without an
+    interval (fewer than two common seeds); nothing for fewer than two such datasets."""
+    compared = [(g, comparisons(g)) for g in grids]
+    compared = [(g, cs) for g, cs in compared if cs]
+    if len(compared) < 2:
         return []
     table: dict[str, dict[str, Comparison]] = {}
-    for g in grids:
-        for c in comparisons(g):
+    for g, cs in compared:
+        for c in cs:
             table.setdefault(c.label, {})[g.dataset] = c
+    # one fixed order whichever datasets hold a label: that of a full grid
+    order = {label: i for i, label in enumerate(_label_order())}
+    labels = sorted(table, key=lambda k: order.get(k, len(order)))
     head = []
-    for g in grids:
-        ns = sorted({c.diff.n for c in comparisons(g)})
+    for g, cs in compared:
+        ns = sorted({c.diff.n for c in cs})
         span = f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
-        head.append(f"{g.dataset} (`{g.metric}`, {span} seed{'s' if ns[-1] > 1 else ''})")
+        head.append(f"{g.dataset} (`{g.metric}`, {span} seed{'' if ns[-1] == 1 else 's'})")
     lines = ["## Across datasets", "",
              "The paired comparisons of each dataset's coupling × parametrisation grid side by "
              "side: Δ = A − B of the dataset's headline metric, mean [95% interval] over common "
              "seeds, **bold** where the interval excludes 0, then whether A (the first method "
              "named) is better or worse there, or not significantly different (n.s.); the last "
-             "column counts the datasets. The metrics differ in scale between datasets: read "
-             "each column on its own. Every interval is a 95% interval on its own, with no "
+             "column counts the datasets, the fourth count those without an interval (fewer "
+             "than two common seeds). The metrics differ in scale between datasets: read each "
+             "column on its own. Every interval is a 95% interval on its own, with no "
              "correction for the many comparisons in this table: about one in twenty true ties "
              "shows as significant by chance.", "",
-             "| comparison (A vs B) | " + " | ".join(head) + " | A better / worse / n.s. |",
-             "|---|" + "---|" * (len(grids) + 1)]
-    for label, by_data in table.items():
+             "| comparison (A vs B) | " + " | ".join(head)
+             + " | A better / worse / n.s. / no interval |",
+             "|---|" + "---|" * (len(compared) + 1)]
+    for label in labels:
+        by_data = table[label]
         first = next(iter(by_data.values()))
         names = (first.a.method, first.b.method)
-        cells, tally = [], {"better": 0, "worse": 0, "n.s.": 0}
-        for g in grids:
+        cells, tally = [], {"better": 0, "worse": 0, "n.s.": 0, "–": 0}
+        for g, _ in compared:
             c = by_data.get(g.dataset)
             if c is None:
                 cells.append("–")
                 continue
-            tally[c.verdict] = tally.get(c.verdict, 0) + 1
+            tally[c.verdict] += 1
             d = c.diff
-            mean = f"**{fmt_num(d.mean)}**" if c.verdict in ("better", "worse") else fmt_num(d.mean)
-            cell = (f"{mean} (1 seed)" if d.n < 2 else
-                    f"{mean} [{fmt_num(d.lo)}, {fmt_num(d.hi)}] {c.verdict}")
+            if d.n < 2:
+                cell = ("no common seed" if d.n == 0 else
+                        f"{fmt_num(d.mean)} (1 common seed, no interval)")
+            else:
+                mean = (f"**{fmt_num(d.mean)}**" if c.verdict in ("better", "worse")
+                        else fmt_num(d.mean))
+                cell = f"{mean} [{fmt_num(d.lo)}, {fmt_num(d.hi)}] {c.verdict}"
             if (c.a.method, c.b.method) != names:
                 cell += f"<br>`{c.a.method}` − `{c.b.method}`"
             cells.append(cell)
         lines.append(f"| {label}<br>`{names[0]}` − `{names[1]}` | " + " | ".join(cells)
-                     + f" | {tally['better']} / {tally['worse']} / {tally['n.s.']} |")
+                     + f" | {tally['better']} / {tally['worse']} / {tally['n.s.']} / "
+                     f"{tally['–']} |")
     return lines + [""]
+
+
+def _label_order() -> list[str]:
+    """The comparison labels of a full grid, in the order ``comparisons`` makes them."""
+    cols = list(GRID_COLUMNS.values())
+    out = [f"{col}, neural flow vs {other}" for col in cols for other in (MAP, FM1, FM100)]
+    return out + [f"neural flow, {a} vs {b}" for a in cols for b in cols if a != b]

@@ -40,6 +40,10 @@ EXPLANATION = (
 )
 
 
+class ReportError(ValueError):
+    """A report that cannot be made from these records as asked (bad input, not a bug)."""
+
+
 def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabulary,
                   title: str | None = None, plots_on: bool = True,
                   compare: list[tuple[str, str]] | None = None,
@@ -47,8 +51,9 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
     """Write ``out`` (Markdown) and its figures into ``<out stem>/``; returns the Markdown.
     ``grid``: method -> (row, column) of the coupling x parametrisation grid
     (``bench.methods.base.grid_cells()``); without it no grid section is drawn.
-    ``across_only``: the header, the "Across datasets" section and the list of runs alone
-    (no per-dataset sections, no figures): a verdict page over several suites' records."""
+    ``across_only``: the header, the "Across datasets" section and the list of the records
+    read alone (no per-dataset sections, no figures): a verdict page over several suites'
+    records; ReportError when fewer than two datasets have grid comparisons."""
     out = Path(out)
     records, superseded = latest_only([r for s in sources for r in s.records])
     bases = {id(r): Path(s.path).parent for s in sources for r in s.records}
@@ -87,7 +92,11 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
             lines += time_to_quality(view, vocab) + curve_overhead(view)
         if plots_on:
             lines += figures(view, vocab)
-    lines += across_section(grids) + footer(records, failed)
+    across = across_section(grids)
+    if across_only and not across:
+        raise ReportError(f"no 'Across datasets' table: {len(grids)} dataset(s) have a grid with "
+                         "neural-flow comparisons, it needs two or more")
+    lines += across + footer(records, failed)
     text = "\n".join(lines)
     atomic_write_text(out, text)
     return text
