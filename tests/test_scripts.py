@@ -88,17 +88,11 @@ def test_mnist5k_study_runs_both_lanes_into_one_folder_then_the_three_reports(tm
     """scripts/mnist5k_study.sh with a recording stand-in for `bench`: the ladder, its K = 1
     sweep, the peers and the curves run, the ladder and the peers into one shared folder, and
     the three reports select their suites from it."""
-    log = tmp_path / "calls"
-    fake = tmp_path / "bench"
-    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n")
-    fake.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "BENCH": str(fake), "STUDY": str(tmp_path / "study"),
-           "CURVES": str(tmp_path / "curves")}
-    res = subprocess.run(["bash", str(ROOT / "scripts" / "mnist5k_study.sh")], env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stdout + res.stderr
+    proc, log = _study(tmp_path, "")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
     calls = log.read_text().splitlines()
-    study, curves = env["STUDY"], env["CURVES"]
+    study, curves = str(tmp_path / "study"), str(tmp_path / "curves")
     runs = [c for c in calls if c.startswith(("run", "sweep"))]
     assert sorted(c.split(" --out ")[0] for c in runs) == [
         "run --config configs/curves-mnist5k.yaml", "run --config configs/ladder-mnist5k.yaml",
