@@ -192,3 +192,22 @@ def test_report_selects_the_runs_of_named_methods_datasets_and_suite_files(tmp_p
     assert not (tmp_path / "y.md").exists()
     res = cli.invoke(app, ["report", str(rec.parent), "--across-only", "--format", "csv"])
     assert res.exit_code == 2 and "writes Markdown" in res.output
+
+
+@pytest.mark.parametrize("datasets,unet,hints", [
+    (["mnist5k"], "s", ["--set net.unet=xs"]),
+    (["cifar10"], "cifar", ["--set net.unet=m", "-d mnist5k"]),
+    (["digits"], "xs", []),
+    (["moons"], "s", []),
+])
+def test_scale_down_hints_name_only_what_would_change_the_plan(datasets, unet, hints):
+    from bench.cli.run import scale_down_hints
+    from bench.planner import Plan
+
+    plan = Plan.of(resolve(overrides={"datasets": datasets, "net": {"unet": unet}}))
+    text = ", ".join(scale_down_hints(plan))
+    for h in hints:
+        assert h in text
+    assert ("net.unet" in text) == any("net.unet" in h for h in hints)
+    assert ("-d mnist5k" in text) == ("-d mnist5k" in hints)
+    assert text.startswith("--set train.steps=N") and text.endswith("a GPU (--device cuda)")

@@ -43,12 +43,13 @@ from bench.cli.options import (
     WorkersOpt,
 )
 from bench.config import ConfigError, expand_sweep, resolve, to_dict
-from bench.datasets.base import preset_of
+from bench.datasets.base import preset_of, split_key
 from bench.distributed import init_from_env, is_main, shutdown
 from bench.env import pick_device
 from bench.estimate import estimate, human
-from bench.planner import expand_datasets
-from bench.registry import RegistryError
+from bench.nets.unet import UNET_PRESETS
+from bench.planner import Plan, expand_datasets
+from bench.registry import DATASETS, RegistryError
 from bench.results import RECORDS_FILE, RunRecord, read_records
 from bench.runner import Runner
 
@@ -167,10 +168,24 @@ def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 
     for line in est.lines:
         console.print(f"#   {line}", markup=False)
     if est.total >= 3600 and device.type == "cpu":
-        console.print("# this is long for a CPU; to scale it down: --set train.steps=N, "
-                      "--set eval.n_samples=N, fewer --seeds or --methods, a smaller network "
-                      "(--set net.unet=s), a smaller dataset (-d mnist5k), or a GPU "
-                      "(--device cuda)." + (" Proceeding." if proceeding else ""), markup=False)
+        console.print("# this is long for a CPU; to scale it down: "
+                      + ", ".join(scale_down_hints(runner.plan)) + "."
+                      + (" Proceeding." if proceeding else ""), markup=False)
+
+
+def scale_down_hints(plan: Plan) -> list[str]:
+    """Ways to shrink a long CPU plan, only those that would change it: a smaller UNet preset
+    than the one in use, a smaller image dataset than MNIST or CIFAR-10."""
+    hints = ["--set train.steps=N", "--set eval.n_samples=N", "fewer --seeds or --methods"]
+    names = [split_key(d)[0] for d in plan.datasets]
+    if any(DATASETS.entry(n).meta.get("kind") == "images" for n in names):
+        presets = list(UNET_PRESETS)  # smallest first
+        unet = "s" if plan.cfg.net.unet == "auto" else plan.cfg.net.unet
+        if unet in presets and presets.index(unet) > 0:
+            hints.append(f"a smaller network (--set net.unet={presets[presets.index(unet) - 1]})")
+        if any(n in ("mnist", "cifar10") for n in names):
+            hints.append("a smaller dataset (-d mnist5k)")
+    return hints + ["a GPU (--device cuda)"]
 
 
 def flag_overrides(**flags: str | None) -> dict[str, Any]:
