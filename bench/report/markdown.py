@@ -109,13 +109,15 @@ def header(sources: list[Source], records: list[RunRecord], ok: list[RunRecord],
     lines: list[str] = [f"# {title or 'OT-NFM Bench report: ' + ', '.join(suites or ['runs'])}", ""]
     files = ", ".join(f"`{s.path}`" for s in sources)
     cfg_files = sorted({r.config_file for r in records if r.config_file})
-    commits = sorted({r.git_commit for r in records if r.git_commit})
+    # short hashes, keeping the mark of a run from uncommitted changes
+    commits = sorted({r.git_commit[:12] + ("+dirty" if r.git_commit.endswith("+dirty") else "")
+                      for r in records if r.git_commit})
     devices = sorted({r.device + (f" ({r.threads} torch threads)" if r.threads else "")
                       for r in records if r.device})
     lines.append(
         f"Built from {len(records)} records ({len(ok)} ok, {len(failed)} failed) in {files}"
         + (f"; configs: {', '.join(f'`{c}`' for c in cfg_files)}" if cfg_files else "")
-        + (f"; commits: {', '.join(f'`{c[:12]}`' for c in commits)}" if commits else "")
+        + (f"; commits: {', '.join(f'`{c}`' for c in commits)}" if commits else "")
         + (f"; devices: {', '.join(devices)}" if devices else "") + "."
     )
     if superseded:
