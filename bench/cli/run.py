@@ -47,6 +47,7 @@ from bench.datasets.base import preset_of, split_key
 from bench.distributed import init_from_env, is_main, shutdown
 from bench.env import pick_device
 from bench.estimate import estimate, human
+from bench.nets import unet_preset
 from bench.nets.unet import UNET_PRESETS
 from bench.planner import Plan, expand_datasets
 from bench.registry import DATASETS, RegistryError
@@ -180,7 +181,7 @@ def scale_down_hints(plan: Plan) -> list[str]:
     names = [split_key(d)[0] for d in plan.datasets]
     if any(DATASETS.entry(n).meta.get("kind") == "images" for n in names):
         presets = list(UNET_PRESETS)  # smallest first
-        unet = "s" if plan.cfg.net.unet == "auto" else plan.cfg.net.unet
+        unet = unet_preset(plan.cfg.net)
         if unet in presets and presets.index(unet) > 0:
             hints.append(f"a smaller network (--set net.unet={presets[presets.index(unet) - 1]})")
         if any(n in ("mnist", "cifar10") for n in names):

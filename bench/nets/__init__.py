@@ -12,6 +12,11 @@ from bench.nets.mlp import TimeMLP
 from bench.nets.unet import UNET_PRESETS, UNet
 
 
+def unet_preset(cfg: NetConfig) -> str:
+    """The UNet preset a config names (``auto`` is ``s``, the CPU image suites' preset)."""
+    return "s" if cfg.unet == "auto" else cfg.unet
+
+
 def build_net(shape: tuple[int, ...], kind: str, cfg: NetConfig, time_inputs: int) -> nn.Module:
     """The dataset's backbone with ``time_inputs`` time arguments (0 for a plain generator)."""
     if kind == "points":
@@ -19,7 +24,7 @@ def build_net(shape: tuple[int, ...], kind: str, cfg: NetConfig, time_inputs: in
             int(torch.Size(shape).numel()), cfg.hidden, cfg.depth, time_inputs, cfg.time_features
         )
     if kind == "images":
-        name = "s" if cfg.unet == "auto" else cfg.unet
+        name = unet_preset(cfg)
         if name not in UNET_PRESETS:
             raise ValueError(f"unknown UNet preset {name!r}; choices: auto, "
                              f"{', '.join(UNET_PRESETS)}")

@@ -127,6 +127,9 @@ class Comparison:
     b: Cell
     diff: Summary
     direction: str
+    #: place among a full grid's comparisons (inside the columns first, then along the flow
+    #: row), so that every dataset's table lists them in one order
+    rank: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def verdict(self) -> str:
@@ -154,23 +157,25 @@ def comparisons(grid: Grid) -> list[Comparison]:
     """Inside each column the neural flow against the other rows; along the neural-flow row
     each coupling against the previous one."""
 
-    def compare(label: str, a: Cell, b: Cell) -> Comparison:
+    def compare(label: str, a: Cell, b: Cell, rank: tuple[int, int, int]) -> Comparison:
         return Comparison(label, a, b, paired(by_seed(a.runs, grid.metric),
-                                              by_seed(b.runs, grid.metric)), grid.direction)
+                                              by_seed(b.runs, grid.metric)), grid.direction,
+                          rank)
 
+    cols = list(GRID_COLUMNS.values())
     out = []
-    for col in GRID_COLUMNS.values():
+    for i, col in enumerate(cols):
         flow = grid.present.get((FLOW, col))
         if flow is None:
             continue
-        for other in (MAP, FM1, FM100):
+        for j, other in enumerate((MAP, FM1, FM100)):
             cell = grid.present.get((other, col))
             if cell is not None:
-                out.append(compare(f"{col}, neural flow vs {other}", flow, cell))
-    flows = [(col, grid.present[(FLOW, col)]) for col in GRID_COLUMNS.values()
+                out.append(compare(f"{col}, neural flow vs {other}", flow, cell, (0, i, j)))
+    flows = [(i, col, grid.present[(FLOW, col)]) for i, col in enumerate(cols)
              if (FLOW, col) in grid.present]
-    for (col_a, a), (col_b, b) in zip(flows[1:], flows[:-1], strict=False):
-        out.append(compare(f"neural flow, {col_a} vs {col_b}", a, b))
+    for (i, col_a, a), (j, col_b, b) in zip(flows[1:], flows[:-1], strict=False):
+        out.append(compare(f"neural flow, {col_a} vs {col_b}", a, b, (1, i, j)))
     return out
 
 
@@ -190,12 +195,12 @@ def across_section(grids: list[Grid]) -> list[str]:
     if len(compared) < 2:
         return []
     table: dict[str, dict[str, Comparison]] = {}
+    rank: dict[str, tuple[int, int, int]] = {}
     for g, cs in compared:
         for c in cs:
             table.setdefault(c.label, {})[g.dataset] = c
-    # one fixed order whichever datasets hold a label: that of a full grid
-    order = {label: i for i, label in enumerate(_label_order())}
-    labels = sorted(table, key=lambda k: order.get(k, len(order)))
+            rank[c.label] = c.rank
+    labels = sorted(table, key=rank.__getitem__)  # one order whichever datasets hold a label
     head = []
     for g, cs in compared:
         ns = sorted({c.diff.n for c in cs})
@@ -241,9 +246,3 @@ def across_section(grids: list[Grid]) -> list[str]:
                      f"{tally['–']} |")
     return lines + [""]
 
-
-def _label_order() -> list[str]:
-    """The comparison labels of a full grid, in the order ``comparisons`` makes them."""
-    cols = list(GRID_COLUMNS.values())
-    out = [f"{col}, neural flow vs {other}" for col in cols for other in (MAP, FM1, FM100)]
-    return out + [f"neural flow, {a} vs {b}" for a in cols for b in cols if a != b]

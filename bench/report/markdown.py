@@ -64,9 +64,9 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
     grids: list[Grid] = []
     for dataset in sorted({r.dataset for r in ok}):
         view = DatasetView.of(dataset, ok, groups, bases, out.parent / out.stem, out.parent)
+        g = dataset_grid(view, vocab, grid or {})
+        grids += [g] if g is not None else []
         if across_only:
-            g = dataset_grid(view, vocab, grid or {})
-            grids += [g] if g is not None else []
             continue
         metrics = metric_order(view.records, vocab.directions)
         lines += [f"## {dataset}", "", data_line(view.records[0]), ""]
@@ -78,9 +78,7 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
                                  compare if compare is not None else default_compare(view))
         if pair_lines:
             lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
-        g = dataset_grid(view, vocab, grid or {})
         lines += grid_section(g)
-        grids += [g] if g is not None else []
         lines += (compute_table(view) + diagnostics_table(view) + bank_gap_table(view)
                   + sweep_notes(view))
         if any(r.curve for r in view.records):
