@@ -5,7 +5,7 @@
     python scripts/update_readme_table.py reports/peers2d.md README.md peers-table
     python scripts/update_readme_table.py reports/mnist5k.md README.md mnist5k-table
     python scripts/update_readme_table.py reports/ladder2d.md README.md ladder2d-grid
-    python scripts/update_readme_table.py reports/ladder2d.md README.md ladder2d-across
+    python scripts/update_readme_table.py reports/ladder-across.md README.md ladder-across
 
 Only columns named in COLUMNS are kept; a marker ending in ``-grid`` copies the report's
 coupling x parametrisation grids with their generated sentences instead, one ending in
