@@ -3,10 +3,10 @@
 For each dataset and training recipe one training step is timed at a small batch (after one
 untimed step) and scaled linearly to the configured batch; one sampling call of each method is
 timed and scaled to ``eval.n_samples``; Inception FID, when asked for, is charged per image at
-the speed measured on a few images (reference statistics once per dataset). Seeds multiply
-everything, and a bank method's evaluation counts twice (fresh and bank noise). It is an
-estimate: it leaves out the coupling's solver at full batch size (an online-OT step is timed
-as one minibatch assignment), global OT's one-off solve, a reflow teacher's pair generation,
+the speed measured on a few images (reference statistics once per dataset). Only the runs
+without an ok record count (a resumed suite skips the others); a bank method's evaluation
+counts twice (fresh and bank noise). It is an estimate: it leaves out the coupling's solver
+at full batch size (an online-OT step is timed as one minibatch assignment), global OT's one-off solve, a reflow teacher's pair generation,
 the domain classifier's one-off training, the floor's metrics, learning-curve scoring and the
 sampling-time measurement; an untrained network's adaptive-solver NFE is not a trained one's;
 and scaling linearly from a small batch overestimates devices that run a small batch no
@@ -104,14 +104,22 @@ def _forward_seconds(method: Method, x0: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def estimate(plan: Plan, device: torch.device) -> Estimate:
+def estimate(plan: Plan, device: torch.device,
+             done: set[tuple[str, str, int]] | frozenset = frozenset()) -> Estimate:
+    """The wall-clock of the plan's runs whose keys are not in ``done`` (runs that already
+    have an ok record, which a resumed suite skips); a recipe with nothing left is not timed."""
     cfg, est = plan.cfg, Estimate()
-    seeds = len(cfg.seeds)
+    if skipped := sum(s.key in done for s in plan.runs()):
+        est.lines.append(f"{skipped} run(s) already recorded are not counted")
     for dataset in plan.datasets:
+        todo = [s for s in plan.runs(dataset) if s.key not in done]
+        if not todo:
+            continue
         data = load_dataset(cfg, dataset, cfg.seeds[0], device)
         dcfg = dataset_config(cfg, dataset)
-        for specs in by_recipe(plan.runs(dataset, cfg.seeds[0])):
-            spec = specs[0]
+        scored = 0
+        for specs in by_recipe(todo):  # one recipe, every seed it still has to train
+            spec, seeds = specs[0], len({s.seed for s in specs})
             per_step = _step_seconds(spec.method, data, dcfg, device)
             est.train_seconds += seeds * cfg.train.steps * per_step
             est.lines.append(f"{dataset} · {spec.recipe}: {cfg.train.steps} steps × {seeds} "
@@ -119,16 +127,18 @@ def estimate(plan: Plan, device: torch.device) -> Estimate:
             x0 = data.source(min(PROBE_BATCH, cfg.eval.n_samples), Streams(0, device)["eval"])
             per_forward = _forward_seconds(build_method(spec.method, data, dcfg, device, 0),
                                            x0) / x0.shape[0]
-            for s in specs:
-                method = build_method(s.method, data, dcfg, device, 0).eval()
+            for method_name in dict.fromkeys(s.method for s in specs):
+                runs = sum(s.method == method_name for s in specs)
+                method = build_method(method_name, data, dcfg, device, 0).eval()
                 nfe = method.nfe_hint()
                 if nfe is None:  # adaptive: count one (untrained) sample's evaluations
                     nfe = generate(method, x0[:1], 1)[1]
                 # a bank method samples twice: fresh noise, then its bank (eval.bank_gap)
                 times = 2 if cfg.eval.bank_gap and hasattr(method.coupling, "bank_noise") else 1
-                est.sample_seconds += times * seeds * cfg.eval.n_samples * nfe * per_forward
+                est.sample_seconds += times * runs * cfg.eval.n_samples * nfe * per_forward
+                scored += runs
         if "fid" in cfg.eval.metrics:
-            est.metric_seconds += _fid_seconds(data, cfg, len(plan.methods) * seeds, est)
+            est.metric_seconds += _fid_seconds(data, cfg, scored, est)
     return est
 
 

@@ -65,3 +65,26 @@ def test_config_hashes_of_a_shipped_suite_are_pinned():
     spec = plan.spec("naive-map", "checkerboard", 0)
     assert (spec.config_hash, spec.recipe_hash) == ("ffb5e323e69f", "159fc4ad0627")
     assert plan.floor("checkerboard", 0).config_hash == "e3b5a2813865"
+
+
+def test_the_estimate_counts_only_runs_without_an_ok_record():
+    import torch
+
+    from bench.estimate import estimate
+    from tests.conftest import TINY_SETS
+
+    cfg = resolve(raw={"methods": ["otnfm-online", "fm-euler1", "fm-euler4"],
+                       "datasets": ["moons"], "seeds": [0, 1]}, sets=TINY_SETS)
+    plan, cpu = Plan.of(cfg), torch.device("cpu")
+    full = estimate(plan, cpu)
+    assert [ln.split(":")[0] for ln in full.lines] == ["moons · otnfm-online", "moons · fm"]
+    assert all("× 2 seed(s)" in ln for ln in full.lines)
+    # otnfm-online done on both seeds, the fm recipe on seed 0: only fm on seed 1 is left
+    done = {s.key for s in plan.runs() if s.method == "otnfm-online" or s.seed == 0}
+    part = estimate(plan, cpu, done)
+    assert part.lines[0] == "4 run(s) already recorded are not counted"
+    assert part.lines[1:] == ["moons · fm: 30 steps × 1 seed(s) at "
+                              + part.lines[1].rsplit(" at ", 1)[1]]
+    assert 0 < part.train_seconds and 0 < part.sample_seconds
+    nothing = estimate(plan, cpu, {s.key for s in plan.runs()})
+    assert nothing.total == 0 and nothing.lines == ["6 run(s) already recorded are not counted"]

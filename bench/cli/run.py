@@ -157,7 +157,7 @@ def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 
     scale the plan down. Nothing is asked: the run proceeds."""
     console.print("[dim]· estimating the wall-clock from a few measured steps …[/]")
     try:
-        est = estimate(runner.plan, device)
+        est = estimate(runner.plan, device, runner.done())
     except Exception as err:  # e.g. missing dataset files: the runs will record the reason
         console.print(f"# no estimate: {type(err).__name__}: {err}", markup=False)
         return
