@@ -1,5 +1,6 @@
 """Learning curves: scored during training, kept across a resume, changing no final number."""
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -8,8 +9,8 @@ from bench.config import resolve
 from bench.evaluate import curve_steps
 from bench.models import build_method
 from bench.registry import DATASETS
-from bench.report.curves import Reached, first_reaching
-from bench.results import read_records
+from bench.report.curves import Reached, final_point, first_reaching
+from bench.results import RunRecord, read_records
 from bench.seeding import Streams
 from bench.trainer import Checkpointing, CurveHook, train
 from tests.conftest import TINY, tiny_args
@@ -86,3 +87,13 @@ def test_curve_steps_and_time_to_quality_on_synthetic_curves():
     assert first_reaching(curve, "w2", 0.3, "min") == Reached(400, 40.0, 4e11)
     assert first_reaching(curve, "w2", 0.1, "min") == Reached(None)  # never reached
     assert first_reaching(curve, "prec", 0.6, "max").step == 300
+    # a target is the target method's last curve point when it scores the final weights on the
+    # curve's samples; otherwise (no point at the last step, other samples) there is none
+    ends = [RunRecord(method="fm-euler100", dataset="moons", seed=s, status="ok", train_steps=400,
+                      curve=[{**p, "samples": 500, "metrics": {"w2": p["metrics"]["w2"] + s}}
+                             for p in curve]) for s in (0, 1)]
+    assert final_point(ends, "w2", 500) == pytest.approx(0.7)
+    assert final_point(ends, "w2", 2000) is None
+    assert final_point([*ends, RunRecord(method="fm-euler100", dataset="moons", seed=2, status="ok",
+                                         train_steps=500, curve=ends[0].curve)],
+                       "w2", 500) is None

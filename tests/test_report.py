@@ -31,6 +31,7 @@ def _records(base: Path) -> None:
                 suite="golden", config_file="configs/golden.yaml",
                 config_hash=f"{method[:4]}0000000000", git_commit="0123456789abcdef",
                 device="cpu", nfe=nfe, train_seconds=0.0 if nfe is None else 10.0 + seed,
+                train_steps=0 if nfe is None else 100,
                 coupling_seconds=2.0 if method == "otnfm-online" else 0.0,
                 sample_ms_per_1k=None if nfe is None else 1.5 * nfe + 0.01 * seed,
                 metrics={"w2": w + 0.01 * seed, "var_ratio": vr, "mmd": w / 10},

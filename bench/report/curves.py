@@ -34,6 +34,17 @@ def first_reaching(curve: list[dict], metric: str, target: float, direction: str
     return Reached(None)
 
 
+def final_point(runs: list, metric: str, samples: int | None) -> float | None:
+    """The seed-mean of ``metric`` at the runs' last curve points, when every run has one at
+    its last training step scored on ``samples`` samples (else None)."""
+    ends = [r.curve[-1] for r in runs if r.curve]
+    if len(ends) != len(runs) or any(
+            p["step"] != r.train_steps or p.get("samples") != samples
+            or p["metrics"].get(metric) is None for p, r in zip(ends, runs, strict=True)):
+        return None
+    return summarize([p["metrics"][metric] for p in ends]).mean
+
+
 def curve_metric(view: DatasetView, vocab: MetricVocabulary) -> str | None:
     """The headline output among the curves' metrics."""
     return vocab.headline_of(k for r in view.records for p in r.curve for k in p["metrics"])
@@ -71,27 +82,44 @@ def curves_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
 
 def time_to_quality(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     """For each method with a curve: the first step, training seconds and FLOPs at which it
-    reached each target (the final score of ``TARGET_METHODS``), per seed-mean over seeds."""
+    reached each target (the final score of ``TARGET_METHODS``: their last curve point where
+    they have one at their last step, so that both sides are scored on the same samples),
+    mean over the seeds that reached it."""
     metric = curve_metric(view, vocab)
     if metric is None:
         return []
     direction = vocab.directions.get(metric, "min")
     labels = [label(runs[0]) for _, runs in view.rows()]
     # a label held by two configs (records of two settings) is no target: which final?
-    finals = {label(runs[0]): summarize([r.metrics.get(metric) for r in runs])
-              for _, runs in view.rows() if labels.count(label(runs[0])) == 1}
-    targets = [(m, finals[m].mean) for m in TARGET_METHODS if m in finals and finals[m].n]
+    groups = {label(runs[0]): runs for _, runs in view.rows() if labels.count(label(runs[0])) == 1}
     curved = [(label(runs[0]), [r for r in runs if r.curve]) for _, runs in view.rows()]
     curved = [(lab, runs) for lab, runs in curved if runs]
-    if not targets or not curved:
+    if not curved:
         return []
     samples = curved[0][1][0].curve[0].get("samples")
+    targets, finals = [], []
+    for m in TARGET_METHODS:
+        if m not in groups:
+            continue
+        final = summarize([r.metrics.get(metric) for r in groups[m]])
+        same_n = final_point(groups[m], metric, samples)
+        if same_n is not None:  # its final weights on the curve's samples: like for like
+            targets.append((m, same_n))
+            finals.append(f"{m} {fmt_num(same_n)} at its last curve point, on the same "
+                          f"samples and noise as every curve point ({fmt_num(final.mean)} on "
+                          "the full evaluation sample)")
+        elif final.n:
+            targets.append((m, final.mean))
+            finals.append(f"{m} {fmt_num(final.mean)} on the full evaluation sample (it has "
+                          "no curve point at its last step, so curve points, on fewer samples, "
+                          "may reach it only late or never)")
+    if not targets:
+        return []
     lines = ["### Time to quality", "",
              f"The first curve point (EMA weights, `{metric}` on {samples} samples) at which a "
-             "method is at least as good as the target, the **final** score of the target "
-             "method (on the full evaluation sample); mean over the seeds that reached it, with "
-             "how many did. Curve points are scored on fewer samples than the final score, so "
-             "a method can reach a target only at the very end, or not at all.", "",
+             "method is at least as good as the target, the seed-mean score of the target "
+             "method's final weights. Targets: " + "; ".join(finals) + ". Mean over the seeds "
+             "that reached it, with how many did.", "",
              "| method | " + " | ".join(
                  f"reaches {m} ({fmt_num(t)}): step / s / FLOPs" for m, t in targets) + " |",
              "|---|" + "---|" * len(targets)]
