@@ -65,6 +65,28 @@ def test_meanflow_jvp_runs_in_float32_under_bf16_autocast(tiny_cfg, cpu):
     assert loss.dtype == torch.float32 and set(seen) == {torch.float32}
 
 
+def test_meanflow_embeds_raw_times_on_the_unet(cpu):
+    """The UNet embeds 1000 t (DDPM) for every method but MeanFlow, which embeds the raw times
+    as its reference does: its target differentiates the network in s, and at 1000 t the
+    embedding's top frequency scales that derivative up by about a thousand."""
+    from bench.config import NetConfig
+    from bench.methods.meanflow import TIME_SCALE
+    from bench.nets import build_net
+
+    torch.manual_seed(0)
+    nets = {scale: build_net((1, 8, 8), "images", NetConfig(unet="xs"), 2, scale)
+            for scale in (None, TIME_SCALE)}
+    assert nets[None].time_scale == 1000.0 and nets[TIME_SCALE].time_scale == 1.0
+    torch.nn.init.normal_(nets[None].out.weight, std=0.05)  # not the zero start: a slope to see
+    nets[TIME_SCALE].load_state_dict(nets[None].state_dict())  # the same weights
+    x, s, h = torch.randn(4, 1, 8, 8), torch.full((4,), 0.3), torch.full((4,), 0.4)
+    slopes = {}
+    for scale, net in nets.items():
+        _, du = torch.func.jvp(lambda s_: net(x, s_, h), (s,), (torch.ones_like(s),))
+        slopes[scale] = float(du.abs().mean())
+    assert slopes[None] > 100 * slopes[TIME_SCALE]  # measured: about 1000x
+
+
 def test_shortcut_levels_and_grid():
     sc = Shortcut(torch.nn.Identity(), Independent(None), steps=1)
     levels = sc.bootstrap_levels(32, torch.device("cpu"))  # 4 rows per level 6..0, 4 left

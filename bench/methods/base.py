@@ -73,9 +73,10 @@ class BuildContext:
     device: torch.device
     extras: dict = field(default_factory=dict)
 
-    def net(self, time_inputs: int) -> nn.Module:
-        """The dataset's shared backbone (same family/width/depth for every method)."""
-        return build_net(self.data.shape, self.data.kind, self.cfg.net, time_inputs)
+    def net(self, time_inputs: int, time_scale: float | None = None) -> nn.Module:
+        """The dataset's shared backbone (same family/width/depth for every method);
+        ``time_scale``: see ``bench.nets.build_net`` (None: the network's default)."""
+        return build_net(self.data.shape, self.data.kind, self.cfg.net, time_inputs, time_scale)
 
     def require_linear_path(self, method: str) -> None:
         """For methods whose identities assume the straight path (MeanFlow, shortcut)."""

@@ -32,8 +32,16 @@ onto the noisier time as the reference's v0 sampler does (time_sampler.py). The 
 conditioned on (s, t - s) as the official code's (t, t - r) (``meanflow.conditioning:
 interval``; ``endpoints`` gives (s, t)); the JVP then runs along (v, 1, -1) in (x, s, t - s).
 The JVP and the loss run in float32 with autocast off, as the reference does (it has no
-half-precision path). One step: x1 = x0 + u(x0, 0, 1); two steps through t = 0.5 (the JAX
-code's sampling grid [1, 0.5, 0]).
+half-precision path). The UNet embeds the raw times (``TIME_SCALE`` = 1), as the reference's
+network does (its positional embedding takes t and t - r in [0, 1], frequencies at most 1),
+not DDPM's 1000 t that the UNet uses for the other methods: the target's d/ds u goes through
+the embedding, and at 1000 t its highest frequency multiplies that derivative by up to 1000.
+Measured on mnist5k (UNet-s, batch 32, 200 steps): the per-pixel MSE to the target stays near
+0.8 with raw times and swings between 10^2 and 10^4 with 1000 t. The MLP's time features are
+fixed multiples of pi on the raw t either way.
+
+One step: x1 = x0 + u(x0, 0, 1); two steps through t = 0.5 (the JAX code's sampling grid
+[1, 0.5, 0]).
 """
 
 from __future__ import annotations
@@ -66,6 +74,9 @@ class Recipe:
     p: float
     c: float
 
+
+#: the UNet's multiplier on s and t - s before its sinusoidal embedding (the reference's raw t)
+TIME_SCALE = 1.0
 
 RECIPES = {"pixel": Recipe(0.75, 2.0, 2.0, 0.75, 1e-3),
            "latent": Recipe(0.25, 0.4, 1.0, 1.0, 1e-2)}
@@ -133,8 +144,8 @@ class MeanFlow(Method):
 def _build(ctx: BuildContext, steps: int) -> Method:
     ctx.require_linear_path("meanflow")
     mf = ctx.cfg.meanflow
-    return MeanFlow(ctx.net(time_inputs=2), ctx.coupling("independent"), steps,
-                    recipe=mf.recipe, conditioning=mf.conditioning)
+    return MeanFlow(ctx.net(time_inputs=2, time_scale=TIME_SCALE), ctx.coupling("independent"),
+                    steps, recipe=mf.recipe, conditioning=mf.conditioning)
 
 
 register_step_family("meanflow", (1, 2), _build,

@@ -54,11 +54,16 @@ def _groups(ch: int) -> int:
     return 1
 
 
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of t in [0, 1] (scaled by 1000 like DDPM's integer steps)."""
+#: the UNet's default multiplier on t in [0, 1] before its sinusoidal embedding: DDPM's integer
+#: steps. A method that differentiates the network in t (MeanFlow's JVP) may ask for another.
+DDPM_TIME_SCALE = 1000.0
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, scale: float = DDPM_TIME_SCALE) -> torch.Tensor:
+    """Sinusoidal embedding of ``scale * t`` (frequencies 1 down to 1e-4)."""
     half = dim // 2
     freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device) / half)
-    ang = 1000.0 * t.float()[:, None] * freqs[None, :]
+    ang = scale * t.float()[:, None] * freqs[None, :]
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
 
 
@@ -101,8 +106,9 @@ class UNet(nn.Module):
     2 ** (len(mults) - 1). The output convolution starts at zero."""
 
     def __init__(self, in_channels: int, shape: UNetShape, time_inputs: int = 1,
-                 resolution: int = 32) -> None:
+                 resolution: int = 32, time_scale: float = DDPM_TIME_SCALE) -> None:
         super().__init__()
+        self.time_scale = time_scale
         ch, mults = shape.channels, shape.mults
         self.patch = shape.patch
         in_channels *= shape.patch ** 2
@@ -158,7 +164,7 @@ class UNet(nn.Module):
         for t in times:
             t = torch.as_tensor(t, dtype=torch.float32, device=x.device)
             t = t.expand(b) if t.numel() == 1 else t.reshape(b)
-            parts.append(timestep_embedding(t, self.shape.channels))
+            parts.append(timestep_embedding(t, self.shape.channels, self.time_scale))
         return self.temb(torch.cat(parts, dim=1).to(x.dtype))
 
     def forward(self, x: torch.Tensor, *times: torch.Tensor) -> torch.Tensor:
