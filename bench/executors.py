@@ -188,7 +188,7 @@ class UnitJob:
 
     def __call__(self, *args: Any) -> dict:
         reporter = JobReporter()
-        with _signals_stop_training() as stop:
+        with stop_on_signals() as stop:
             try:
                 return run_unit(*args, reporter=reporter)
             except KeyboardInterrupt:
@@ -206,9 +206,10 @@ class UnitJob:
 
 
 @contextlib.contextmanager
-def _signals_stop_training() -> Iterator[SimpleNamespace]:
+def stop_on_signals() -> Iterator[SimpleNamespace]:
     """While running, submitit's requeue signal and SIGTERM act as one Ctrl-C (the training
-    loop's handler saves and stops; elsewhere KeyboardInterrupt is raised). ``stop.requeue``
+    loop's handler saves and stops; elsewhere KeyboardInterrupt is raised), in a Slurm job and
+    in a local ``bench run`` alike (``kill PID`` stops it as Ctrl-C would). ``stop.requeue``
     is then submitit's own handler, to call once the state is saved."""
     stop = SimpleNamespace(signal=None, requeue=None)
     if threading.current_thread() is not threading.main_thread():

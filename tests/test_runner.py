@@ -93,7 +93,8 @@ def test_sigkill_mid_training_and_mid_record_then_rerun_loses_nothing(tmp_path):
         assert r.status == "ok" and r.metrics == want[(r.method, r.seed)].metrics
 
 
-def test_ctrl_c_saves_the_state_and_records_interrupted(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_kill_saves_the_state_and_records_interrupted(tmp_path, sig):
     import os
     import signal
     import subprocess
@@ -113,7 +114,7 @@ def test_ctrl_c_saves_the_state_and_records_interrupted(tmp_path):
     while time.time() < deadline and not (out / "records.jsonl").exists():
         time.sleep(0.05)  # the floor record is written just before training starts
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "run the same command again to resume" in err

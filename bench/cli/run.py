@@ -245,7 +245,8 @@ def launch(runners: list[Runner], out_dir: Path, opts: ExecutorOptions,
 
 
 def execute(runner: Runner, out_dir: Path, label: str = "") -> list[RunRecord]:
-    """Run ``runner`` in this process with a progress bar; Ctrl-C exits 130 after saving."""
+    """Run ``runner`` in this process with a progress bar; Ctrl-C or SIGTERM exits 130 after
+    saving."""
     plan = runner.plan
     console.print(f"[bold]{plan.cfg.name}[/]{label}: {len(plan.methods)} method(s) × "
                   f"{len(plan.datasets)} dataset(s) × {len(plan.cfg.seeds)} seed(s) on "
@@ -253,7 +254,7 @@ def execute(runner: Runner, out_dir: Path, label: str = "") -> list[RunRecord]:
     progress = progress_bar()
     runner.set_reporter(RichReporter(progress))
     try:
-        with progress:
+        with executors.stop_on_signals(), progress:  # SIGTERM (kill PID) acts as Ctrl-C
             return runner.run()
     except KeyboardInterrupt as err:
         msg = str(err) or "interrupted"
