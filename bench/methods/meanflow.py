@@ -19,18 +19,25 @@ squared error summed over dimensions, weighted by w = 1 / (err + c)^p (adaptive 
 
 Recipes (``meanflow.recipe``), from the reference configurations:
 
-* ``pixel`` (default; py-meanflow's CIFAR-10 script cifar10_v0.sh, "the original configuration
-  used in the paper"): s != t for 75% of the batch (--ratio 0.75), both times logit-normal with
-  mean 2 and std 2 (the reference's logit-normal(-2, 2), mirrored to this time direction),
-  p = 0.75, c = 1e-3. It is used on 2-D data too: like pixels, 2-D points are raw data, not a
-  learned latent space.
-* ``latent`` (the ImageNet latent recipe of the JAX code, configs/default.py): 25% s != t,
-  logit-normal(0.4, 1) (mirrored from -0.4), p = 1, c = 0.01.
+* ``pixel-v1`` (default; py-meanflow's default sampler ``--tr_sampler v1`` and its CIFAR-10
+  script cifar10_v1.sh, which its README calls "an improved configuration" and which made its
+  released checkpoint): s != t for 75% of the batch (--ratio 0.75); the two times come from
+  their own logit-normals, s ~ logit-normal(0.6, 1.6) and t ~ logit-normal(4, 1.6) (the
+  reference's t ~ (-0.6, 1.6) and r ~ (-4, 1.6), mirrored to this time direction); for the
+  other 25% t = s, and then t = max(s, t) (time_sampler.py, v1); p = 0.75, c = 1e-3.
+* ``pixel`` (py-meanflow's cifar10_v0.sh, "the original configuration used in the paper"):
+  both times logit-normal(2, 2) (mirrored from (-2, 2)), s = min and t = max of the two
+  draws, then t = s for 25% of the batch (v0); p = 0.75, c = 1e-3.
+* ``latent`` (the ImageNet latent recipe of the JAX code, configs/default.py): as ``pixel``
+  with 25% s != t, logit-normal(0.4, 1) (mirrored from -0.4), p = 1, c = 0.01.
 
-Two times are drawn, s = min and t = max; for the other share of the batch t = s, collapsing
-onto the noisier time as the reference's v0 sampler does (time_sampler.py). The network is
-conditioned on (s, t - s) as the official code's (t, t - r) (``meanflow.conditioning:
-interval``; ``endpoints`` gives (s, t)); the JVP then runs along (v, 1, -1) in (x, s, t - s).
+The pixel recipes are used on 2-D data too: like pixels, 2-D points are raw data, not a
+learned latent space. A collapsed pair keeps the noisier time s, as the reference's r = t
+keeps its noisier t.
+
+The network is conditioned on (s, t - s) as the official code's (t, t - r)
+(``meanflow.conditioning: interval``; ``endpoints`` gives (s, t)); the JVP then runs along
+(v, 1, -1) in (x, s, t - s).
 The JVP and the loss run in float32 with autocast off, as the reference does (it has no
 half-precision path). The UNet embeds the raw times (``TIME_SCALE`` = 1), as the reference's
 network does (its positional embedding takes t and t - r in [0, 1], frequencies at most 1),
@@ -67,37 +74,48 @@ from bench.seeding import Streams
 class Recipe:
     #: share of the batch with s != t
     frac_interval: float
-    #: logit-normal time sampler (mean, std), in this harness's time direction
+    #: logit-normal (mean, std) of t, in this harness's time direction; for the v0 samplers
+    #: (``s_mean`` None) of both draws, which are then sorted into s <= t
     t_mean: float
     t_std: float
     #: adaptive loss weight w = 1 / (err + c)^p
     p: float
     c: float
+    #: the v1 sampler: s's own logit-normal (mean, std); t = max(s, t) after the collapse
+    s_mean: float | None = None
+    s_std: float | None = None
 
 
 #: the UNet's multiplier on s and t - s before its sinusoidal embedding (the reference's raw t)
 TIME_SCALE = 1.0
 
-RECIPES = {"pixel": Recipe(0.75, 2.0, 2.0, 0.75, 1e-3),
+RECIPES = {"pixel-v1": Recipe(0.75, 4.0, 1.6, 0.75, 1e-3, s_mean=0.6, s_std=1.6),
+           "pixel": Recipe(0.75, 2.0, 2.0, 0.75, 1e-3),
            "latent": Recipe(0.25, 0.4, 1.0, 1.0, 1e-2)}
 
 
 class MeanFlow(Method):
     def __init__(self, net: nn.Module, coupling: Coupling, steps: int,
-                 recipe: str = "pixel", conditioning: str = "interval") -> None:
+                 recipe: str = "pixel-v1", conditioning: str = "interval") -> None:
         super().__init__()
         self.net, self.coupling, self.steps = net, coupling, steps
         self.recipe, self.interval = RECIPES[recipe], conditioning == "interval"
 
     def times(self, n: int, gen: torch.Generator, device: torch.device):
         r = self.recipe
-        z = torch.randn(2, n, generator=gen, device=device) * r.t_std + r.t_mean
-        a, b = torch.sigmoid(z)
-        s, t = torch.minimum(a, b), torch.maximum(a, b)
+        if r.s_mean is None:  # v0: two exchangeable draws, sorted, then the collapse
+            z = torch.randn(2, n, generator=gen, device=device) * r.t_std + r.t_mean
+            a, b = torch.sigmoid(z)
+            s, t = torch.minimum(a, b), torch.maximum(a, b)
+            same = torch.rand(n, generator=gen, device=device) >= r.frac_interval
+            # collapse onto the evaluation point's time s (the noisier end, as the reference's
+            # r = t keeps its noisier t)
+            return s, torch.where(same, s, t)
+        # v1: s and t from their own laws, the collapse, then t >= s
+        s = torch.sigmoid(torch.randn(n, generator=gen, device=device) * r.s_std + r.s_mean)
+        t = torch.sigmoid(torch.randn(n, generator=gen, device=device) * r.t_std + r.t_mean)
         same = torch.rand(n, generator=gen, device=device) >= r.frac_interval
-        # collapse onto the evaluation point's time s (the noisier end, as the reference's
-        # r = t keeps its noisier t)
-        return s, torch.where(same, s, t)
+        return s, torch.maximum(s, torch.where(same, s, t))
 
     def u(self, x: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """u_theta(x, s, t) through the configured conditioning."""
