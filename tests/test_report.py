@@ -161,3 +161,26 @@ def test_across_datasets_lines_up_the_grid_comparisons_and_counts_the_verdicts(t
                          metric_vocabulary(), grid=grid_cells(), across_only=True)
     assert only[only.index("## Across datasets"):only.index("## Runs")] == section
     assert "## moons" not in only and not (tmp_path / "v").exists()
+
+
+def test_two_configs_of_one_method_get_labels_that_tell_them_apart():
+    from bench.report.model import by_config, label
+
+    def rec(h, recipe, seed=0, lr=1e-3):
+        return RunRecord(method="meanflow", dataset="moons", seed=seed, status="ok",
+                         config_hash=h, config={"train": {"lr": lr},
+                                                "meanflow": {"recipe": recipe}})
+
+    groups = by_config([rec("aaaa1111", "pixel"), rec("aaaa1111", "pixel", 1),
+                        rec("bbbb2222", "pixel-v1"), rec("cccc3333", "pixel", lr=1e-3)])
+    labels = {k[2]: {label(r) for r in runs} for k, runs in groups.items()}
+    assert labels["bbbb2222"] == {"meanflow · meanflow.recipe=pixel-v1"}
+    # the same recorded config under two hashes (other code): the hash tells them apart
+    assert labels["aaaa1111"] == {"meanflow · meanflow.recipe=pixel, config=aaaa1111"}
+    assert labels["cccc3333"] == {"meanflow · meanflow.recipe=pixel, config=cccc3333"}
+    groups = by_config([rec("aaaa1111", "pixel"), rec("cccc3333", "pixel")])
+    assert {label(runs[0]) for runs in groups.values()} == {"meanflow · config=aaaa1111",
+                                                            "meanflow · config=cccc3333"}
+    # one config per method: the plain name
+    assert [label(r) for r in by_config([rec("aaaa1111", "pixel")])[
+        ("moons", "meanflow", "aaaa1111")]] == ["meanflow"]

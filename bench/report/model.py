@@ -55,10 +55,41 @@ def label(r: RunRecord) -> str:
 
 
 def by_config(records: list[RunRecord]) -> dict[ConfigKey, list[RunRecord]]:
+    """The records by config group. Groups that would share a label (one method on one dataset
+    at one sweep point, under two configs, e.g. records of an ablation run with ``--set`` in
+    the same folder) get the config keys they differ in as sweep entries, so their rows and
+    curves are told apart ("meanflow · meanflow.recipe=pixel-v1"); groups still alike after
+    that (the same recorded config, other code) get their config hash too."""
     groups: dict[ConfigKey, list[RunRecord]] = defaultdict(list)
     for r in records:
         groups[(r.dataset, r.method, r.config_hash)].append(r)
+    clashes: dict[tuple, list[ConfigKey]] = defaultdict(list)
+    for key, runs in groups.items():
+        clashes[(key[0], key[1], sweep_label(runs[0]))].append(key)
+    for keys in clashes.values():
+        if len(keys) < 2:
+            continue
+        flat = {k: _flatten(groups[k][0].config) for k in keys}
+        differ = sorted({name for k in keys for name in flat[k]
+                         if len({repr(flat[o].get(name)) for o in keys}) > 1})
+        base = {k: {name: flat[k].get(name) for name in differ} for k in keys}
+        # still alike (the same recorded config, other code): the hash too
+        extra = {k: base[k] if sum(base[o] == base[k] for o in keys) == 1
+                 else {**base[k], "config": k[2][:8]} for k in keys}
+        for k in keys:
+            for r in groups[k]:
+                r.sweep = {**r.sweep, **extra[k]}
     return groups
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def method_order(methods: list[str]) -> list[str]:
