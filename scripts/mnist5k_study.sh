@@ -2,6 +2,7 @@
 # The mnist5k studies (coupling x parametrisation ladder with K = 1 vs the default K, peers,
 # learning curves) on one machine, in two lanes that run at once, one torch thread each:
 #   lane 1: configs/ladder-mnist5k.yaml, then the K = 1 sweep configs/ladder-mnist5k-k1.yaml
+#           (seed 0 of both first, then the other seeds)
 #   lane 2: configs/peers-mnist5k.yaml, then configs/curves-mnist5k.yaml
 # The ladder and the peers share one results folder ($STUDY) and the same data, network,
 # training and evaluation settings, so a recipe both suites name (otnfm-online,
@@ -35,6 +36,11 @@ step() {
 }
 lane1() {
   rc=0
+  # seed 0 of the ladder and of its K = 1 sweep first, so that a study stopped early has the
+  # whole comparison on one seed; then the other seeds (the seed-0 runs are skipped)
+  step $BENCH run --config configs/ladder-mnist5k.yaml --seeds 0 --out "$STUDY" --device "$DEVICE"
+  step $BENCH sweep --config configs/ladder-mnist5k-k1.yaml --set "seeds=[0]" --out "$STUDY" \
+    --device "$DEVICE"
   step $BENCH run --config configs/ladder-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
   step $BENCH sweep --config configs/ladder-mnist5k-k1.yaml --out "$STUDY" --device "$DEVICE"
   return "$rc"

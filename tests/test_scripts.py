@@ -96,10 +96,16 @@ def test_mnist5k_study_runs_both_lanes_into_one_folder_then_the_three_reports(tm
     runs = [c for c in calls if c.startswith(("run", "sweep"))]
     assert sorted(c.split(" --out ")[0] for c in runs) == [
         "run --config configs/curves-mnist5k.yaml", "run --config configs/ladder-mnist5k.yaml",
-        "run --config configs/peers-mnist5k.yaml", "sweep --config configs/ladder-mnist5k-k1.yaml"]
+        "run --config configs/ladder-mnist5k.yaml --seeds 0",
+        "run --config configs/peers-mnist5k.yaml", "sweep --config configs/ladder-mnist5k-k1.yaml",
+        "sweep --config configs/ladder-mnist5k-k1.yaml --set seeds=[0]"]
     assert all(f"--out {curves if 'curves' in c else study} " in c for c in runs)
-    assert calls.index(next(c for c in calls if "ladder-mnist5k-k1" in c)) > calls.index(
-        next(c for c in calls if "run --config configs/ladder-mnist5k.yaml" in c))
+    lane1 = [c.split(" --out ")[0] for c in calls if "ladder" in c and not c.startswith("report")]
+    assert lane1 == [  # seed 0 of the ladder and its K = 1 sweep, then every seed
+        "run --config configs/ladder-mnist5k.yaml --seeds 0",
+        "sweep --config configs/ladder-mnist5k-k1.yaml --set seeds=[0]",
+        "run --config configs/ladder-mnist5k.yaml",
+        "sweep --config configs/ladder-mnist5k-k1.yaml"]
     reports = [c for c in calls if c.startswith("report")]
     assert len(reports) == 3 and calls[-3:] == reports  # after both lanes
     assert "-c configs/ladder-mnist5k.yaml -c configs/ladder-mnist5k-k1.yaml" in reports[0]
