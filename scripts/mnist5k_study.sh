@@ -35,6 +35,7 @@ step() {
   }
 }
 lane1() {
+  trap 'exit 143' TERM  # run after the suite in progress has saved and exited: no next suite
   rc=0
   # seed 0 of the ladder and of its K = 1 sweep first, so that a study stopped early has the
   # whole comparison on one seed; then the other seeds (the seed-0 runs are skipped)
@@ -46,20 +47,23 @@ lane1() {
   return "$rc"
 }
 lane2() {
+  trap 'exit 143' TERM
   rc=0
   step $BENCH run --config configs/peers-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
   step $BENCH run --config configs/curves-mnist5k.yaml --out "$CURVES" --device "$DEVICE"
   return "$rc"
 }
-# each lane in its own process group (job control), so that Ctrl-C reaches both lanes through
-# the trap, each `bench` saves its state, and neither lane starts its next suite
+# each lane in its own process group (job control). Ctrl-C or a kill of this script sends
+# SIGTERM to both groups: each `bench` saves its state and exits (it handles SIGTERM like
+# Ctrl-C, also where SIGINT is ignored, as in a background job), and neither lane starts its
+# next suite
 set -m
 lane1 > "$LOGS/lane1.log" 2>&1 &
 p1=$!
 lane2 > "$LOGS/lane2.log" 2>&1 &
 p2=$!
 set +m
-trap 'kill -INT -- -"$p1" -"$p2" 2>/dev/null; wait; echo "interrupted; run again to resume"; exit 130' INT TERM
+trap 'kill -TERM -- -"$p1" -"$p2" 2>/dev/null; wait; echo "interrupted; run again to resume"; exit 130' INT TERM
 rc=0
 wait "$p1" || rc=$?
 wait "$p2" || rc=$?

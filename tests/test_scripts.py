@@ -1,8 +1,10 @@
-"""scripts/update_readme_table.py: the README's result blocks are copied from a report."""
+"""The scripts: the README result blocks copied from a report, the mnist5k study."""
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,17 +138,27 @@ def test_mnist5k_study_goes_on_after_a_suite_with_failed_runs_and_says_so(tmp_pa
     assert "configs/curves-mnist5k.yaml" in calls and calls.count("report ") == 3
 
 
-def test_mnist5k_study_stops_both_lanes_on_ctrl_c_without_starting_their_next_suites(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_mnist5k_study_stops_both_lanes_on_ctrl_c_or_kill_without_their_next_suites(tmp_path,
+                                                                                   sig):
+    """Ctrl-C, or a kill of the script in the background: each lane's `bench` gets SIGTERM,
+    saves (here: a second's work after the signal) and exits, the script waits for that, and
+    no lane starts its next suite."""
     import signal
     import time
 
-    proc, log = _study(tmp_path, 'case "$*" in run*|sweep*) sleep 30;; esac')
+    log = tmp_path / "calls"
+    proc, log = _study(tmp_path, 'case "$*" in run*|sweep*) '
+                       f'trap \'sleep 1; echo saved >> {log}; exit 130\' TERM; '
+                       'sleep 30 & wait;; esac')
     deadline = time.time() + 20
     while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 2):
         time.sleep(0.1)  # both lanes are in their first suite
-    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(getattr(signal, sig))
     out, _ = proc.communicate(timeout=20)
     calls = log.read_text()
     assert proc.returncode == 130 and "run again to resume" in out
+    assert calls.count("saved") == 2  # both benches saved before the script ended
     assert "ladder-mnist5k-k1" not in calls and "curves-mnist5k" not in calls
     assert "report " not in calls
