@@ -3,6 +3,8 @@ closing summary of a suite."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -19,8 +21,17 @@ from bench.registry import RegistryError
 from bench.report.stats import fmt_num, summarize
 from bench.results import RECORDS_FILE, RunRecord
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+
+def _width(stream) -> int | None:
+    """A terminal's own width; piped to a file or a log, 160 columns (or $COLUMNS) instead of
+    rich's 80, so that the summary and status tables of a background run stay readable."""
+    if stream.isatty():
+        return None
+    return int(os.environ.get("COLUMNS") or 160)
+
+
+console = Console(soft_wrap=True, width=_width(sys.stdout))
+err_console = Console(stderr=True, soft_wrap=True, width=_width(sys.stderr))
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
