@@ -4,13 +4,15 @@ For each dataset and training recipe one training step is timed at a small batch
 untimed step) and scaled linearly to the configured batch; one sampling call of each method is
 timed and scaled to ``eval.n_samples``; Inception FID, when asked for, is charged per image at
 the speed measured on a few images (reference statistics once per dataset). Only the runs
-without an ok record count (a resumed suite skips the others); a bank method's evaluation counts
-twice (fresh and bank noise). It is an estimate: it leaves out the coupling's solver at full
-batch size (an online-OT step is timed as one minibatch assignment), global OT's one-off solve,
-a reflow teacher's pair generation, the domain classifier's one-off training, the floor's
-metrics, learning-curve scoring and the sampling-time measurement; an untrained network's
-adaptive-solver NFE is not a trained one's; and scaling linearly from a small batch
-overestimates devices that run a small batch no faster than a large one (GPUs).
+without an ok record count (a resumed suite skips the others), and each is charged its whole
+training even where the recipe's checkpoint exists (another sampler of it is done) or a saved
+partial state will resume it; a bank method's evaluation counts twice (fresh and bank noise). It
+is an estimate: it leaves out the coupling's solver at full batch size (an online-OT step is
+timed as one minibatch assignment), global OT's one-off solve, a reflow teacher's pair
+generation, the domain classifier's one-off training, the floor's metrics, learning-curve
+scoring and the sampling-time measurement; an untrained network's adaptive-solver NFE is not a
+trained one's; and scaling linearly from a small batch overestimates devices that run a small
+batch no faster than a large one (GPUs).
 """
 
 from __future__ import annotations

@@ -222,10 +222,11 @@ def stop_on_signals() -> Iterator[SimpleNamespace]:
     def handler(signum, frame):
         if signum == usr and callable(submitit_handler):
             stop.requeue = lambda: submitit_handler(usr, None)
-        if stop.signal is not None:
-            return  # already stopping: a second Ctrl-C would abandon the save
-        stop.signal = signal.Signals(signum).name
         on_int = signal.getsignal(signal.SIGINT)
+        if stop.signal is not None or getattr(on_int, "flag", {}).get("stop"):
+            return  # already stopping (this signal, or a Ctrl-C before it): passing it on as
+            # a second Ctrl-C would abandon the save
+        stop.signal = signal.Signals(signum).name
         if not callable(on_int):
             raise KeyboardInterrupt
         on_int(signal.SIGINT, frame)

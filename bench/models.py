@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from bench.checkpoints import CheckpointStore, Trained
+from bench.checkpoints import CheckpointMismatch, CheckpointStore, Trained
 from bench.claims import Claims
 from bench.config import Config
 from bench.datasets.base import DataBundle
@@ -44,11 +44,24 @@ def build_method(name: str, data: DataBundle, cfg: Config, device: torch.device,
     return method.to(device)
 
 
+def net_signature(method: Method) -> dict[str, Any]:
+    """What the code builds into a network beyond its weights and the config (a UNet's time
+    scale): saved with a checkpoint and its partial state, and compared when they are loaded,
+    so that weights trained under another construction are never reused or resumed."""
+    return {"time_scale": getattr(method.net, "time_scale", None)}
+
+
 def restore(name: str, data: DataBundle, cfg: Config, device: torch.device, seed: int,
             state: dict[str, Any]) -> Method:
     """Build ``name`` and load a checkpoint's EMA weights (the raw weights when trained
-    without EMA) and its extra state, in eval mode."""
+    without EMA) and its extra state, in eval mode. A checkpoint whose network signature
+    differs from the one built now is refused (one saved before signatures is accepted)."""
     method = build_method(name, data, cfg, device, seed)
+    saved = state.get("net")
+    if saved is not None and saved != net_signature(method):
+        raise CheckpointMismatch(f"the checkpoint of {name} was trained with network "
+                                 f"{saved}, the code builds {net_signature(method)}: "
+                                 "retrain it (--force)")
     method.load_state_dict(state["ema"] or state["model"])
     method.load_extra_state_dict(state["extra"])
     return method.eval()
@@ -165,6 +178,10 @@ class Models:
         resume = None
         if not self.force:
             resume, message = self.store.load_partial(spec)
+            saved = (resume or {}).get("meta", {}).get("net")
+            if saved is not None and saved != net_signature(method):
+                resume, message = None, (f"ignoring its saved state: trained with network "
+                                         f"{saved}, the code builds {net_signature(method)}")
             if message:
                 self.reporter.log(f"{label}: {message}")
         # a resumed student has its weights and pairs in the saved state: only their cost
@@ -174,7 +191,8 @@ class Models:
         breakdown, compute = dict(prepared.get("breakdown", {})), dict(prepared.get("compute", {}))
         self.reporter.start(label, cfg.train.steps)
         ckpt = Checkpointing(self.store.partial_path(spec), cfg.checkpoint_every,
-                             {"recipe_hash": spec.recipe_hash, "prepared": prepared})
+                             {"recipe_hash": spec.recipe_hash, "prepared": prepared,
+                              "net": net_signature(method)})
         before = parts_flops(compute)
         curve = self._curve(method, siblings, data, sum(breakdown.values()), before)
         stats = self.store.stats_path(spec)
@@ -193,7 +211,7 @@ class Models:
             "ema": ema_weights(method, ema),
             "extra": method.extra_state_dict(),
             "train": dataclasses.asdict(result),
-            "net_params": n_params(method.net),
+            "net_params": n_params(method.net), "net": net_signature(method),
             # enough to rebuild the model without the records file (bench.load)
             "method": spec.method, "recipe": spec.recipe, "dataset": spec.dataset,
             "seed": spec.seed, "config": spec.config,

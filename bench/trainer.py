@@ -166,6 +166,7 @@ def _sigint_flag() -> Iterator[dict]:
             raise KeyboardInterrupt
         flag["stop"] = True
 
+    handler.flag = flag  # type: ignore[attr-defined]  # read by executors.stop_on_signals
     old = signal.signal(signal.SIGINT, handler)
     try:
         yield flag

@@ -80,3 +80,22 @@ def test_a_job_that_dies_leaves_failed_records_with_its_state(tmp_path):
     (rec,) = read_records(out / "records.jsonl").records
     assert rec.method == "dies-hard" and rec.status == "failed"
     assert "ended in state" in rec.error
+
+
+def test_sigterm_after_a_ctrl_c_does_not_abandon_the_save():
+    """Ctrl-C sets the training loop's stop flag; a SIGTERM after it (torchrun's agent, a
+    tool that sends INT then TERM) must not act as a second Ctrl-C, which raises at once."""
+    import os
+    import signal
+
+    from bench.executors import stop_on_signals
+    from bench.trainer import _sigint_flag
+
+    with stop_on_signals() as stop, _sigint_flag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert flag["stop"]
+        os.kill(os.getpid(), signal.SIGTERM)  # raised KeyboardInterrupt before the fix
+        assert stop.signal is None
+    with stop_on_signals() as stop, _sigint_flag() as flag:  # SIGTERM alone: one Ctrl-C
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert flag["stop"] and stop.signal == "SIGTERM"

@@ -297,3 +297,23 @@ def test_inception_fid_path_with_a_generated_weights_file(tmp_path, monkeypatch)
     assert r.metric_info["fid_weights_sha256"] == inception.weights_digest(state)
     assert r.metric_info["fid_weights_file_sha256"] == inception.sha256_file(weights)
     assert "class_entropy" in r.metrics and "fd_domain" not in r.metrics
+
+
+def test_meanflow_gets_raw_times_and_a_checkpoint_of_another_net_is_refused():
+    """MeanFlow's UNet embeds the raw times, every other method's 1000 t. A checkpoint keeps
+    that network signature: one trained under another is refused, not silently loaded."""
+    from bench.checkpoints import CheckpointMismatch
+    from bench.models import net_signature, restore
+
+    cfg = resolve(overrides={"net": {"unet": "xs"}, "data": {"n_train": 64, "n_eval": 32}})
+    data = DATASETS.get("digits")(cfg.data, 0, CPU)
+    mf, fm = (build_method(n, data, cfg, CPU, 0) for n in ("meanflow", "fm-euler1"))
+    assert net_signature(mf) == {"time_scale": 1.0}
+    assert net_signature(fm) == {"time_scale": 1000.0}
+    state = {"model": mf.state_dict(), "ema": None, "extra": mf.extra_state_dict(),
+             "net": net_signature(mf)}
+    assert restore("meanflow", data, cfg, CPU, 0, state).net.time_scale == 1.0
+    with pytest.raises(CheckpointMismatch, match="time_scale"):
+        restore("meanflow", data, cfg, CPU, 0, {**state, "net": {"time_scale": 1000.0}})
+    del state["net"]  # saved before signatures: accepted
+    restore("meanflow", data, cfg, CPU, 0, state)

@@ -184,3 +184,22 @@ def test_two_configs_of_one_method_get_labels_that_tell_them_apart():
     # one config per method: the plain name
     assert [label(r) for r in by_config([rec("aaaa1111", "pixel")])[
         ("moons", "meanflow", "aaaa1111")]] == ["meanflow"]
+
+
+def test_a_report_with_two_configs_of_one_method_renders_whole(tmp_path, monkeypatch):
+    """The golden records plus fm-euler100 again under other (list-valued) eval metrics: both
+    rows are labelled apart, and the sections and figures of one config per method remain."""
+    monkeypatch.chdir(tmp_path)
+    _records(Path("res"))
+    recs = read_records("res/records.jsonl").records
+    for r in [r for r in recs if r.method == "fm-euler100"]:
+        append_record(Path("res/records.jsonl"), RunRecord(
+            **{**r.__dict__, "config_hash": "fm-e9999999999", "run_id": r.run_id + "b",
+               "config": {"eval": {"metrics": ["w2", "mmd"]}}}))
+    text = render_report([Source("res/records.jsonl", read_records("res/records.jsonl").records)],
+                         Path("out/report.md"), metric_vocabulary(), grid=grid_cells())
+    assert "| fm-euler100 · eval.metrics=None | 3 |" in text  # the golden ones record none
+    assert "| fm-euler100 · eval.metrics=['w2', 'mmd'] | 3 |" in text
+    assert "| nfm-random | 3 |" in text  # one config: its plain name
+    assert Path("out/report/moons_cost.png").exists()
+    assert not list(Path("out/report").glob("*sweep*"))  # a variant is not a sweep

@@ -45,10 +45,17 @@ def test_runner_resumes_from_a_partial_checkpoint_and_refuses_another_configs(tm
     ref = {r.method: r for r in rec_ref}
     assert ok["otnfm-online"].metrics == ref["otnfm-online"].metrics
     assert not path.exists()  # the finished checkpoint replaces the partial one
-    # a partial checkpoint written by another config is ignored, not loaded
-    torch.save({"meta": {"recipe_hash": "other"}, "step": 5}, path)
-    recs = Runner(cfg, out, cpu, force=True).run()
-    assert all(r.status == "ok" for r in recs)
+    # a partial state written by another config, or by this config under another network
+    # construction (bench.models.net_signature), is ignored, not loaded: trained from scratch
+    for i, meta in enumerate(({"recipe_hash": "other"},
+                              {"recipe_hash": rh, "net": {"time_scale": 5.0}})):
+        fresh = tmp_path / f"fresh{i}"
+        bogus = CheckpointStore(fresh / "checkpoints").partial_path(spec)
+        bogus.parent.mkdir(parents=True)
+        torch.save({"meta": meta, "step": 5}, bogus)
+        recs = {r.method: r for r in Runner(cfg, fresh, cpu).run()}
+        assert recs["otnfm-online"].status == "ok"
+        assert recs["otnfm-online"].metrics == ref["otnfm-online"].metrics
 
 
 @pytest.mark.slow

@@ -27,7 +27,8 @@ def _width(stream) -> int | None:
     rich's 80, so that the summary and status tables of a background run stay readable."""
     if stream.isatty():
         return None
-    return int(os.environ.get("COLUMNS") or 160)
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 160
 
 
 console = Console(soft_wrap=True, width=_width(sys.stdout))

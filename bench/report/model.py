@@ -48,24 +48,34 @@ def sweep_key(r: RunRecord) -> tuple:
 
 
 def label(r: RunRecord) -> str:
-    """Table label of a config group."""
+    """Table label of a config group: the method, its sweep point, and what tells it apart
+    from another config of the same method in the same report (``by_config``)."""
     if r.method == FLOOR_METHOD:
         return FLOOR_LABEL
-    return f"{r.method} · {sweep_label(r)}" if r.sweep else r.method
+    parts = [sweep_label(r)] if r.sweep else []
+    if variant := getattr(r, VARIANT, None):
+        parts.append(", ".join(f"{k}={v}" for k, v in variant.items()))
+    return " · ".join([r.method, *parts])
+
+
+#: the attribute ``by_config`` sets on a loaded record whose label needs telling apart; only
+#: ``label`` reads it (it is not a sweep point, and it is never written to a records file)
+VARIANT = "_report_variant"
 
 
 def by_config(records: list[RunRecord]) -> dict[ConfigKey, list[RunRecord]]:
     """The records by config group. Groups that would share a label (one method on one dataset
     at one sweep point, under two configs, e.g. records of an ablation run with ``--set`` in
-    the same folder) get the config keys they differ in as sweep entries, so their rows and
-    curves are told apart ("meanflow · meanflow.recipe=pixel-v1"); groups still alike after
-    that (the same recorded config, other code) get their config hash too."""
+    the same folder) are labelled with the config keys they differ in ("meanflow ·
+    meanflow.recipe=pixel-v1"); groups still alike after that (the same recorded config,
+    other code) with their config hash too. Nothing else about them changes."""
     groups: dict[ConfigKey, list[RunRecord]] = defaultdict(list)
     for r in records:
         groups[(r.dataset, r.method, r.config_hash)].append(r)
     clashes: dict[tuple, list[ConfigKey]] = defaultdict(list)
     for key, runs in groups.items():
-        clashes[(key[0], key[1], sweep_label(runs[0]))].append(key)
+        if key[1] != FLOOR_METHOD:
+            clashes[(key[0], key[1], sweep_label(runs[0]))].append(key)
     for keys in clashes.values():
         if len(keys) < 2:
             continue
@@ -73,12 +83,11 @@ def by_config(records: list[RunRecord]) -> dict[ConfigKey, list[RunRecord]]:
         differ = sorted({name for k in keys for name in flat[k]
                          if len({repr(flat[o].get(name)) for o in keys}) > 1})
         base = {k: {name: flat[k].get(name) for name in differ} for k in keys}
-        # still alike (the same recorded config, other code): the hash too
-        extra = {k: base[k] if sum(base[o] == base[k] for o in keys) == 1
-                 else {**base[k], "config": k[2][:8]} for k in keys}
         for k in keys:
+            variant = base[k] if sum(base[o] == base[k] for o in keys) == 1 else {
+                **base[k], "config": k[2][:8]}
             for r in groups[k]:
-                r.sweep = {**r.sweep, **extra[k]}
+                setattr(r, VARIANT, variant)
     return groups
 
 
