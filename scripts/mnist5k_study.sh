@@ -4,6 +4,8 @@
 #   lane 1: configs/ladder-mnist5k.yaml, then the K = 1 sweep configs/ladder-mnist5k-k1.yaml
 #           (seed 0 of both first, then the other seeds)
 #   lane 2: configs/peers-mnist5k.yaml, then configs/curves-mnist5k.yaml
+# and lane 1 joins the curves when its suites are done (the two processes split the curves'
+# recipes between them through the same claims).
 # The ladder and the peers share one results folder ($STUDY) and the same data, network,
 # training and evaluation settings, so a recipe both suites name (otnfm-online,
 # otnfm-minibatch, otmap-online, loomcfm, otcfm, fm) trains once: a run claimed by one lane is
@@ -11,7 +13,7 @@
 # script again after a stop and it continues. Then the three reports:
 #   reports/ladder-mnist5k.md, reports/peers-mnist5k.md, reports/curves-mnist5k.md
 #
-#   scripts/mnist5k_study.sh                 # about 11 h on 2 CPU cores
+#   scripts/mnist5k_study.sh                 # about 13 h on 2 CPU cores
 #   nohup scripts/mnist5k_study.sh > study.log 2>&1 &   # in the background; stop it with
 #                                            # kill PID (SIGTERM: a background shell ignores INT)
 #   DEVICE=cuda scripts/mnist5k_study.sh     # on a GPU
@@ -44,6 +46,7 @@ lane1() {
     --device "$DEVICE"
   step $BENCH run --config configs/ladder-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
   step $BENCH sweep --config configs/ladder-mnist5k-k1.yaml --out "$STUDY" --device "$DEVICE"
+  step $BENCH run --config configs/curves-mnist5k.yaml --out "$CURVES" --device "$DEVICE"
   return "$rc"
 }
 lane2() {

@@ -96,8 +96,9 @@ def test_mnist5k_study_runs_both_lanes_into_one_folder_then_the_three_reports(tm
     calls = log.read_text().splitlines()
     study, curves = str(tmp_path / "study"), str(tmp_path / "curves")
     runs = [c for c in calls if c.startswith(("run", "sweep"))]
-    assert sorted(c.split(" --out ")[0] for c in runs) == [
-        "run --config configs/curves-mnist5k.yaml", "run --config configs/ladder-mnist5k.yaml",
+    assert sorted(c.split(" --out ")[0] for c in runs) == [  # both lanes end with the curves
+        "run --config configs/curves-mnist5k.yaml", "run --config configs/curves-mnist5k.yaml",
+        "run --config configs/ladder-mnist5k.yaml",
         "run --config configs/ladder-mnist5k.yaml --seeds 0",
         "run --config configs/peers-mnist5k.yaml", "sweep --config configs/ladder-mnist5k-k1.yaml",
         "sweep --config configs/ladder-mnist5k-k1.yaml --set seeds=[0]"]
