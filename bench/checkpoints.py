@@ -71,6 +71,10 @@ class CheckpointStore:
         self.partial_path(spec).unlink(missing_ok=True)
         return Trained(path, state, reused=False)
 
+    def pairs_path(self, spec: RunSpec) -> Path:
+        """Where a distilled method keeps the pairs generated so far (resumable generation)."""
+        return self.path(spec).with_suffix(".pairs.partial.pt")
+
     def load_partial(self, spec: RunSpec) -> tuple[dict[str, Any] | None, str]:
         """The saved training state of an unfinished run of this recipe, if it was saved by
         the same config, and a message saying what was found."""

@@ -164,7 +164,8 @@ class Models:
             t_trained = self.get(t_spec, data, planned)
         teacher = self.restore(t_spec, data, t_trained)
         self.reporter.log(f"{label}: generating pairs with {spec.teacher}")
-        prep = method.prepare(teacher, data.train.shape[0], gens)
+        prep = method.prepare(teacher, data.train.shape[0], gens,
+                              partial=self.store.pairs_path(spec))
         return {"breakdown": {"teacher_seconds": t_trained.state["train"]["seconds"],
                               "pairs_seconds": prep.pop("pairs_seconds")},
                 "compute": {"teacher": t_trained.state["train"].get("compute", {}),

@@ -164,6 +164,58 @@ def test_reflow_student_starts_from_the_teachers_weights(tiny_cfg, cpu):
     assert prep["pairs"] == 400 and student.coupling.x1.shape == (400, 2)
 
 
+def test_reflow_pair_generation_resumes_after_a_stop_and_equals_an_unbroken_one(tiny_cfg, cpu,
+                                                                                tmp_path):
+    """The pairs are saved after every batch; a stop in the middle keeps the batches done, the
+    rerun makes only the rest, and the pairs and their counted NFE equal an unbroken run's."""
+    from bench.methods import reflow
+
+    cfg = tiny_cfg(reflow={"pair_batch": 64})
+    data = DATASETS.get("moons")(cfg.data, 0, cpu)
+    teacher = build_method("fm-dopri5", data, cfg, cpu, 0)
+    train(teacher, data, cfg.train, Streams(0), coupling_cfg=cfg.coupling)
+    teacher.eval()
+    whole = build_method("reflow", data, cfg, cpu, 1)
+    ref = whole.prepare(teacher, 100, Streams(0))  # 400 pairs: 6 batches of 64, then 16
+    made, stop_after = [], [3]
+    real = reflow.generate
+
+    def generate(method, x0, batch_size):
+        if len(made) == stop_after[0]:
+            raise KeyboardInterrupt  # stopped while making the next batch
+        made.append(x0.shape[0])
+        return real(method, x0, batch_size)
+
+    partial = tmp_path / "r.pairs.partial.pt"
+    reflow.generate = generate
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build_method("reflow", data, cfg, cpu, 1).prepare(teacher, 100, Streams(0),
+                                                               partial=partial)
+        assert made == [64, 64, 64] and torch.load(partial)["x1"].shape == (192, 2)
+        made.clear()
+        stop_after[0] = 99
+        student = build_method("reflow", data, cfg, cpu, 1)
+        again = student.prepare(teacher, 100, Streams(0), partial=partial)
+    finally:
+        reflow.generate = real
+    assert made == [64, 64, 64, 16]  # only the 208 pairs still missing
+    assert torch.equal(student.coupling.x1, whole.coupling.x1)
+    assert torch.equal(student.coupling.x0, whole.coupling.x0)
+    assert again["pairs_nfe"] == ref["pairs_nfe"] and not partial.exists()
+    # saved pairs of other noise or another teacher are not used
+    torch.save({"key": {"noise": "other"}, "x1": torch.zeros(192, 2), "calls": 1.0,
+                "seconds": 1.0}, partial)
+    made.clear()
+    reflow.generate = generate
+    try:
+        build_method("reflow", data, cfg, cpu, 1).prepare(teacher, 100, Streams(0),
+                                                           partial=partial)
+    finally:
+        reflow.generate = real
+    assert sum(made) == 400
+
+
 def test_dopri5_nfe_is_counted_and_follows_the_tolerance(tiny_cfg, cpu):
     from bench.methods import fm
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,9 +121,11 @@ class Method(nn.Module):
         counted NFE); None when only sampling can tell (an adaptive solver)."""
         return getattr(self, "steps", 1)
 
-    def prepare(self, teacher: Method, n_train: int, gens: Streams) -> dict[str, float]:
+    def prepare(self, teacher: Method, n_train: int, gens: Streams,
+                partial: Path | None = None) -> dict[str, float]:
         """Hook for methods registered with ``teacher=...`` (runs before training); returns
-        what it cost (``pairs_seconds`` and counts)."""
+        what it cost (``pairs_seconds`` and counts). ``partial``: a file where long work may
+        keep its progress, to resume after a stop."""
         raise NotImplementedError(f"{type(self).__name__} does not take a teacher")
 
     def attach_teacher(self, teacher: nn.Module) -> None:

@@ -21,12 +21,17 @@ FLOPs, the pairs' counted NFE and FLOPs and the student's.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from pathlib import Path
 
 import torch
 
+from bench.checkpoints import load_state
 from bench.compute import forward_flops
 from bench.couplings import Coupling, Pairs, SourceFn, independent_cost, pair_cost
+from bench.distributed import is_main
+from bench.io import atomic_torch_save
 from bench.methods.base import BuildContext, Method, register_step_family
 from bench.methods.fm import FlowMatching
 from bench.sampling import generate
@@ -88,21 +93,52 @@ class Reflow(FlowMatching):
         super().__init__(*args, **kwargs)
         self.pairs_per_point, self.pair_batch = pairs_per_point, pair_batch
 
-    def prepare(self, teacher: Method, n_train: int, gens: Streams) -> dict[str, float]:
+    def prepare(self, teacher: Method, n_train: int, gens: Streams,
+                partial: Path | None = None) -> dict[str, float]:
         """Generate the pairs with ``teacher`` (``reflow.pair_batch`` at a time: an adaptive
         solver's steps depend on its batch) and start from its weights; returns the seconds and
-        the counted cost of the pairs (number, NFE per pair, FLOPs)."""
+        the counted cost of the pairs (number, NFE per pair, FLOPs).
+
+        With ``partial`` the pairs made so far are saved there after every batch (write, then
+        rename), and a generation that was stopped resumes from them: on images with dopri5
+        it takes longer than the student's training. The saved batches are used only for the
+        same noise and the same teacher weights; the result equals an uninterrupted one."""
         start = time.perf_counter()
         device = next(teacher.parameters()).device
         n_pairs = max(1, round(self.pairs_per_point * n_train))
         z = self.coupling.source(n_pairs, gens["coupling"]).to(device)
-        x1, nfe = generate(teacher, z, self.pair_batch)
+        key = {"noise": _digest(z), "teacher": _digest(*teacher.net.state_dict().values()),
+               "pair_batch": self.pair_batch}
+        done = load_state(partial) if partial is not None and partial.exists() else {}
+        if done.get("key") != key:
+            done = {}
+        chunks = list(done.get("x1", torch.empty(0)).to(device).split(self.pair_batch))
+        calls, before = float(done.get("calls", 0.0)), float(done.get("seconds", 0.0))
+        for i in range(sum(len(c) for c in chunks), n_pairs, self.pair_batch):
+            x, nfe = generate(teacher, z[i : i + self.pair_batch], self.pair_batch)
+            chunks.append(x)
+            calls += nfe * len(x)
+            if partial is not None and is_main():
+                atomic_torch_save(partial, {
+                    "key": key, "x1": torch.cat(chunks).cpu(), "calls": calls,
+                    "seconds": before + time.perf_counter() - start})
+        x1 = torch.cat(chunks)
         self.coupling.x0, self.coupling.x1 = z, x1
         probe = z[: min(n_pairs, self.pair_batch)]
         per_forward = forward_flops(teacher.net, probe, torch.zeros(len(probe), device=device))
         self.net.load_state_dict(teacher.net.state_dict())  # fine-tune, not from scratch
-        return {"pairs_seconds": time.perf_counter() - start, "pairs": float(n_pairs),
-                "pairs_nfe": float(nfe), "pairs_flops": per_forward * nfe * n_pairs}
+        if partial is not None and is_main():
+            partial.unlink(missing_ok=True)
+        nfe = calls / n_pairs
+        return {"pairs_seconds": before + time.perf_counter() - start, "pairs": float(n_pairs),
+                "pairs_nfe": nfe, "pairs_flops": per_forward * nfe * n_pairs}
+
+
+def _digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _build(ctx: BuildContext, steps: int) -> Method:
