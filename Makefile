@@ -41,7 +41,7 @@ images: venv
 	$(BENCH) report results/mnist5k --out reports/mnist5k.md
 
 # The mnist5k ladder (+ K = 1), peers and curves in two lanes with a shared results folder
-# (scripts/mnist5k_study.sh; about 13 h on 2 CPU cores; it resumes after a stop).
+# (scripts/mnist5k_study.sh; about 18 h on 2 CPU cores; it resumes after a stop).
 mnist5k-study: venv
 	BENCH=$(BENCH) scripts/mnist5k_study.sh
 
