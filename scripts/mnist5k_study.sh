@@ -13,7 +13,7 @@
 # script again after a stop and it continues. Then the three reports:
 #   reports/ladder-mnist5k.md, reports/peers-mnist5k.md, reports/curves-mnist5k.md
 #
-#   scripts/mnist5k_study.sh                 # about 13 h on 2 CPU cores
+#   scripts/mnist5k_study.sh                 # about 18 h on 2 CPU cores
 #   nohup scripts/mnist5k_study.sh > study.log 2>&1 &   # in the background; stop it with
 #                                            # kill PID (SIGTERM: a background shell ignores INT)
 #   DEVICE=cuda scripts/mnist5k_study.sh     # on a GPU
