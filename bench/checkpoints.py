@@ -75,15 +75,21 @@ class CheckpointStore:
         """Where a distilled method keeps the pairs generated so far (resumable generation)."""
         return self.path(spec).with_suffix(".pairs.partial.pt")
 
-    def load_partial(self, spec: RunSpec) -> tuple[dict[str, Any] | None, str]:
+    def load_partial(self, spec: RunSpec, net: dict[str, Any] | None = None,
+                     ) -> tuple[dict[str, Any] | None, str]:
         """The saved training state of an unfinished run of this recipe, if it was saved by
-        the same config, and a message saying what was found."""
+        the same config and (where both are known) for the same network construction ``net``
+        (``bench.models.net_signature``), and a message saying what was found."""
         path = self.partial_path(spec)
         if not path.exists():
             return None, ""
         saved = load_state(path)
-        if saved.get("meta", {}).get("recipe_hash") != spec.recipe_hash:
+        meta = saved.get("meta", {})
+        if meta.get("recipe_hash") != spec.recipe_hash:
             return None, f"ignoring {path}: saved by another config"
+        if net is not None and meta.get("net") not in (None, net):
+            return None, (f"ignoring {path}: trained with network {meta['net']}, the code "
+                          f"builds {net}")
         return saved, f"resuming from step {saved['step']} ({path})"
 
 

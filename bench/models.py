@@ -57,11 +57,10 @@ def restore(name: str, data: DataBundle, cfg: Config, device: torch.device, seed
     without EMA) and its extra state, in eval mode. A checkpoint whose network signature
     differs from the one built now is refused (one saved before signatures is accepted)."""
     method = build_method(name, data, cfg, device, seed)
-    saved = state.get("net")
-    if saved is not None and saved != net_signature(method):
+    saved, built = state.get("net"), net_signature(method)
+    if saved is not None and saved != built:
         raise CheckpointMismatch(f"the checkpoint of {name} was trained with network "
-                                 f"{saved}, the code builds {net_signature(method)}: "
-                                 "retrain it (--force)")
+                                 f"{saved}, the code builds {built}: retrain it (--force)")
     method.load_state_dict(state["ema"] or state["model"])
     method.load_extra_state_dict(state["extra"])
     return method.eval()
@@ -178,11 +177,7 @@ class Models:
         gens = Streams(spec.seed, self.device)
         resume = None
         if not self.force:
-            resume, message = self.store.load_partial(spec)
-            saved = (resume or {}).get("meta", {}).get("net")
-            if saved is not None and saved != net_signature(method):
-                resume, message = None, (f"ignoring its saved state: trained with network "
-                                         f"{saved}, the code builds {net_signature(method)}")
+            resume, message = self.store.load_partial(spec, net_signature(method))
             if message:
                 self.reporter.log(f"{label}: {message}")
         # a resumed student has its weights and pairs in the saved state: only their cost
