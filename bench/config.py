@@ -174,6 +174,10 @@ class ReflowConfig:
     #: pairs generated per batch (dopri5 adapts its steps to the whole batch, so the batch is
     #: part of the recipe)
     pair_batch: int = 500
+    #: dopri5's atol = rtol for the pairs. The default is the reference's 1e-5 (scipy RK45 in
+    #: gnobitab/RectifiedFlow). A looser one costs fewer NFE per pair; what it changes in the
+    #: pairs is measured by scripts/reflow_pair_tolerance.py (reports/reflow-pairs-mnist5k.md)
+    pair_tol: float = 1e-5
 
 
 #: MeanFlow's (r, t) recipes (methods.meanflow) and how its network sees the interval
@@ -390,8 +394,10 @@ def validate(cfg: Config) -> None:
         (cfg.coupling.batch_size < 0, "coupling.batch_size must be >= 0 (0 = train.batch_size)"),
         (cfg.coupling.caches < 1, "coupling.caches must be >= 1"),
         (cfg.path.t_beta <= 0, "path.t_beta must be > 0"),
-        (cfg.reflow.pairs_per_point <= 0 or cfg.reflow.pair_batch < 1,
-         "reflow.pairs_per_point must be > 0 and reflow.pair_batch >= 1"),
+        (cfg.reflow.pairs_per_point <= 0 or cfg.reflow.pair_batch < 1
+         or not 0 < cfg.reflow.pair_tol < 1,
+         "reflow.pairs_per_point must be > 0, reflow.pair_batch >= 1 and reflow.pair_tol in "
+         "(0, 1)"),
         (cfg.eval.n_samples < 1 or cfg.eval.batch_size < 1,
          "eval.n_samples and eval.batch_size must be >= 1"),
         (any(c <= 0 for c in cfg.eval.curve) or cfg.eval.curve_samples < 0,

@@ -29,7 +29,7 @@ UNHASHED_COUPLING = ("overlap",)
 UNHASHED_EVAL = ("curve", "curve_samples", "curve_metrics")
 #: settings added after runs were recorded enter a run's config (and hash) only when they
 #: differ from their default, so adding a setting never orphans the records already written
-LATE_KEYS = {("eval", "reference"): "eval"}
+LATE_KEYS = {("eval", "reference"): "eval", ("reflow", "pair_tol"): 1e-5}
 #: the parts of a run's config that determine its trained weights (a method-specific section
 #: is there only for the methods that declare it)
 RECIPE_KEYS = ("recipe", "data", "net", "train", "coupling", "path", "teacher", *METHOD_SECTIONS)

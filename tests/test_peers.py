@@ -5,6 +5,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
+from bench.config import ConfigError
 from bench.couplings import Independent, MinibatchOT
 from bench.methods.base import Batch
 from bench.methods.meanflow import MeanFlow
@@ -164,6 +165,34 @@ def test_reflow_student_starts_from_the_teachers_weights(tiny_cfg, cpu):
     assert prep["pairs"] == 400 and student.coupling.x1.shape == (400, 2)
 
 
+def test_reflow_pair_tolerance_sets_the_teachers_solver_for_the_pairs_only(tiny_cfg, cpu):
+    """reflow.pair_tol is the dopri5 tolerance of the pairs: a looser one costs fewer counted
+    NFE and moves the pairs a little; the teacher gets its own tolerance back; the default
+    leaves a run's config (and so its hash and its records) as before the setting existed."""
+    from bench.methods.fm import DOPRI5_TOL
+    from bench.planner import run_config
+
+    cfg = tiny_cfg()
+    data = DATASETS.get("moons")(cfg.data, 0, cpu)
+    teacher = build_method("fm-dopri5", data, cfg, cpu, 0)
+    train(teacher, data, cfg.train, Streams(0), coupling_cfg=cfg.coupling)
+    teacher.eval()
+    tight = build_method("reflow", data, cfg, cpu, 1)
+    ref = tight.prepare(teacher, 100, Streams(0))
+    loose_cfg = tiny_cfg(reflow={"pair_tol": 1e-2})
+    loose = build_method("reflow", data, loose_cfg, cpu, 1)
+    got = loose.prepare(teacher, 100, Streams(0))
+    assert got["pairs_nfe"] < ref["pairs_nfe"]
+    assert torch.equal(loose.coupling.x0, tight.coupling.x0)  # the same noise
+    gap = (loose.coupling.x1 - tight.coupling.x1).abs().max().item()
+    assert 0 < gap < 0.5
+    assert teacher.tol == DOPRI5_TOL
+    assert "pair_tol" not in run_config(cfg, "reflow", "moons")["reflow"]
+    assert run_config(loose_cfg, "reflow", "moons")["reflow"]["pair_tol"] == 1e-2
+    with pytest.raises(ConfigError, match="pair_tol"):
+        tiny_cfg(reflow={"pair_tol": 0.0})
+
+
 def test_reflow_pair_generation_resumes_after_a_stop_and_equals_an_unbroken_one(tiny_cfg, cpu,
                                                                                 tmp_path):
     """The pairs are saved after every batch; a stop in the middle keeps the batches done, the
@@ -217,20 +246,18 @@ def test_reflow_pair_generation_resumes_after_a_stop_and_equals_an_unbroken_one(
 
 
 def test_dopri5_nfe_is_counted_and_follows_the_tolerance(tiny_cfg, cpu):
-    from bench.methods import fm
+    from bench.methods.fm import DOPRI5_TOL
 
     cfg = tiny_cfg()
     data = DATASETS.get("moons")(cfg.data, 0, cpu)
     method = build_method("fm-dopri5", data, cfg, cpu, 0)
     train(method, data, cfg.train, Streams(0), coupling_cfg=cfg.coupling)
     x0 = data.source(256, Streams(0)["eval"])
+    assert method.tol == DOPRI5_TOL
     _, loose = generate(method.eval(), x0, 256)
-    old = fm.DOPRI5_TOL
-    try:
-        fm.DOPRI5_TOL = 1e-8
-        _, tight = generate(method, x0, 256)
-    finally:
-        fm.DOPRI5_TOL = old
+    method.tol = 1e-8
+    _, tight = generate(method, x0, 256)
+    method.tol = DOPRI5_TOL
     assert loose > 2 and tight > loose  # counted, and more evaluations for a tighter tolerance
     _, two_batches = generate(method, x0, 128)  # the count may differ per batch: no error
     assert two_batches > 2

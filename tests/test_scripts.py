@@ -163,3 +163,38 @@ def test_mnist5k_study_stops_both_lanes_on_ctrl_c_or_kill_without_their_next_sui
     assert calls.count("saved") == 2  # both benches saved before the script ended
     assert "ladder-mnist5k-k1" not in calls and "curves-mnist5k" not in calls
     assert "report " not in calls
+
+
+def test_reflow_pair_tolerance_script_measures_a_trained_teacher(tmp_path, capsys):
+    """scripts/reflow_pair_tolerance.py on a real (tiny) fm checkpoint of 8x8 digits: the
+    tightest tolerance is the reference (no change), a loose one costs fewer counted NFE and
+    moves the pairs; a folder without a teacher is a clear error."""
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from tests.conftest import IMAGE_SETS
+
+    out = tmp_path / "res"
+    sets = [a for s in IMAGE_SETS for a in ("--set", s)]
+    res = CliRunner().invoke(app, ["run", "-m", "fm-euler1", "-d", "digits", "--seeds", "0",
+                                   "--metrics", "collapse", "--out", str(out), *sets])
+    assert res.exit_code == 0, res.output
+    spec = importlib.util.spec_from_file_location(
+        "reflow_pair_tolerance", ROOT / "scripts" / "reflow_pair_tolerance.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    md = tmp_path / "tol.md"
+    assert script.main([str(out), "--tols", "1e-2,1e-5", "--n", "40", "--out", str(md)]) == 0
+    table = [line.strip("| ").split(" | ") for line in md.read_text().splitlines()
+             if line.startswith("| ")]
+    assert table[0][0] == "atol = rtol"
+    tight, loose = table[1:]
+    assert (float(tight[0]), float(loose[0])) == (1e-5, 1e-2)  # the tightest first
+    assert float(loose[1]) < float(tight[1])  # NFE per pair
+    assert float(tight[3]) == 0.0 and float(loose[3]) > 0.0  # RMS change vs the tightest
+    assert tight[-1] == "0.00%"
+    capsys.readouterr()
+    assert script.main([str(tmp_path / "nothing")]) == 2
+    assert "train it first" in capsys.readouterr().err

@@ -44,12 +44,15 @@ class FlowMatching(Method):
     """Velocity v(x_t, t); loss |v(x_t, t) - dx_t/dt|^2 along ``path`` (straight: x1 - x0)."""
 
     def __init__(self, net: nn.Module, coupling: Coupling, shape: tuple[int, ...],
-                 steps: int, path: PathConfig | None = None, sampler: str = "euler") -> None:
+                 steps: int, path: PathConfig | None = None, sampler: str = "euler",
+                 tol: float = DOPRI5_TOL) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r}; choices: {', '.join(SAMPLERS)}")
         self.net, self.coupling, self.steps, self.sampler = net, coupling, steps, sampler
         self.shape = shape
+        #: dopri5's atol = rtol (reflow's pairs may set their own: ``reflow.pair_tol``)
+        self.tol = tol
         self.path = path or PathConfig()
         self._rf_cache: dict[torch.device, object] = {}  # rectified_flow.RectifiedFlow
 
@@ -97,7 +100,7 @@ class FlowMatching(Method):
 
         if self.sampler == "dopri5":
             grid = torch.tensor([0.0, 1.0], device=x0.device)
-            x = odeint(velocity, x0, grid, method="dopri5", atol=DOPRI5_TOL, rtol=DOPRI5_TOL)
+            x = odeint(velocity, x0, grid, method="dopri5", atol=self.tol, rtol=self.tol)
             return SampleOut(x[-1], nfe=None)
         grid = torch.linspace(0.0, 1.0, self.steps + 1, device=x0.device)
         x = odeint(velocity, x0, grid, method=TORCHDIFFEQ[self.sampler])
