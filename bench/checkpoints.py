@@ -71,6 +71,15 @@ class CheckpointStore:
         self.partial_path(spec).unlink(missing_ok=True)
         return Trained(path, state, reused=False)
 
+    def steps_done(self, spec: RunSpec, steps: int) -> int:
+        """How many of the recipe's ``steps`` are already trained: all of them where its
+        finished checkpoint exists, the saved step where a partial state of this config
+        would resume, else 0 (what ``bench.estimate`` leaves out)."""
+        if self.path(spec).exists():
+            return steps
+        saved, _ = self.load_partial(spec)
+        return min(int(saved["step"]), steps) if saved is not None else 0
+
     def pairs_path(self, spec: RunSpec) -> Path:
         """Where a distilled method keeps the pairs generated so far (resumable generation)."""
         return self.path(spec).with_suffix(".pairs.partial.pt")

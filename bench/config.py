@@ -175,8 +175,8 @@ class ReflowConfig:
     #: part of the recipe)
     pair_batch: int = 500
     #: dopri5's atol = rtol for the pairs. The default is the reference's 1e-5 (scipy RK45 in
-    #: gnobitab/RectifiedFlow). A looser one costs fewer NFE per pair; what it changes in the
-    #: pairs is measured by scripts/reflow_pair_tolerance.py (reports/reflow-pairs-mnist5k.md)
+    #: gnobitab/RectifiedFlow). A looser one costs fewer NFE per pair and moves the pairs:
+    #: scripts/reflow_pair_tolerance.py measures how much (reports/reflow-pairs-mnist5k.md)
     pair_tol: float = 1e-5
 
 

@@ -4,9 +4,10 @@ For each dataset and training recipe one training step is timed at a small batch
 untimed step) and scaled linearly to the configured batch; one sampling call of each method is
 timed and scaled to ``eval.n_samples``; Inception FID, when asked for, is charged per image at
 the speed measured on a few images (reference statistics once per dataset). Only the runs
-without an ok record count (a resumed suite skips the others), and each is charged its whole
-training even where the recipe's checkpoint exists (another sampler of it is done) or a saved
-partial state will resume it; a bank method's evaluation counts twice (fresh and bank noise). It
+without an ok record count (a resumed suite skips the others), and given ``steps_done`` (the
+runner passes its checkpoint store's) only the steps still to train: none where the recipe's
+checkpoint exists (another sampler of it is done), the rest where a saved partial state will
+resume; a bank method's evaluation counts twice (fresh and bank noise). It
 is an estimate: it leaves out the coupling's solver at full batch size (an online-OT step is
 timed as one minibatch assignment), global OT's one-off solve, a reflow teacher's pair
 generation, the domain classifier's one-off training, the floor's metrics, learning-curve
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -30,7 +32,7 @@ from bench.methods.base import Batch, Method
 from bench.metrics.extractors import to_uint8
 from bench.metrics.inception import FAST_NAME, InceptionWeightsMissing, images_per_second
 from bench.models import build_method
-from bench.planner import Plan, by_recipe
+from bench.planner import Plan, RunSpec, by_recipe
 from bench.registry import METHODS
 from bench.sampling import generate, sync
 from bench.seeding import Streams
@@ -107,9 +109,12 @@ def _forward_seconds(method: Method, x0: torch.Tensor) -> float:
 
 
 def estimate(plan: Plan, device: torch.device,
-             done: set[tuple[str, str, int]] | frozenset = frozenset()) -> Estimate:
+             done: set[tuple[str, str, int]] | frozenset = frozenset(),
+             steps_done: Callable[[RunSpec, int], int] | None = None) -> Estimate:
     """The wall-clock of the plan's runs whose keys are not in ``done`` (runs that already
-    have an ok record, which a resumed suite skips); a recipe with nothing left is not timed."""
+    have an ok record, which a resumed suite skips); a recipe with nothing left is not timed.
+    ``steps_done(spec, steps)`` (e.g. ``CheckpointStore.steps_done``) says how many of a
+    recipe's steps are trained already (a finished checkpoint or a partial state)."""
     cfg, est = plan.cfg, Estimate()
     if skipped := sum(s.key in done for s in plan.runs()):
         est.lines.append(f"{skipped} run(s) already recorded are not counted")
@@ -121,11 +126,18 @@ def estimate(plan: Plan, device: torch.device,
         dcfg = dataset_config(cfg, dataset)
         scored = 0
         for specs in by_recipe(todo):  # one recipe, every seed it still has to train
-            spec, seeds = specs[0], len({s.seed for s in specs})
-            per_step = _step_seconds(spec.method, data, dcfg, device)
-            est.train_seconds += seeds * cfg.train.steps * per_step
-            est.lines.append(f"{dataset} · {spec.recipe}: {cfg.train.steps} steps × {seeds} "
-                             f"seed(s) at {per_step:.3g} s/step")
+            spec, by_seed = specs[0], {s.seed: s for s in specs}
+            steps, seeds = cfg.train.steps, len(by_seed)
+            left = sum(steps - (steps_done(s, steps) if steps_done else 0)
+                       for s in by_seed.values())
+            what = f"{steps} steps × {seeds} seed(s)" + (
+                f", {left} of {steps * seeds} left to train" if left < steps * seeds else "")
+            if left:
+                per_step = _step_seconds(spec.method, data, dcfg, device)
+                est.train_seconds += left * per_step
+                est.lines.append(f"{dataset} · {spec.recipe}: {what} at {per_step:.3g} s/step")
+            else:
+                est.lines.append(f"{dataset} · {spec.recipe}: {what}")
             x0 = data.source(min(PROBE_BATCH, cfg.eval.n_samples), Streams(0, device)["eval"])
             per_forward = _forward_seconds(build_method(spec.method, data, dcfg, device, 0),
                                            x0) / x0.shape[0]

@@ -41,3 +41,23 @@ def test_checkpoint_of_another_config_is_refused(tmp_path, cpu):
     torch.save({"recipe_hash": "someone-else"}, path)
     (rec,) = [r for r in runner.run() if r.method == "otnfm-online"]
     assert rec.status == "failed" and "belongs to another config" in rec.error
+
+
+def test_steps_done_reads_the_finished_checkpoint_and_the_partial_state(tmp_path):
+    """What the estimate leaves out: all steps of a finished checkpoint, the saved step of a
+    partial state of the same config, nothing for another config's partial state."""
+    import torch
+
+    from bench.checkpoints import CheckpointStore
+    from bench.config import resolve
+    from bench.planner import Plan
+
+    spec = Plan.of(resolve(overrides={**TINY, "methods": ["otnfm-online"]})).runs()[0]
+    store = CheckpointStore(tmp_path)
+    assert store.steps_done(spec, 30) == 0
+    torch.save({"step": 12, "meta": {"recipe_hash": "someone-else"}}, store.partial_path(spec))
+    assert store.steps_done(spec, 30) == 0
+    torch.save({"step": 12, "meta": {"recipe_hash": spec.recipe_hash}}, store.partial_path(spec))
+    assert store.steps_done(spec, 30) == 12
+    torch.save({"recipe_hash": spec.recipe_hash}, store.path(spec))
+    assert store.steps_done(spec, 30) == 30

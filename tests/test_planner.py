@@ -88,3 +88,12 @@ def test_the_estimate_counts_only_runs_without_an_ok_record():
     assert 0 < part.train_seconds and 0 < part.sample_seconds
     nothing = estimate(plan, cpu, {s.key for s in plan.runs()})
     assert nothing.total == 0 and nothing.lines == ["6 run(s) already recorded are not counted"]
+    # trained steps are not charged again: fm's checkpoint exists on seed 1 (fm-euler4 still
+    # to score there), otnfm-online's partial state is at step 20 of 30 on both seeds
+    trained = {"fm": 30, "otnfm-online": 20}
+    some = estimate(plan, cpu, {s.key for s in plan.runs() if s.method == "fm-euler1"},
+                    lambda spec, steps: trained[spec.recipe])
+    assert some.lines[1].startswith("moons · otnfm-online: 30 steps × 2 seed(s), 20 of 60 "
+                                    "left to train at ")
+    assert some.lines[2] == "moons · fm: 30 steps × 2 seed(s), 0 of 60 left to train"
+    assert some.train_seconds > 0 and some.sample_seconds > 0

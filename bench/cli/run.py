@@ -157,7 +157,8 @@ def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 
     scale the plan down. Nothing is asked: the run proceeds."""
     console.print("[dim]· estimating the wall-clock from a few measured steps …[/]")
     try:
-        est = estimate(runner.plan, device, runner.done())
+        est = estimate(runner.plan, device, runner.done(),
+                       None if runner.force else runner.models.store.steps_done)
     except Exception as err:  # e.g. missing dataset files: the runs will record the reason
         console.print(f"# no estimate: {type(err).__name__}: {err}", markup=False)
         return

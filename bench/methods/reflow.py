@@ -7,9 +7,10 @@ coupling, and sampled with 1 or 2 Euler steps. As the reference code does
 
 * the pairs come from an accurate solver: the teacher's EMA weights with adaptive dopri5 at
   atol = rtol = 1e-5 (the reference uses scipy's RK45 at 1e-5), NFE counted.
-  ``reflow.pair_tol`` sets another tolerance (configs/peers-mnist5k.yaml uses 1e-4, where
-  scripts/reflow_pair_tolerance.py measured the pairs' change against 1e-5 well below one
-  grey level of the 8-bit data);
+  ``reflow.pair_tol`` sets another tolerance; scripts/reflow_pair_tolerance.py measures what
+  one changes in a trained teacher's pairs (reports/reflow-pairs-mnist5k.md: on mnist5k,
+  1e-4 would cost 92 NFE per pair instead of 212 but moves a fifth of the 8-bit pixel values,
+  so every suite keeps 1e-5);
 * there are many more pairs than training points: ``reflow.pairs_per_point`` (default 4;
   the reference suggests at least 1M pairs for CIFAR-10's 50,000 images, the paper 4M), each
   batch drawn uniformly from them;
