@@ -9,9 +9,11 @@ The teacher is the ``fm`` checkpoint that reflow starts from (``bench.api.load``
 ``fm-dopri5``); ``--n`` noise vectors (one reflow pair batch, 500, by default: dopri5 adapts
 its steps to the whole batch) are drawn once with ``--noise-seed`` and integrated at each
 tolerance. The table gives the counted NFE per pair, the seconds, and the change of the pairs
-against the tightest tolerance: RMS and largest absolute change (data in [-1, 1]) and, for
-images, the same in 8-bit grey levels (1 level = 2/255) with the share of pixels whose 8-bit
-value changes. Nothing is trained.
+against the tightest tolerance: RMS and largest absolute change (data in [-1, 1]), the median
+of each pair's own RMS change and the share of pairs whose own RMS change exceeds ``--moved``
+(whether the change is spread over all pairs or concentrated in a few), and, for images, the
+same in 8-bit grey levels (1 level = 2/255) with the share of pixels whose 8-bit value
+changes. Nothing is trained.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ LEVEL = 2.0 / 255.0  # one 8-bit grey level of data scaled to [-1, 1]
 
 
 def measure(results: Path, dataset: str | None, seed: int | None, tols: list[float], n: int,
-            noise_seed: int = 0, device: str = "auto") -> tuple[list[dict], dict]:
+            noise_seed: int = 0, device: str = "auto", moved: float = 0.1,
+            ) -> tuple[list[dict], dict]:
     """One row per tolerance (tightest first) and the provenance of the teacher."""
     from bench.api import load
     from bench.metrics.extractors import to_uint8
@@ -49,11 +52,14 @@ def measure(results: Path, dataset: str | None, seed: int | None, tols: list[flo
             ref, ref_u8 = x, u8
         d = (x - ref).flatten()
         row["rms"], row["max"] = d.pow(2).mean().sqrt().item(), d.abs().max().item()
+        per_pair = (x - ref).reshape(n, -1).pow(2).mean(1).sqrt()
+        row["pair_median"] = per_pair.median().item()
+        row["moved"] = (per_pair > moved).float().mean().item()
         if images:
             row["u8_changed"] = (u8 != ref_u8).float().mean().item()
         rows.append(row)
     info = {"checkpoint": str(model.checkpoint), "dataset": model.dataset, "seed": model.seed,
-            "kind": model.data.kind, "n": n, "noise_seed": noise_seed,
+            "kind": model.data.kind, "n": n, "noise_seed": noise_seed, "moved": moved,
             "device": str(model.device), "threads": torch.get_num_threads(),
             "train_steps": model.info["train"].get("steps")}
     return rows, info
@@ -74,20 +80,25 @@ def render(rows: list[dict], info: dict, command: str) -> str:
         f"Command: `{command}`",
         "",
         f"Change against the pairs at {ref:g}: RMS and largest absolute change of the values "
-        "(data in [-1, 1])" + (", the same in 8-bit grey levels (1 level = 2/255), and the "
-                               "share of pixels whose 8-bit value changes." if images else "."),
+        "(data in [-1, 1]); the median over pairs of each pair's own RMS change, and the share "
+        f"of pairs whose own RMS change exceeds {info['moved']:g}" + (
+            "; the RMS, the largest change and the median in 8-bit grey levels (1 level = "
+            "2/255), and the share of pixels whose 8-bit value changes." if images else "."),
         "",
     ]
-    head = ["atol = rtol", "NFE per pair", "seconds", "RMS change", "max change"]
+    head = ["atol = rtol", "NFE per pair", "seconds", "RMS change", "max change",
+            "median pair RMS", f"pairs moved > {info['moved']:g}"]
     if images:
-        head += ["RMS (levels)", "max (levels)", "8-bit values changed"]
+        head += ["RMS (levels)", "max (levels)", "median pair (levels)",
+                 "8-bit values changed"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{r['tol']:g}", f"{r['nfe']:.1f}", f"{r['seconds']:.0f}",
-                 f"{r['rms']:.2e}", f"{r['max']:.2e}"]
+                 f"{r['rms']:.2e}", f"{r['max']:.2e}", f"{r['pair_median']:.2e}",
+                 f"{100 * r['moved']:.1f}%"]
         if images:
             cells += [f"{r['rms'] / LEVEL:.3f}", f"{r['max'] / LEVEL:.2f}",
-                      f"{100 * r['u8_changed']:.2f}%"]
+                      f"{r['pair_median'] / LEVEL:.3f}", f"{100 * r['u8_changed']:.2f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -112,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated atol = rtol values; the tightest is the reference")
     ap.add_argument("--n", type=int, default=500, help="pairs (one batch); reflow's is 500")
     ap.add_argument("--noise-seed", type=int, default=0)
+    ap.add_argument("--moved", type=float, default=0.1,
+                    help="a pair counts as moved when its own RMS change exceeds this")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, help="Markdown file to write (else printed)")
     args = ap.parse_args(argv)
@@ -125,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         rows, info = measure(args.results, args.dataset, args.seed, tols, args.n,
-                             args.noise_seed, args.device)
+                             args.noise_seed, args.device, args.moved)
     except ModelNotFound as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

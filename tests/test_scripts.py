@@ -194,7 +194,8 @@ def test_reflow_pair_tolerance_script_measures_a_trained_teacher(tmp_path, capsy
     assert (float(tight[0]), float(loose[0])) == (1e-5, 1e-2)  # the tightest first
     assert float(loose[1]) < float(tight[1])  # NFE per pair
     assert float(tight[3]) == 0.0 and float(loose[3]) > 0.0  # RMS change vs the tightest
-    assert tight[-1] == "0.00%"
+    assert float(loose[5]) <= float(loose[4])  # a pair's median RMS change <= the largest
+    assert tight[6] == "0.0%" and tight[-1] == "0.00%"
     capsys.readouterr()
     assert script.main([str(tmp_path / "nothing")]) == 2
     assert "train it first" in capsys.readouterr().err
