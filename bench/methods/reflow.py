@@ -8,9 +8,10 @@ coupling, and sampled with 1 or 2 Euler steps. As the reference code does
 * the pairs come from an accurate solver: the teacher's EMA weights with adaptive dopri5 at
   atol = rtol = 1e-5 (the reference uses scipy's RK45 at 1e-5), NFE counted.
   ``reflow.pair_tol`` sets another tolerance; scripts/reflow_pair_tolerance.py measures what
-  one changes in a trained teacher's pairs (reports/reflow-pairs-mnist5k.md: on mnist5k,
-  1e-4 would cost 92 NFE per pair instead of 212 but moves a fifth of the 8-bit pixel values,
-  so every suite keeps 1e-5);
+  one changes in a trained teacher's pairs. On mnist5k (reports/reflow-pairs-mnist5k.md,
+  against 1e-6 at 614 NFE per pair) 1e-5 costs 212 NFE, its median pair is 0.42 grey levels
+  off and 1 pair in 500 moves by more than 0.1 RMS (13 levels); 1e-4 costs 92 NFE, 0.87
+  levels and 4 in 500. The suites keep the reference's 1e-5;
 * there are many more pairs than training points: ``reflow.pairs_per_point`` (default 4;
   the reference suggests at least 1M pairs for CIFAR-10's 50,000 images, the paper 4M), each
   batch drawn uniformly from them;
