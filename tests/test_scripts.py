@@ -199,3 +199,19 @@ def test_reflow_pair_tolerance_script_measures_a_trained_teacher(tmp_path, capsy
     capsys.readouterr()
     assert script.main([str(tmp_path / "nothing")]) == 2
     assert "train it first" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_threads_vs_processes_script_times_three_setups():
+    """scripts/threads_vs_processes.py runs its three set-ups (tiny: UNet xs, batch 2, one
+    step) and prints one table row each with a positive time per process."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "threads_vs_processes.py"),
+                           "--unet", "xs", "--batch", "2", "--steps", "1", "--cores", "2"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.strip("| ").split(" | ") for line in proc.stdout.splitlines()
+            if line.startswith("| ") and "set-up" not in line]
+    assert [r[0] for r in rows] == ["1 process x 1 thread", "1 process x 2 threads",
+                                    "2 processes x 1 thread"]
+    assert len(rows[2][1].split(", ")) == 2
+    assert all(float(ms) > 0 for r in rows for ms in r[1].split(", "))
