@@ -16,7 +16,14 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.config import METHOD_SECTIONS, Config, ConfigError, stable_hash, to_dict
+from bench.config import (
+    METHOD_SECTIONS,
+    Config,
+    ConfigError,
+    ReflowConfig,
+    stable_hash,
+    to_dict,
+)
 from bench.datasets.base import dataset_config, split_key
 from bench.registry import DATASETS, METHODS, METRICS
 from bench.vocab import FLOOR_METHOD, SOURCES, choices
@@ -29,7 +36,7 @@ UNHASHED_COUPLING = ("overlap",)
 UNHASHED_EVAL = ("curve", "curve_samples", "curve_metrics")
 #: settings added after runs were recorded enter a run's config (and hash) only when they
 #: differ from their default, so adding a setting never orphans the records already written
-LATE_KEYS = {("eval", "reference"): "eval", ("reflow", "pair_tol"): 1e-5}
+LATE_KEYS = {("eval", "reference"): "eval", ("reflow", "pair_tol"): ReflowConfig.pair_tol}
 #: the parts of a run's config that determine its trained weights (a method-specific section
 #: is there only for the methods that declare it)
 RECIPE_KEYS = ("recipe", "data", "net", "train", "coupling", "path", "teacher", *METHOD_SECTIONS)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ def measure(results: Path, dataset: str | None, seed: int | None, tols: list[flo
 
     model = load(results, "fm-dopri5", dataset=dataset, seed=seed, device=device)
     tols = sorted(tols)
+    images = model.data.kind == "images"
     rows, ref, ref_u8 = [], None, None
     for tol in tols:
         model.method.tol = tol
@@ -46,13 +46,12 @@ def measure(results: Path, dataset: str | None, seed: int | None, tols: list[flo
         start = time.perf_counter()
         x = model.sample(n, generator=gen, batch_size=n).cpu()
         row = {"tol": tol, "nfe": float(model.nfe), "seconds": time.perf_counter() - start}
-        images = model.data.kind == "images"
         u8 = to_uint8(x) if images else None
         if ref is None:
             ref, ref_u8 = x, u8
-        d = (x - ref).flatten()
+        d = (x - ref).reshape(n, -1)
         row["rms"], row["max"] = d.pow(2).mean().sqrt().item(), d.abs().max().item()
-        per_pair = (x - ref).reshape(n, -1).pow(2).mean(1).sqrt()
+        per_pair = d.pow(2).mean(1).sqrt()
         row["pair_median"] = per_pair.median().item()
         row["moved"] = (per_pair > moved).float().mean().item()
         if images:
@@ -63,6 +62,14 @@ def measure(results: Path, dataset: str | None, seed: int | None, tols: list[flo
             "device": str(model.device), "threads": torch.get_num_threads(),
             "train_steps": model.info["train"].get("steps")}
     return rows, info
+
+
+def _commit() -> str:
+    """The short commit as the reports write it (``+dirty`` kept), or "unknown"."""
+    from bench.env import git_commit
+
+    full = git_commit()
+    return full[:12] + ("+dirty" if full.endswith("+dirty") else "") if full else "unknown"
 
 
 def render(rows: list[dict], info: dict, command: str) -> str:
@@ -101,17 +108,6 @@ def render(rows: list[dict], info: dict, command: str) -> str:
                       f"{r['pair_median'] / LEVEL:.3f}", f"{100 * r['u8_changed']:.2f}%"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

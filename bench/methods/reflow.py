@@ -38,7 +38,7 @@ from bench.couplings import Coupling, Pairs, SourceFn, independent_cost, pair_co
 from bench.distributed import is_main
 from bench.io import atomic_torch_save
 from bench.methods.base import BuildContext, Method, register_step_family
-from bench.methods.fm import FlowMatching
+from bench.methods.fm import DOPRI5_TOL, FlowMatching
 from bench.sampling import generate
 from bench.seeding import Streams
 
@@ -94,7 +94,7 @@ class Reflow(FlowMatching):
     coupling: FixedPairs
 
     def __init__(self, *args, pairs_per_point: float = 4.0, pair_batch: int = 500,
-                 pair_tol: float = 1e-5, **kwargs) -> None:
+                 pair_tol: float = DOPRI5_TOL, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.pairs_per_point, self.pair_batch = pairs_per_point, pair_batch
         self.pair_tol = pair_tol
