@@ -75,22 +75,94 @@ def _args(u: WorkUnit, out: Path, device: str, config_file: str | None, force: b
 
 def run_local(units: list[WorkUnit], out: Path, device: str, config_file: str | None,
               force: bool, plugins: list[str], workers: int, log: Log) -> list[dict]:
-    """``workers`` processes on this machine (spawned, torch threads split between them)."""
+    """``workers`` processes on this machine (spawned, torch threads split between them).
+
+    Ctrl-C reaches every worker (one process group); ``kill PID`` of this process is passed
+    on to them (``forward_term``). Either way each worker saves its training state and records
+    its runs as interrupted, no unit starts after it, and KeyboardInterrupt is raised here once
+    every worker has stopped."""
     threads = max(1, (os.cpu_count() or 1) // workers)
-    results = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-        futs = {ex.submit(run_unit, *_args(u, out, device, config_file, force, plugins,
-                                           threads)): u for u in units}
-        for fut in as_completed(futs):
-            u = futs[fut]
-            try:
-                res = fut.result()
-                log(f"done: {u.label}: " + ", ".join(f"{m} {s}" for m, s in res["records"]))
-                results.append(res)
-            except Exception as err:  # a worker that died: its missing runs become failed
-                record_lost(u, out, f"worker process failed: {type(err).__name__}: {err}")
-                log(f"failed: {u.label}: {err}")
+    results: list[dict] = []
+    ctx = mp.get_context("spawn")
+    stopping = ctx.Event()  # set: a worker starts no further unit
+    stopped = False
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(stopping,)) as ex, forward_term(stopping) as term:
+
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+            stopping.set()
+            ex.shutdown(wait=False, cancel_futures=True)  # start nothing new
+
+        futs = {ex.submit(_local_unit, *_args(u, out, device, config_file, force, plugins,
+                                              threads)): u for u in units}
+        try:
+            for fut in as_completed(futs):
+                u = futs[fut]
+                if term.signal is not None and not stopped:
+                    stop()
+                if fut.cancelled():
+                    continue
+                try:
+                    res = fut.result()
+                    log(f"done: {u.label}: " + ", ".join(f"{m} {s}" for m, s in res["records"]))
+                    results.append(res)
+                except KeyboardInterrupt as err:  # stopped: state saved, runs recorded
+                    stop()
+                    log(f"interrupted: {u.label}: {err}")
+                except Exception as err:  # a worker that died: its missing runs become failed
+                    record_lost(u, out, f"worker process failed: {type(err).__name__}: {err}")
+                    log(f"failed: {u.label}: {err}")
+        except KeyboardInterrupt:  # Ctrl-C here: the workers have it too; wait for them
+            stop()
+    if stopped:
+        raise KeyboardInterrupt(f"stopped by {term.signal or 'Ctrl-C'}; every worker saved "
+                                "its state")
     return results
+
+
+_STOPPING: Any = None
+
+
+def _init_worker(stopping: Any) -> None:
+    """A worker ignores SIGTERM between units (``_local_unit`` handles it during one) and
+    keeps the pool's stop event."""
+    global _STOPPING
+    _STOPPING = stopping
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _local_unit(*args: Any) -> dict:
+    """A local worker's unit: SIGTERM saves and stops it as Ctrl-C does; once the pool is
+    stopping, a unit already queued to this worker does not start."""
+    if _STOPPING is not None and _STOPPING.is_set():
+        raise KeyboardInterrupt("not started: the pool is stopping")
+    with stop_on_signals():
+        return run_unit(*args)
+
+
+@contextlib.contextmanager
+def forward_term(stopping: Any) -> Iterator[SimpleNamespace]:
+    """While the pool runs, SIGTERM to this process sets ``stopping``, is sent on to every
+    worker process and is noted in ``term.signal``; the caller then waits for the workers to
+    save and stop."""
+    term = SimpleNamespace(signal=None)
+    if threading.current_thread() is not threading.main_thread():
+        yield term
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        term.signal = signal.Signals(signum).name
+        stopping.set()
+        for p in mp.active_children():
+            p.terminate()  # SIGTERM: the worker's stop_on_signals turns it into a Ctrl-C
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield term
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def submit_slurm(units: list[WorkUnit], out: Path, device: str, config_file: str | None,

@@ -84,6 +84,9 @@ echo "lanes done (exit $rc); logs in $LOGS"
 # a suite with failed runs still leaves its finished records: report what is there
 $BENCH report "$STUDY" -c configs/ladder-mnist5k.yaml -c configs/ladder-mnist5k-k1.yaml \
   --compare otnfm-online:loomcfm-euler1 --compare otnfm-online:otmap-online \
+  --compare "otnfm-online · coupling.caches=1:otnfm-online" \
+  --compare "loomcfm-euler1 · coupling.caches=1:loomcfm-euler1" \
+  --compare "loomcfm-euler100 · coupling.caches=1:loomcfm-euler100" \
   --out reports/ladder-mnist5k.md || rc=$?
 $BENCH report "$STUDY" -c configs/peers-mnist5k.yaml --out reports/peers-mnist5k.md || rc=$?
 $BENCH report "$CURVES" --out reports/curves-mnist5k.md || rc=$?

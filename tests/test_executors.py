@@ -99,3 +99,55 @@ def test_sigterm_after_a_ctrl_c_does_not_abandon_the_save():
     with stop_on_signals() as stop, _sigint_flag() as flag:  # SIGTERM alone: one Ctrl-C
         os.kill(os.getpid(), signal.SIGTERM)
         assert flag["stop"] and stop.signal == "SIGTERM"
+
+
+@pytest.mark.parametrize("how", ["kill parent", "ctrl-c"])
+def test_stopping_a_workers_run_reaches_every_worker_and_nothing_is_left_running(tmp_path,
+                                                                                  how):
+    """`kill PID` of `bench run --workers 2` (a plain SIGTERM to the parent alone), or Ctrl-C
+    (SIGINT to the whole process group): both workers save their training state and record
+    their runs as interrupted, the third unit never starts, the command exits 130, and no
+    process of the run is left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import TINY_SETS
+
+    out = tmp_path / "res"
+    sets = [a for s in [*TINY_SETS, "train.steps=100000", "checkpoint_every=0"]
+            for a in ("--set", s)]
+    cmd = [sys.executable, "-m", "bench.cli", "run", "-m", "otnfm-online", "-d", "moons",
+           "--seeds", "0,1,2", "--workers", "2", "--out", str(out), *sets]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    records, stats = out / "records.jsonl", out / "stats"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (  # both workers have logged training steps
+            stats.is_dir() and sum(1 for f in stats.glob("*.jsonl") if f.stat().st_size) == 2):
+        time.sleep(0.05)
+    if how == "kill parent":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    stdout, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, stdout + err
+    assert "run the same command again to resume" in err
+    recs = read_records(records).records
+    runs = {(r.method, r.seed): r.status for r in recs if r.method == "otnfm-online"}
+    assert sorted(runs) == [("otnfm-online", 0), ("otnfm-online", 1)], stdout + err
+    assert set(runs.values()) == {"interrupted"}
+    assert len(list((out / "checkpoints").glob("*.partial.pt"))) == 2
+    assert not any(r.seed == 2 for r in recs)  # the queued unit did not start
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)  # anything of the run's process group still alive?
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("a worker outlived the stopped run")

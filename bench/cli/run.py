@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import torch
 import typer
@@ -235,8 +235,11 @@ def launch(runners: list[Runner], out_dir: Path, opts: ExecutorOptions,
                           "skipped.")
             return
     else:
-        executors.run_local(units, out_dir, device, config_file, force, plugins, opts.workers,
-                            log)
+        try:
+            executors.run_local(units, out_dir, device, config_file, force, plugins,
+                                opts.workers, log)
+        except KeyboardInterrupt as err:
+            interrupted(err)
     keys = {(u.dataset, u.seed, json.dumps(u.sweep, sort_keys=True)) for u in units}
     latest: dict[tuple[str, str, int], RunRecord] = {}  # an earlier attempt's failure is over
     for r in read_records(out_dir / RECORDS_FILE).records:
@@ -258,10 +261,15 @@ def execute(runner: Runner, out_dir: Path, label: str = "") -> list[RunRecord]:
         with executors.stop_on_signals(), progress:  # SIGTERM (kill PID) acts as Ctrl-C
             return runner.run()
     except KeyboardInterrupt as err:
-        msg = str(err) or "interrupted"
-        err_console.print(f"[bold yellow]interrupted:[/] {msg}. Finished runs are recorded; "
-                          "run the same command again to resume.", highlight=False)
-        raise typer.Exit(130) from None
+        interrupted(err)
+
+
+def interrupted(err: KeyboardInterrupt) -> NoReturn:
+    """Say that a stopped run can resume, and exit 130 (as a shell does after Ctrl-C)."""
+    msg = str(err) or "interrupted"
+    err_console.print(f"[bold yellow]interrupted:[/] {msg}. Finished runs are recorded; "
+                      "run the same command again to resume.", highlight=False)
+    raise typer.Exit(130) from None
 
 
 def status_cmd(
