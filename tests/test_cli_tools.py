@@ -28,6 +28,7 @@ def test_dataset_presets_apply_without_a_config_and_yield_to_set_and_files(tmp_p
     assert res.exit_code == 0, res.output
     assert "# preset: mnist5k" in res.output and "unet: s" in res.output
     assert "steps: 1200" in res.output and "batch_size: 64" in res.output  # --set wins
+    assert "caches: 1" in res.output  # few passes over the data: one noise cache per point
     assert "# estimate: about" in res.output
     # a config file replaces the preset: the file's values, the defaults under it
     res = cli.invoke(app, ["run", "--config", "configs/quick.yaml", "-d", "mnist5k",
