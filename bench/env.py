@@ -49,6 +49,11 @@ def git_commit() -> str | None:
         return None
 
 
+def short_commit(full: str) -> str:
+    """A ``git_commit`` value shortened to 12 hex digits, keeping its ``+dirty`` mark."""
+    return full[:12] + ("+dirty" if full.endswith("+dirty") else "")
+
+
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in TRACKED_DISTRIBUTIONS:

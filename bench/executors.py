@@ -84,14 +84,11 @@ def run_local(units: list[WorkUnit], out: Path, device: str, config_file: str | 
     threads = max(1, (os.cpu_count() or 1) // workers)
     results: list[dict] = []
     ctx = mp.get_context("spawn")
-    stopping = ctx.Event()  # set: a worker starts no further unit
-    stopped = False
+    stopping = ctx.Event()  # set (here or by forward_term): a worker starts no further unit
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(stopping,)) as ex, forward_term(stopping) as term:
 
         def stop() -> None:
-            nonlocal stopped
-            stopped = True
             stopping.set()
             ex.shutdown(wait=False, cancel_futures=True)  # start nothing new
 
@@ -100,7 +97,7 @@ def run_local(units: list[WorkUnit], out: Path, device: str, config_file: str | 
         try:
             for fut in as_completed(futs):
                 u = futs[fut]
-                if term.signal is not None and not stopped:
+                if stopping.is_set():  # a SIGTERM arrived: drop the units not started
                     stop()
                 if fut.cancelled():
                     continue
@@ -116,7 +113,7 @@ def run_local(units: list[WorkUnit], out: Path, device: str, config_file: str | 
                     log(f"failed: {u.label}: {err}")
         except KeyboardInterrupt:  # Ctrl-C here: the workers have it too; wait for them
             stop()
-    if stopped:
+    if stopping.is_set():
         raise KeyboardInterrupt(f"stopped by {term.signal or 'Ctrl-C'}; every worker saved "
                                 "its state")
     return results

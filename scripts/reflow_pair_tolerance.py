@@ -66,10 +66,10 @@ def measure(results: Path, dataset: str | None, seed: int | None, tols: list[flo
 
 def _commit() -> str:
     """The short commit as the reports write it (``+dirty`` kept), or "unknown"."""
-    from bench.env import git_commit
+    from bench.env import git_commit, short_commit
 
     full = git_commit()
-    return full[:12] + ("+dirty" if full.endswith("+dirty") else "") if full else "unknown"
+    return short_commit(full) if full else "unknown"
 
 
 def render(rows: list[dict], info: dict, command: str) -> str:

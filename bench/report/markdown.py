@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.env import short_commit
 from bench.evaluate import MetricVocabulary
 from bench.io import atomic_write_text
 from bench.report.curves import curve_overhead, curves_figure, time_to_quality
@@ -107,9 +108,7 @@ def header(sources: list[Source], records: list[RunRecord], ok: list[RunRecord],
     lines: list[str] = [f"# {title or 'OT-NFM Bench report: ' + ', '.join(suites or ['runs'])}", ""]
     files = ", ".join(f"`{s.path}`" for s in sources)
     cfg_files = sorted({r.config_file for r in records if r.config_file})
-    # short hashes, keeping the mark of a run from uncommitted changes
-    commits = sorted({r.git_commit[:12] + ("+dirty" if r.git_commit.endswith("+dirty") else "")
-                      for r in records if r.git_commit})
+    commits = sorted({short_commit(r.git_commit) for r in records if r.git_commit})
     devices = sorted({r.device + (f" ({r.threads} torch threads)" if r.threads else "")
                       for r in records if r.device})
     lines.append(
