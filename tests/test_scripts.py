@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,6 +209,54 @@ def test_reflow_pair_tolerance_script_measures_a_trained_teacher(tmp_path, capsy
     capsys.readouterr()
     assert script.main([str(tmp_path / "nothing")]) == 2
     assert "train it first" in capsys.readouterr().err
+
+
+def test_heun_one_step_script_reproduces_the_sampler_and_checks_the_path(tmp_path, capsys):
+    """scripts/heun_one_step.py on a real (tiny) fm checkpoint of 8x8 digits: its Heun point
+    is the registered sampler's output (the sampler gap is ~0, while the midpoint sampler's
+    output on the same noise differs), the cosines are cosines, and a folder without the
+    method or a method off the straight path is a clear error."""
+    import dataclasses
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from bench.api import load
+    from bench.cli import app
+    from bench.sampling import generate
+    from tests.conftest import IMAGE_SETS
+
+    out = tmp_path / "res"
+    sets = [a for s in IMAGE_SETS for a in ("--set", s)]
+    res = CliRunner().invoke(app, ["run", "-m", "fm-heun1", "-d", "digits", "--seeds", "0",
+                                   "--metrics", "collapse", "--out", str(out), *sets])
+    assert res.exit_code == 0, res.output
+    spec = importlib.util.spec_from_file_location(
+        "heun_one_step", ROOT / "scripts" / "heun_one_step.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (row,) = script.measure(out, "fm-heun1", None, None, 32)
+    assert row["seed"] == 0 and row["n"] == 32
+    assert row["sampler_gap"] < 1e-5
+    for key in ("cos_guess_t1", "cos_guess_half", "cos_heun_change"):
+        assert -1.0 <= row[key] <= 1.0
+    assert row["rms_z"] > 0.5 and row["rms_heun_change"] > 0.0
+    mid = load(out, "fm-midpoint1", device="cpu")
+    z = mid.data.source(32, torch.Generator().manual_seed(0))
+    heun = load(out, "fm-heun1", device="cpu")
+    xm, _ = generate(mid.method, z, 32)
+    xh, _ = generate(heun.method, z, 32)
+    assert (xm - xh).abs().max().item() > 1e-3  # the gap above can tell samplers apart
+    md = tmp_path / "heun.md"
+    assert script.main([str(out), "-m", "fm-heun1", "--n", "16", "--out", str(md)]) == 0
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| 0 |")]
+    assert len(rows) == 1
+    capsys.readouterr()
+    assert script.main([str(tmp_path / "nothing")]) == 2
+    assert "train it first" in capsys.readouterr().err
+    heun.method.path = dataclasses.replace(heun.method.path, kind="cosine")
+    with pytest.raises(ValueError, match="straight"):
+        script.decompose(heun, 8)
 
 
 @pytest.mark.slow
