@@ -36,5 +36,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_or_print(text: str, out: str | Path | None) -> None:
+    """A script's Markdown: written atomically to ``out`` (and said so), else printed."""
+    if out is None:
+        print(text)
+        return
+    atomic_write_text(out, text)
+    print(f"wrote {out}")
+
+
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -156,13 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = render(rows, args.method, "python scripts/heun_one_step.py " + " ".join(
         sys.argv[1:] if argv is None else argv), args.noise_seed)
-    if args.out:
-        from bench.io import atomic_write_text
+    from bench.io import write_or_print
 
-        atomic_write_text(args.out, text)
-        print(f"wrote {args.out}")
-    else:
-        print(text)
+    write_or_print(text, args.out)
     return 0
 
 

@@ -140,13 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = render(rows, info, "python scripts/reflow_pair_tolerance.py " + " ".join(
         sys.argv[1:] if argv is None else argv))
-    if args.out:
-        from bench.io import atomic_write_text
+    from bench.io import write_or_print
 
-        atomic_write_text(args.out, text)
-        print(f"wrote {args.out}")
-    else:
-        print(text)
+    write_or_print(text, args.out)
     return 0
 
 

@@ -175,26 +175,36 @@ def test_mnist5k_study_stops_both_lanes_on_ctrl_c_or_kill_without_their_next_sui
     assert "report " not in calls
 
 
-def test_reflow_pair_tolerance_script_measures_a_trained_teacher(tmp_path, capsys):
-    """scripts/reflow_pair_tolerance.py on a real (tiny) fm checkpoint of 8x8 digits: the
-    tightest tolerance is the reference (no change), a loose one costs fewer counted NFE and
-    moves the pairs; a folder without a teacher is a clear error."""
-    import importlib.util
-
+def _tiny_fm(out: Path, method: str) -> None:
+    """A real (tiny) fm-recipe checkpoint of 8x8 digits under ``out``, trained by the CLI."""
     from typer.testing import CliRunner
 
     from bench.cli import app
     from tests.conftest import IMAGE_SETS
 
-    out = tmp_path / "res"
     sets = [a for s in IMAGE_SETS for a in ("--set", s)]
-    res = CliRunner().invoke(app, ["run", "-m", "fm-euler1", "-d", "digits", "--seeds", "0",
+    res = CliRunner().invoke(app, ["run", "-m", method, "-d", "digits", "--seeds", "0",
                                    "--metrics", "collapse", "--out", str(out), *sets])
     assert res.exit_code == 0, res.output
-    spec = importlib.util.spec_from_file_location(
-        "reflow_pair_tolerance", ROOT / "scripts" / "reflow_pair_tolerance.py")
+
+
+def _script(name: str):
+    """scripts/<name>.py imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_reflow_pair_tolerance_script_measures_a_trained_teacher(tmp_path, capsys):
+    """scripts/reflow_pair_tolerance.py on a real (tiny) fm checkpoint of 8x8 digits: the
+    tightest tolerance is the reference (no change), a loose one costs fewer counted NFE and
+    moves the pairs; a folder without a teacher is a clear error."""
+    out = tmp_path / "res"
+    _tiny_fm(out, "fm-euler1")
+    script = _script("reflow_pair_tolerance")
     md = tmp_path / "tol.md"
     assert script.main([str(out), "--tols", "1e-2,1e-5", "--n", "40", "--out", str(md)]) == 0
     table = [line.strip("| ").split(" | ") for line in md.read_text().splitlines()
@@ -217,24 +227,13 @@ def test_heun_one_step_script_reproduces_the_sampler_and_checks_the_path(tmp_pat
     output on the same noise differs), the cosines are cosines, and a folder without the
     method or a method off the straight path is a clear error."""
     import dataclasses
-    import importlib.util
-
-    from typer.testing import CliRunner
 
     from bench.api import load
-    from bench.cli import app
     from bench.sampling import generate
-    from tests.conftest import IMAGE_SETS
 
     out = tmp_path / "res"
-    sets = [a for s in IMAGE_SETS for a in ("--set", s)]
-    res = CliRunner().invoke(app, ["run", "-m", "fm-heun1", "-d", "digits", "--seeds", "0",
-                                   "--metrics", "collapse", "--out", str(out), *sets])
-    assert res.exit_code == 0, res.output
-    spec = importlib.util.spec_from_file_location(
-        "heun_one_step", ROOT / "scripts" / "heun_one_step.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    _tiny_fm(out, "fm-heun1")
+    script = _script("heun_one_step")
     (row,) = script.measure(out, "fm-heun1", None, None, 32)
     assert row["seed"] == 0 and row["n"] == 32
     assert row["sampler_gap"] < 1e-5
