@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
@@ -76,3 +78,12 @@ def one_per_recipe() -> list[str]:
     for name in METHODS.names():
         seen.setdefault(METHODS.entry(name).meta.get("recipe", name), name)
     return list(seen.values())
+
+
+def sigint_default() -> None:
+    """A ``preexec_fn`` for tests that press Ctrl-C on a child: SIGINT back to its default.
+    A shell without job control starts background commands (``cmd &``, e.g. a CI run under
+    nohup) with SIGINT ignored, and a process that starts with SIGINT ignored keeps it so
+    (Python then installs no KeyboardInterrupt handler, bash cannot trap it): the child of
+    such a test would never see the Ctrl-C it is sent, as no child of a terminal would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

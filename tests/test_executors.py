@@ -114,7 +114,7 @@ def test_stopping_a_workers_run_reaches_every_worker_and_nothing_is_left_running
     import sys
     import time
 
-    from tests.conftest import TINY_SETS
+    from tests.conftest import TINY_SETS, sigint_default
 
     out = tmp_path / "res"
     sets = [a for s in [*TINY_SETS, "train.steps=100000", "checkpoint_every=0"]
@@ -123,7 +123,7 @@ def test_stopping_a_workers_run_reaches_every_worker_and_nothing_is_left_running
            "--seeds", "0,1,2", "--workers", "2", "--out", str(out), *sets]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=sigint_default)
     records, stats = out / "records.jsonl", out / "stats"
     deadline = time.time() + 300
     while time.time() < deadline and not (  # both workers have logged training steps

@@ -128,6 +128,8 @@ PEERS_BUT_REFLOW = ",".join(
 
 def _study(tmp_path, body):
     """scripts/mnist5k_study.sh started with a stand-in `bench` whose body is ``body``."""
+    from tests.conftest import sigint_default
+
     log = tmp_path / "calls"
     fake = tmp_path / "bench"
     fake.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n{body}\n")
@@ -135,7 +137,8 @@ def _study(tmp_path, body):
     env = {"PATH": "/usr/bin:/bin", "BENCH": str(fake), "STUDY": str(tmp_path / "study"),
            "CURVES": str(tmp_path / "curves")}
     proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "mnist5k_study.sh")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_default)
     return proc, log
 
 
