@@ -71,17 +71,23 @@ def checkpoints(results: str | Path, method: str, dataset: str | None = None,
     """The finished checkpoints of ``method``'s recipe under ``results``, optionally of one
     dataset, seed and recipe hash (file names: ``<dataset>.<recipe>.s<seed>.<hash>.pt``)."""
     folder = Path(results) / CHECKPOINT_DIR
-    recipe = recipe_of(method)
     found = []
-    for p in sorted(folder.glob(f"*.{recipe}.s*.pt")):
+    for p in sorted(folder.glob(f"*.{recipe_of(method)}.s*.pt")):
         if p.name.endswith(".partial.pt") or p.name.startswith("."):
             continue
-        ds, rest = p.name.split(f".{recipe}.s", 1)
-        s, rhash = rest.removesuffix(".pt").split(".", 1)
-        if dataset in (None, ds) and seed in (None, int(s)) and (
+        ds, s, rhash = checkpoint_parts(p, method)
+        if dataset in (None, ds) and seed in (None, s) and (
                 recipe_hash is None or rhash.startswith(recipe_hash)):
             found.append(p)
     return found
+
+
+def checkpoint_parts(path: str | Path, method: str) -> tuple[str, int, str]:
+    """(dataset, seed, recipe hash) of a checkpoint file of ``method``'s recipe, named
+    ``<dataset>.<recipe>.s<seed>.<hash>.pt``."""
+    ds, rest = Path(path).name.split(f".{recipe_of(method)}.s", 1)
+    seed, rhash = rest.removesuffix(".pt").split(".", 1)
+    return ds, int(seed), rhash
 
 
 def load(results: str | Path, method: str, dataset: str | None = None,

@@ -54,6 +54,13 @@ def short_commit(full: str) -> str:
     return full[:12] + ("+dirty" if full.endswith("+dirty") else "")
 
 
+def provenance() -> str:
+    """The line a script's report states its code by: "commit `…`, Python …, torch …"."""
+    full = git_commit()
+    return (f"commit `{short_commit(full) if full else 'unknown'}`, "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in TRACKED_DISTRIBUTIONS:

@@ -25,7 +25,6 @@ is trained.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
@@ -73,11 +72,11 @@ def decompose(model, n: int, noise_seed: int = 0) -> dict:
 
 def measure(results: Path, method: str, dataset: str | None, seeds: list[int] | None,
             n: int, noise_seed: int = 0, device: str = "auto") -> list[dict]:
-    from bench.api import checkpoints, load
+    from bench.api import checkpoint_parts, checkpoints, load
 
     if seeds is None:
-        found = checkpoints(results, method, dataset)
-        seeds = sorted({int(p.name.split(".s")[-1].split(".")[0]) for p in found})
+        seeds = sorted({checkpoint_parts(p, method)[1]
+                        for p in checkpoints(results, method, dataset)})
         if not seeds:  # let load() say what exists and how to train it
             load(results, method, dataset, device=device)
     rows = []
@@ -90,18 +89,15 @@ def measure(results: Path, method: str, dataset: str | None, seeds: list[int] | 
 
 
 def render(rows: list[dict], method: str, command: str, noise_seed: int) -> str:
-    from bench.env import git_commit, short_commit
+    from bench.env import provenance
 
-    full = git_commit()
     r0 = rows[0]
     lines = [
         f"# One Heun step from noise, taken apart ({r0['dataset']}, `{method}`)",
         "",
         f"{r0['n']} noise vectors (noise seed {noise_seed}) per checkpoint; the network is "
         f"each checkpoint's EMA weights ({r0['train_steps']} training steps); {r0['device']}, "
-        f"{torch.get_num_threads()} torch thread(s), commit "
-        f"`{short_commit(full) if full else 'unknown'}`, Python {platform.python_version()}, "
-        f"torch {torch.__version__}.",
+        f"{torch.get_num_threads()} torch thread(s), {provenance()}.",
         "",
         f"Command: `{command}`",
         "",

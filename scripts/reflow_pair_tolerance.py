@@ -19,7 +19,6 @@ changes. Nothing is trained.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -64,15 +63,9 @@ def measure(results: Path, dataset: str | None, seed: int | None, tols: list[flo
     return rows, info
 
 
-def _commit() -> str:
-    """The short commit as the reports write it (``+dirty`` kept), or "unknown"."""
-    from bench.env import git_commit, short_commit
-
-    full = git_commit()
-    return short_commit(full) if full else "unknown"
-
-
 def render(rows: list[dict], info: dict, command: str) -> str:
+    from bench.env import provenance
+
     images = info["kind"] == "images"
     ref = rows[0]["tol"]
     lines = [
@@ -82,7 +75,7 @@ def render(rows: list[dict], info: dict, command: str) -> str:
         f"{info['train_steps']} training steps), {info['n']} noise vectors (noise seed "
         f"{info['noise_seed']}) integrated from t = 0 to 1 by torchdiffeq's dopri5 at each "
         f"atol = rtol in one batch; {info['device']}, {info['threads']} torch thread(s), "
-        f"commit `{_commit()}`, Python {platform.python_version()}, torch {torch.__version__}.",
+        f"{provenance()}.",
         "",
         f"Command: `{command}`",
         "",
