@@ -203,3 +203,24 @@ def test_a_report_with_two_configs_of_one_method_renders_whole(tmp_path, monkeyp
     assert "| nfm-random | 3 |" in text  # one config: its plain name
     assert Path("out/report/moons_cost.png").exists()
     assert not list(Path("out/report").glob("*sweep*"))  # a variant is not a sweep
+
+
+def test_asked_comparisons_are_drawn_beside_the_default_ones(tmp_path):
+    """--compare adds pairs to the default ones (every method vs fm-euler100); the default ones
+    go only with default_pairs=False, and a pair asked twice is drawn once."""
+    _records(tmp_path)
+    src = [Source(str(tmp_path / "records.jsonl"), read_records(tmp_path / "records.jsonl").records)]
+
+    def rows(**kw):
+        text = render_report(src, tmp_path / "r.md", metric_vocabulary(), plots_on=False, **kw)
+        if "### Paired comparisons" not in text:
+            return []
+        table = text.split("### Paired comparisons")[1].split("\n\n")[2]
+        return [ln.split(" | ")[:2] for ln in table.splitlines()[2:]]
+
+    both = rows(compare=[("otnfm-online", "nfm-random"), ("otnfm-online", "fm-euler100")])
+    assert both == [["| nfm-random", "fm-euler100"], ["| otnfm-online", "fm-euler100"],
+                    ["| otnfm-online", "nfm-random"]]
+    assert rows(compare=[("otnfm-online", "nfm-random")], default_pairs=False) == [
+        ["| otnfm-online", "nfm-random"]]
+    assert rows(compare=[], default_pairs=False) == []

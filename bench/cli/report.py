@@ -29,8 +29,12 @@ def report_cmd(
         "--out", "-o", help="Markdown file to write (figures go to <stem>/ beside it)")] = None,
     title: Annotated[str | None, typer.Option(help="Report title")] = None,
     compare: Annotated[list[str] | None, typer.Option(
-        help="Paired comparison A:B over common seeds (repeatable; default: every method vs "
-             "fm-euler100 when present)")] = None,
+        help="Paired comparison A:B over common seeds (repeatable), drawn in addition to the "
+             "default ones: every method vs fm-euler100 where it ran")] = None,
+    default_compare: Annotated[bool, typer.Option(
+        "--default-compare/--no-default-compare",
+        help="Draw the default comparisons (every method vs fm-euler100); "
+             "--no-default-compare leaves only the --compare pairs")] = True,
     fmt: Annotated[str, typer.Option("--format", help="markdown (with figures), json or csv "
                                      "(one row per dataset x method: mean, std and 95% "
                                      "interval of every metric, NFE, costs)")] = "markdown",
@@ -68,7 +72,7 @@ def report_cmd(
         try:
             render_report(sources, target, metric_vocabulary(), title=title,
                           compare=parse_pairs(compare), grid=grid_cells(),
-                          across_only=across_only)
+                          across_only=across_only, default_pairs=default_compare)
         except ReportError as err:
             fail(str(err))
     else:

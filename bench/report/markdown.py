@@ -48,10 +48,13 @@ class ReportError(ValueError):
 def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabulary,
                   title: str | None = None, plots_on: bool = True,
                   compare: list[tuple[str, str]] | None = None,
-                  grid: Cells | None = None, across_only: bool = False) -> str:
+                  grid: Cells | None = None, across_only: bool = False,
+                  default_pairs: bool = True) -> str:
     """Write ``out`` (Markdown) and its figures into ``<out stem>/``; returns the Markdown.
     ``grid``: method -> (row, column) of the coupling x parametrisation grid
     (``bench.methods.base.grid_cells()``); without it no grid section is drawn.
+    ``compare``: paired comparisons A - B drawn in addition to the default ones (every method
+    against fm-euler100 where it ran), or instead of them with ``default_pairs=False``.
     ``across_only``: the header, the "Across datasets" section and the list of the records
     read alone (no per-dataset sections, no figures): a verdict page over several suites'
     records; ReportError when fewer than two datasets have grid comparisons."""
@@ -75,8 +78,8 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
         if mline:
             lines += [mline, ""]
         lines += main_table(view, metrics, vocab.directions) + [""]
-        pair_lines = pairs_table(view, metrics, vocab,
-                                 compare if compare is not None else default_compare(view))
+        pairs = (default_compare(view) if default_pairs else []) + list(compare or [])
+        pair_lines = pairs_table(view, metrics, vocab, list(dict.fromkeys(pairs)))
         if pair_lines:
             lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
         lines += grid_section(g)
