@@ -97,3 +97,33 @@ def test_curve_steps_and_time_to_quality_on_synthetic_curves():
     assert final_point([*ends, RunRecord(method="fm-euler100", dataset="moons", seed=2, status="ok",
                                          train_steps=500, curve=ends[0].curve)],
                        "w2", 500) is None
+
+
+def test_the_gap_table_divides_by_the_reference_seed_by_seed(tmp_path):
+    """Ratios pair seeds at a step (a seed the reference lacks is left out), steps the reference
+    did not score are not columns, and a method with no common step gets no row."""
+    from bench.evaluate import metric_vocabulary
+    from bench.report.markdown import render_report
+    from bench.report.model import Source
+
+    def rec(method, seed, points):
+        return RunRecord(method=method, dataset="moons", seed=seed, status="ok", nfe=1,
+                         run_id=f"moons.{method}.s{seed}", config_hash=method[:6],
+                         train_steps=max(points), train_seconds=1.0, metrics={"w2": 1.0},
+                         curve=[{"step": s, "train_seconds": s / 10, "train_flops": s * 1e9,
+                                 "samples": 100, "metrics": {"w2": v}}
+                                for s, v in points.items()])
+
+    recs = [rec("fm-euler100", 0, {100: 0.5, 200: 0.2}),
+            rec("fm-euler100", 1, {100: 1.0, 200: 0.4}),
+            rec("otnfm-online", 0, {100: 2.0, 200: 0.4}),
+            rec("otnfm-online", 1, {100: 3.0, 200: 0.8}),
+            rec("otnfm-online", 2, {100: 9.0, 200: 9.0}),  # no reference seed 2: left out
+            rec("otmap-online", 0, {50: 1.0, 300: 1.0})]   # no common step: no row
+    text = render_report([Source("r/records.jsonl", recs)], tmp_path / "r.md",
+                         metric_vocabulary(), plots_on=False)
+    table = text.split("### Gap to fm-euler100 during training")[1].split("\n\n")[2].splitlines()
+    assert table[0] == "| method | seeds | step 100 | step 200 |"
+    # seed 0: 4 and 2, seed 1: 3 and 2 -> means 3.5 and 2 (interval 3.5 +- 12.7 * 0.5)
+    assert table[2] == "| otnfm-online | 2 | 3.5 [-2.85, 9.85] | 2 [2, 2] |"
+    assert len(table) == 3  # otmap-online: no row

@@ -209,7 +209,8 @@ def test_asked_comparisons_are_drawn_beside_the_default_ones(tmp_path):
     """--compare adds pairs to the default ones (every method vs fm-euler100); the default ones
     go only with default_pairs=False, and a pair asked twice is drawn once."""
     _records(tmp_path)
-    src = [Source(str(tmp_path / "records.jsonl"), read_records(tmp_path / "records.jsonl").records)]
+    path = tmp_path / "records.jsonl"
+    src = [Source(str(path), read_records(path).records)]
 
     def rows(**kw):
         text = render_report(src, tmp_path / "r.md", metric_vocabulary(), plots_on=False, **kw)

@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.evaluate import MetricVocabulary
 from bench.report import plots
 from bench.report.model import DatasetView, label
-from bench.report.stats import fmt_num, summarize
+from bench.report.stats import Summary, fmt_num, summarize
 
 #: the methods whose final scores set the time-to-quality targets, hardest first
 TARGET_METHODS = ("fm-euler100", "fm-euler4")
@@ -149,3 +149,59 @@ def curve_overhead(view: DatasetView) -> list[str]:
     return [f"Curve scoring took {fmt_num(100 * summarize(shares).mean, 3)}% of the wall-clock "
             f"of the runs it watched (mean over {len(shares)} records; at most "
             f"{fmt_num(100 * max(shares), 3)}%), kept out of their training seconds.", ""]
+
+
+def gap_table(view: DatasetView, vocab: MetricVocabulary,
+              reference: str = TARGET_METHODS[0]) -> list[str]:
+    """Whether the gap to ``reference`` closes with training: at each curve step the reference
+    also scored, every method's score divided by the reference's, seed by seed (the same
+    samples and noise on both sides), as the mean ratio over the common seeds with its 95%
+    interval. Only for metrics where lower is better (a ratio of 1 is parity)."""
+    metric = curve_metric(view, vocab)
+    if metric is None or vocab.directions.get(metric, "min") != "min":
+        return []
+    rows = {label(runs[0]): [r for r in runs if r.curve] for _, runs in view.rows()}
+    ref = rows.get(reference)
+    if not ref:
+        return []
+
+    def points(runs: list) -> dict[int, dict[int, float]]:
+        """step -> seed -> score"""
+        out: dict[int, dict[int, float]] = defaultdict(dict)
+        for r in runs:
+            for p in r.curve:
+                v = p["metrics"].get(metric)
+                if v is not None:
+                    out[p["step"]][r.seed] = v
+        return out
+
+    ref_pts = points(ref)
+    steps = sorted(ref_pts)
+    lines = ["### Gap to " + reference + " during training", "",
+             f"Each method's `{metric}` divided by {reference}'s at the same step and seed (both "
+             "on the curve's samples and noise): mean over the common seeds, with its 95% "
+             "interval where there are two or more; 1 is parity, a falling ratio a closing gap.",
+             "", "| method | seeds | " + " | ".join(f"step {s}" for s in steps) + " |",
+             "|---|---|" + "---|" * len(steps)]
+    for lab, runs in rows.items():
+        if lab == reference or not runs:
+            continue
+        pts = points(runs)
+        cells = []
+        for s in steps:
+            common = sorted(set(pts.get(s, {})) & set(ref_pts[s]))
+            ratios = [pts[s][seed] / ref_pts[s][seed] for seed in common if ref_pts[s][seed] > 0]
+            cells.append(ratio_cell(summarize(ratios)))
+        if any(c != "–" for c in cells):
+            seeds = len({r.seed for r in runs} & {r.seed for r in ref})
+            lines.append(f"| {lab} | {seeds} | " + " | ".join(cells) + " |")
+    return [*lines, ""] if len(lines) > 5 else []
+
+
+def ratio_cell(s: Summary) -> str:
+    """A ratio's mean, with its 95% interval from two seeds on (compact: tables are wide)."""
+    if s.n == 0:
+        return "–"
+    if s.n == 1:
+        return fmt_num(s.mean)
+    return f"{fmt_num(s.mean)} [{fmt_num(s.lo)}, {fmt_num(s.hi)}]"
