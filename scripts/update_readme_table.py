@@ -6,10 +6,12 @@
     python scripts/update_readme_table.py reports/mnist5k.md README.md mnist5k-table
     python scripts/update_readme_table.py reports/ladder2d.md README.md ladder2d-grid
     python scripts/update_readme_table.py reports/ladder-across.md README.md ladder-across
+    python scripts/update_readme_table.py reports/curves-digits.md README.md curves-digits-gap
 
 Only columns named in COLUMNS are kept; a marker ending in ``-grid`` copies the report's
 coupling x parametrisation grids with their generated sentences instead, one ending in
-``-across`` its "Across datasets" section. Every number comes
+``-across`` its "Across datasets" section, one ending in ``-gap`` its learning curves' gap
+tables (each method's score over fm-euler100's at every curve step). Every number comes
 from the report, which names the run it was built from.
 """
 
@@ -65,6 +67,25 @@ def grids(report: str) -> list[str]:
     return ["\n".join(b).strip() for b in blocks]
 
 
+def gaps(report: str) -> list[str]:
+    """The report's "### Gap to ... during training" tables with their explanation, each headed
+    by its dataset."""
+    blocks: list[str] = []
+    dataset = ""
+    lines = report.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("## "):
+            dataset = line[3:].strip()
+        if line.startswith("### Gap to "):
+            end = next((j for j in range(i + 1, len(lines))
+                        if lines[j].startswith(("#", "![", "Curve scoring"))), len(lines))
+            blocks.append(f"**{dataset}: {line[4:].strip()}**\n\n"
+                          + "\n".join(lines[i + 1:end]).strip())
+    if not blocks:
+        sys.exit("the report has no 'Gap to ... during training' table (its runs need curves)")
+    return blocks
+
+
 def across(report: str) -> str:
     """The report's "## Across datasets" section without its heading."""
     lines = report.splitlines()
@@ -81,6 +102,8 @@ def main(report_path: str, readme_path: str, marker: str) -> None:
         body = "\n\n".join(grids(report))
     elif marker.endswith("-across"):
         body = across(report)
+    elif marker.endswith("-gap"):
+        body = "\n\n".join(gaps(report))
     else:
         body = "\n\n".join(compact(s, r) for s, r in tables(report))
     built = next((ln for ln in report.splitlines() if ln.startswith("Built from")), "")

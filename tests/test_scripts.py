@@ -37,6 +37,16 @@ Paired differences of `w2`:
 |---|---|
 | otnfm-online | 2500 |
 
+### Gap to fm-euler100 during training
+
+Ratio text.
+
+| method | seeds | step 50 | step 100 |
+|---|---|---|---|
+| otnfm-online | 3 | 0.912 [0.908, 0.916] | 0.844 [0.832, 0.856] |
+
+Curve scoring took 3.53% of the wall-clock.
+
 ## Across datasets
 
 The comparisons side by side.
@@ -86,6 +96,14 @@ def test_across_markers_copy_the_across_datasets_section_only(tmp_path):
                           str(tmp_path / "r.md"), str(readme), "t-across"],
                          capture_output=True, text=True)
     assert res.returncode != 0 and "no 'Across datasets' section" in res.stderr
+
+
+def test_gap_markers_copy_the_learning_curve_gap_tables_only(tmp_path):
+    text = _update(tmp_path, "t-gap")
+    assert "**moons: Gap to fm-euler100 during training**\n\nRatio text." in text
+    assert "| otnfm-online | 3 | 0.912 [0.908, 0.916] | 0.844 [0.832, 0.856] |" in text
+    assert "Curve scoring" not in text and "| otnfm-online | 2500 |" not in text
+    assert "map G(z) | 0.18" not in text and text.endswith("end\n")
 
 
 def test_mnist5k_study_runs_both_lanes_into_one_folder_then_the_three_reports(tmp_path):
