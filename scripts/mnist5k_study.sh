@@ -89,6 +89,7 @@ $BENCH report "$STUDY" -c configs/ladder-mnist5k.yaml -c configs/ladder-mnist5k-
   --compare "loomcfm-euler100 · coupling.caches=1:loomcfm-euler100" \
   --compare "otnfm-online · coupling.caches=1:loomcfm-euler1 · coupling.caches=1" \
   --out reports/ladder-mnist5k.md || rc=$?
-$BENCH report "$STUDY" -c configs/peers-mnist5k.yaml --out reports/peers-mnist5k.md || rc=$?
+$BENCH report "$STUDY" -c configs/peers-mnist5k.yaml --compare reflow:meanflow \
+  --compare reflow-2step:meanflow-2step --out reports/peers-mnist5k.md || rc=$?
 $BENCH report "$CURVES" --out reports/curves-mnist5k.md || rc=$?
 exit "$rc"
