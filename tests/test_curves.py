@@ -127,3 +127,8 @@ def test_the_gap_table_divides_by_the_reference_seed_by_seed(tmp_path):
     # seed 0: 4 and 2, seed 1: 3 and 2 -> means 3.5 and 2 (interval 3.5 +- 12.7 * 0.5)
     assert table[2] == "| otnfm-online | 2 | 3.5 [-2.85, 9.85] | 2 [2, 2] |"
     assert len(table) == 3  # otmap-online: no row
+    # the curve points table lists every step any method scored; a step a method skipped is "–"
+    points = text.split("### Curve points")[1].split("\n\n")[2].splitlines()
+    assert points[0] == "| method | seeds | step 50 | step 100 | step 200 | step 300 |"
+    assert "| otmap-online | 1 | 1 | – | – | 1 |" in points
+    assert "| fm-euler100 | 2 | – | 0.75 [-2.43, 3.93] | 0.3 [-0.971, 1.57] | – |" in points

@@ -80,6 +80,39 @@ def curves_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
                                  "band: 95% CI over seeds)")
 
 
+def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
+    """The plotted numbers: each method's curve metric at every curve step, mean over seeds
+    with its 95% interval from two seeds on."""
+    metric = curve_metric(view, vocab)
+    if metric is None:
+        return []
+    rows = []
+    steps: set[int] = set()
+    for _, runs in view.rows():
+        runs = [r for r in runs if r.curve]
+        if not runs:
+            continue
+        by_step: dict[int, list[float | None]] = defaultdict(list)
+        for r in runs:
+            for p in r.curve:
+                by_step[p["step"]].append(p["metrics"].get(metric))
+        steps |= set(by_step)
+        rows.append((label(runs[0]), len(runs), by_step))
+    if not rows:
+        return []
+    cols = sorted(steps)
+    samples = next(r.curve[0].get("samples") for r in view.records if r.curve)
+    lines = ["### Curve points", "",
+             f"`{metric}` of the EMA weights on {samples} samples at each curve step: mean over "
+             "seeds, with its 95% interval from two seeds on.", "",
+             "| method | seeds | " + " | ".join(f"step {s}" for s in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for lab, n, by_step in rows:
+        cells = [ratio_cell(summarize(by_step.get(s, []))) for s in cols]
+        lines.append(f"| {lab} | {n} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def time_to_quality(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     """For each method with a curve: the first step, training seconds and FLOPs at which it
     reached each target (the final score of ``TARGET_METHODS``: their last curve point where
@@ -199,7 +232,7 @@ def gap_table(view: DatasetView, vocab: MetricVocabulary,
 
 
 def ratio_cell(s: Summary) -> str:
-    """A ratio's mean, with its 95% interval from two seeds on (compact: tables are wide)."""
+    """A mean, with its 95% interval from two seeds on (compact: these tables are wide)."""
     if s.n == 0:
         return "–"
     if s.n == 1:

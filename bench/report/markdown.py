@@ -9,7 +9,13 @@ from pathlib import Path
 from bench.env import short_commit
 from bench.evaluate import MetricVocabulary
 from bench.io import atomic_write_text
-from bench.report.curves import curve_overhead, curves_figure, gap_table, time_to_quality
+from bench.report.curves import (
+    curve_overhead,
+    curve_table,
+    curves_figure,
+    gap_table,
+    time_to_quality,
+)
 from bench.report.figures import figures
 from bench.report.grid import Cells, Grid, across_section, dataset_grid, grid_section
 from bench.report.model import DatasetView, Source, by_config, latest_only
@@ -91,7 +97,8 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
             if fig is not None:
                 lines += [f"![{dataset}: learning curves]"
                           f"({fig.relative_to(view.root).as_posix()})", ""]
-            lines += time_to_quality(view, vocab) + gap_table(view, vocab) + curve_overhead(view)
+            lines += (curve_table(view, vocab) + time_to_quality(view, vocab)
+                      + gap_table(view, vocab) + curve_overhead(view))
         if plots_on:
             lines += figures(view, vocab)
     across = across_section(grids)
