@@ -132,3 +132,23 @@ def test_the_gap_table_divides_by_the_reference_seed_by_seed(tmp_path):
     assert points[0] == "| method | seeds | step 50 | step 100 | step 200 | step 300 |"
     assert "| otmap-online | 1 | 1 | – | – | 1 |" in points
     assert "| fm-euler100 | 2 | – | 0.75 [-2.43, 3.93] | 0.3 [-0.971, 1.57] | – |" in points
+
+
+def test_the_peers_record_curves_too(tmp_path):
+    """MeanFlow (JVP loss), the shortcut model (bootstrap targets) and reflow (a distilled
+    student: its curve follows the student's steps, after its teacher's pairs) score curve
+    points through the same hook as the flows."""
+    import math
+
+    res = CliRunner().invoke(app, ["run", "-m", "meanflow,shortcut,reflow", "-d", "moons",
+                                   "--out", str(tmp_path), *tiny_args(
+                                       [*CURVE, "eval.curve_samples=100",
+                                        "reflow.pairs_per_point=0.5"])])
+    assert res.exit_code == 0, res.output
+    recs = {r.method: r for r in read_records(tmp_path / "records.jsonl").records}
+    for m in ("meanflow", "shortcut", "reflow"):
+        assert recs[m].status == "ok", recs[m].error
+        assert [p["step"] for p in recs[m].curve] == [15, 30], m
+        assert all(math.isfinite(p["metrics"]["w2"]) and p["samples"] == 100
+                   for p in recs[m].curve), m
+        assert recs[m].curve_seconds > 0
