@@ -2,7 +2,8 @@
 # The mnist5k studies (coupling x parametrisation ladder with K = 1 vs the default K, peers,
 # learning curves) on one machine, in two lanes that run at once, one torch thread each:
 #   lane 1: configs/ladder-mnist5k.yaml, then the K = 1 sweep configs/ladder-mnist5k-k1.yaml
-#           (seed 0 of both first, then the other seeds)
+#           (seed 0 of both first, then the other seeds), then the curves and their K = 1
+#           rows (configs/curves-mnist5k-k1.yaml)
 #   lane 2: configs/peers-mnist5k.yaml (every peer but reflow on every seed first), then
 #           configs/curves-mnist5k.yaml
 # and lane 1 joins the curves when its suites are done (the two processes split the curves'
@@ -48,6 +49,8 @@ lane1() {
   step $BENCH run --config configs/ladder-mnist5k.yaml --out "$STUDY" --device "$DEVICE"
   step $BENCH sweep --config configs/ladder-mnist5k-k1.yaml --out "$STUDY" --device "$DEVICE"
   step $BENCH run --config configs/curves-mnist5k.yaml --out "$CURVES" --device "$DEVICE"
+  # the online coupling's curves at K = 1 too (the better K at the ladder's budget)
+  step $BENCH sweep --config configs/curves-mnist5k-k1.yaml --out "$CURVES" --device "$DEVICE"
   return "$rc"
 }
 # the peers but reflow, whose 16,000 dopri5 pairs take about 2.5 h per seed on one core
@@ -91,5 +94,6 @@ $BENCH report "$STUDY" -c configs/ladder-mnist5k.yaml -c configs/ladder-mnist5k-
   --out reports/ladder-mnist5k.md || rc=$?
 $BENCH report "$STUDY" -c configs/peers-mnist5k.yaml --compare reflow:meanflow \
   --compare reflow-2step:meanflow-2step --out reports/peers-mnist5k.md || rc=$?
-$BENCH report "$CURVES" --out reports/curves-mnist5k.md || rc=$?
+$BENCH report "$CURVES" -c configs/curves-mnist5k.yaml -c configs/curves-mnist5k-k1.yaml \
+  --out reports/curves-mnist5k.md || rc=$?
 exit "$rc"

@@ -122,6 +122,7 @@ def test_mnist5k_study_runs_both_lanes_into_one_folder_then_the_three_reports(tm
         "run --config configs/ladder-mnist5k.yaml --seeds 0",
         "run --config configs/peers-mnist5k.yaml",
         "run --config configs/peers-mnist5k.yaml -m " + PEERS_BUT_REFLOW,
+        "sweep --config configs/curves-mnist5k-k1.yaml",
         "sweep --config configs/ladder-mnist5k-k1.yaml",
         "sweep --config configs/ladder-mnist5k-k1.yaml --set seeds=[0]"]
     assert all(f"--out {curves if 'curves' in c else study} " in c for c in runs)
