@@ -134,6 +134,25 @@ def test_the_gap_table_divides_by_the_reference_seed_by_seed(tmp_path):
     assert "| fm-euler100 | 2 | – | 0.75 [-2.43, 3.93] | 0.3 [-0.971, 1.57] | – |" in points
 
 
+def test_the_curve_overhead_counts_each_training_once():
+    """fm-euler4 and fm-euler100 read one checkpoint: their shared training and its curve
+    count once in the overhead line, not once per reading."""
+    from types import SimpleNamespace
+
+    from bench.report.curves import curve_overhead
+
+    def rec(method, checkpoint, train, curve):
+        return RunRecord(method=method, dataset="moons", seed=0, status="ok", nfe=1,
+                         run_id=f"moons.{method}.s0", train_seconds=train, curve_seconds=curve,
+                         checkpoint=checkpoint, curve=[{"step": 1, "metrics": {"w2": 1.0}}])
+
+    recs = [rec("fm-euler4", "ck/fm.pt", 90.0, 10.0), rec("fm-euler100", "ck/fm.pt", 90.0, 10.0),
+            rec("otnfm-online", None, 99.0, 1.0)]
+    line = curve_overhead(SimpleNamespace(records=recs))[0]
+    assert "took 5.5% of the wall-clock of the trainings it watched (mean over 2; at most 10%)" \
+        in line
+
+
 def test_the_peers_record_curves_too(tmp_path):
     """MeanFlow (JVP loss), the shortcut model (bootstrap targets) and reflow (a distilled
     student: its curve follows the student's steps, after its teacher's pairs) score curve

@@ -175,12 +175,14 @@ def time_to_quality(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
 
 def curve_overhead(view: DatasetView) -> list[str]:
     """What scoring the curve cost, against the training it watched."""
-    runs = [r for r in view.records if r.curve and r.train_seconds]
+    # the readings of one training (fm-euler4/10/100 from one checkpoint) count once
+    runs = list({(r.checkpoint or r.run_id): r for r in view.records
+                 if r.curve and r.train_seconds}.values())
     if not runs:
         return []
     shares = [r.curve_seconds / (r.train_seconds + r.curve_seconds) for r in runs]
     return [f"Curve scoring took {fmt_num(100 * summarize(shares).mean, 3)}% of the wall-clock "
-            f"of the runs it watched (mean over {len(shares)} records; at most "
+            f"of the trainings it watched (mean over {len(shares)}; at most "
             f"{fmt_num(100 * max(shares), 3)}%), kept out of their training seconds.", ""]
 
 

@@ -216,6 +216,8 @@ def learning_curves(series: dict[str, list[tuple[float, float, float, float, int
             ax.fill_between(xs, ys - half, ys + half, alpha=0.2)
         if col == 2:
             ax.set_xscale("log")
+            # within about a decade matplotlib labels the minor ticks too, and they overlap
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
         if log_y:
             ax.set_yscale("log")
         ax.set_xlabel(label)
