@@ -204,7 +204,7 @@ def learning_curves(series: dict[str, list[tuple[float, float, float, float, int
     [(step, seconds, flops, mean, half)] in step order, seconds and flops averaged over seeds.
     Logarithmic axes where values span a decade or more."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 3.8))
     log_y = spans_decades([p[3] for rows in series.values() for p in rows])
     for ax, (col, label) in zip(axes, ((0, "training step"), (1, "training s"),
                                        (2, "training FLOPs (counted)")), strict=True):
@@ -223,6 +223,7 @@ def learning_curves(series: dict[str, list[tuple[float, float, float, float, int
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    # beside the panels: inside one, ten methods' legend hides the lowest curves
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
