@@ -12,6 +12,7 @@ redo them.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -101,8 +102,27 @@ def scheduler_states(jobs: list[dict[str, Any]]) -> list[str]:
         except Exception as err:  # sacct missing or unreachable
             return [f"unknown ({type(err).__name__})" if j.get("cluster") == "slurm" else "–"
                     for j in jobs]
-    return [str(watcher.get_state(str(j["job_id"]), mode="cache"))
-            if watcher is not None and j.get("cluster") == "slurm" else "–" for j in jobs]
+    states = [str(watcher.get_state(str(j["job_id"]), mode="cache"))
+              if watcher is not None and j.get("cluster") == "slurm" else "–" for j in jobs]
+    # a job submitted a moment ago may not be in the accounting database yet (sacct knows
+    # nothing of it): ask the controller, so that a queued job is not taken for a lost one
+    unknown = [str(j["job_id"]) for j, s in zip(jobs, states, strict=True)
+               if j.get("cluster") == "slurm" and job_state(s) == "UNKNOWN"]
+    if unknown:
+        live = squeue_states(unknown)
+        states = [live.get(str(j["job_id"]), s) for j, s in zip(jobs, states, strict=True)]
+    return states
+
+
+def squeue_states(ids: list[str]) -> dict[str, str]:
+    """The controller's state of each of ``ids`` that it still holds (none where squeue is
+    missing or fails)."""
+    try:
+        res = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i %T"],
+                             capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {p[0]: p[1] for p in (line.split() for line in res.stdout.splitlines()) if len(p) == 2}
 
 
 def record_lost(unit: WorkUnit, out: Path, reason: str, since: str | None = None) -> None:
