@@ -151,3 +151,37 @@ def test_stopping_a_workers_run_reaches_every_worker_and_nothing_is_left_running
         time.sleep(0.2)
     else:
         raise AssertionError("a worker outlived the stopped run")
+
+
+def test_a_job_sacct_does_not_know_yet_is_asked_of_squeue(monkeypatch):
+    """A job submitted a moment ago may be missing from the accounting database: its state
+    comes from squeue, so a queued job is not resubmitted as lost; a job neither knows stays
+    UNKNOWN."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from bench import jobs
+
+    class Watcher:
+        def register_job(self, jid):
+            pass
+
+        def update(self):
+            pass
+
+        def get_state(self, jid, mode):
+            return "UNKNOWN"
+
+    monkeypatch.setattr(jobs.SlurmJob, "watcher", Watcher())
+    asked = []
+
+    def fake_run(cmd, **kw):
+        asked.append(cmd)
+        return SimpleNamespace(stdout="17 PENDING\n", returncode=0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    states = jobs.scheduler_states([{"job_id": 17, "cluster": "slurm"},
+                                    {"job_id": 18, "cluster": "slurm"},
+                                    {"job_id": 3, "cluster": "local"}])
+    assert states == ["PENDING", "UNKNOWN", "–"]
+    assert asked == [["squeue", "-h", "-j", "17,18", "-o", "%i %T"]]
