@@ -28,9 +28,13 @@ def test_two_process_gloo_training_matches_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = str(Path(sys.executable).parent / "torchrun")
     ddp, single = tmp_path / "ddp", tmp_path / "single"
-    res = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *_cmd(ddp)],
+    logs = tmp_path / "torchrun-logs"  # each rank's stdout+stderr, for a failure's message
+    res = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "--log-dir",
+                          str(logs), "--redirects", "3", *_cmd(ddp)],
                          env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, res.stderr[-3000:] + "".join(
+        f"\n--- {f.relative_to(logs)} ---\n" + f.read_text(errors="replace")[-3000:]
+        for f in sorted(logs.rglob("*.log")))
     subprocess.run([sys.executable, *_cmd(single)], env=env, check=True, capture_output=True,
                    timeout=600)
     a = {r.method: r for r in read_records(ddp / "records.jsonl").records}
