@@ -45,6 +45,25 @@ def final_point(runs: list, metric: str, samples: int | None) -> float | None:
     return summarize([p["metrics"][metric] for p in ends]).mean
 
 
+def curved_rows(view: DatasetView) -> list[tuple[str, list]]:
+    """(label, the runs that have curve points) for each report row with at least one."""
+    out = []
+    for _, runs in view.rows():
+        runs = [r for r in runs if r.curve]
+        if runs:
+            out.append((label(runs[0]), runs))
+    return out
+
+
+def by_step(runs: list) -> dict[int, list[tuple[int, dict]]]:
+    """step -> [(seed, curve point)] over ``runs``."""
+    out: dict[int, list[tuple[int, dict]]] = defaultdict(list)
+    for r in runs:
+        for p in r.curve:
+            out[p["step"]].append((r.seed, p))
+    return out
+
+
 def curve_metric(view: DatasetView, vocab: MetricVocabulary) -> str | None:
     """The headline output among the curves' metrics."""
     return vocab.headline_of(k for r in view.records for p in r.curve for k in p["metrics"])
@@ -55,24 +74,18 @@ def curves_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
     if metric is None:
         return None
     series = {}
-    for _, runs in view.rows():
-        runs = [r for r in runs if r.curve]
-        if not runs:
-            continue
-        by_step: dict[int, list[dict]] = defaultdict(list)
-        for r in runs:
-            for p in r.curve:
-                by_step[p["step"]].append(p)
+    for lab, runs in curved_rows(view):
+        steps = by_step(runs)
         rows = []
-        for step in sorted(by_step):
-            pts = by_step[step]
+        for step in sorted(steps):
+            pts = [p for _, p in steps[step]]
             s = summarize([p["metrics"].get(metric) for p in pts])
             if s.n:
                 rows.append((step, summarize([p.get("train_seconds") for p in pts]).mean,
                              summarize([p.get("train_flops") for p in pts]).mean, s.mean,
                              s.ci95 if s.n > 1 else 0.0))
         if rows:
-            series[label(runs[0])] = rows
+            series[lab] = rows
     if not series:
         return None
     return plots.learning_curves(series, metric, view.fig_dir / f"{view.dataset}_curves.png",
@@ -88,16 +101,11 @@ def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
         return []
     rows = []
     steps: set[int] = set()
-    for _, runs in view.rows():
-        runs = [r for r in runs if r.curve]
-        if not runs:
-            continue
-        by_step: dict[int, list[float | None]] = defaultdict(list)
-        for r in runs:
-            for p in r.curve:
-                by_step[p["step"]].append(p["metrics"].get(metric))
-        steps |= set(by_step)
-        rows.append((label(runs[0]), len(runs), by_step))
+    for lab, runs in curved_rows(view):
+        values = {s: [p["metrics"].get(metric) for _, p in pts]
+                  for s, pts in by_step(runs).items()}
+        steps |= set(values)
+        rows.append((lab, len(runs), values))
     if not rows:
         return []
     cols = sorted(steps)
@@ -107,8 +115,8 @@ def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
              "seeds, with its 95% interval from two seeds on.", "",
              "| method | seeds | " + " | ".join(f"step {s}" for s in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
-    for lab, n, by_step in rows:
-        cells = [ratio_cell(summarize(by_step.get(s, []))) for s in cols]
+    for lab, n, values in rows:
+        cells = [ratio_cell(summarize(values.get(s, []))) for s in cols]
         lines.append(f"| {lab} | {n} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -125,8 +133,7 @@ def time_to_quality(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     labels = [label(runs[0]) for _, runs in view.rows()]
     # a label held by two configs (records of two settings) is no target: which final?
     groups = {label(runs[0]): runs for _, runs in view.rows() if labels.count(label(runs[0])) == 1}
-    curved = [(label(runs[0]), [r for r in runs if r.curve]) for _, runs in view.rows()]
-    curved = [(lab, runs) for lab, runs in curved if runs]
+    curved = curved_rows(view)
     if not curved:
         return []
     samples = curved[0][1][0].curve[0].get("samples")
@@ -195,20 +202,16 @@ def gap_table(view: DatasetView, vocab: MetricVocabulary,
     metric = curve_metric(view, vocab)
     if metric is None or vocab.directions.get(metric, "min") != "min":
         return []
-    rows = {label(runs[0]): [r for r in runs if r.curve] for _, runs in view.rows()}
+    rows = dict(curved_rows(view))
     ref = rows.get(reference)
     if not ref:
         return []
 
     def points(runs: list) -> dict[int, dict[int, float]]:
-        """step -> seed -> score"""
-        out: dict[int, dict[int, float]] = defaultdict(dict)
-        for r in runs:
-            for p in r.curve:
-                v = p["metrics"].get(metric)
-                if v is not None:
-                    out[p["step"]][r.seed] = v
-        return out
+        """step -> seed -> score (steps with no score left out)"""
+        out = {s: {seed: p["metrics"][metric] for seed, p in pts
+                   if p["metrics"].get(metric) is not None} for s, pts in by_step(runs).items()}
+        return {s: d for s, d in out.items() if d}
 
     ref_pts = points(ref)
     steps = sorted(ref_pts)
@@ -219,7 +222,7 @@ def gap_table(view: DatasetView, vocab: MetricVocabulary,
              "", "| method | seeds | " + " | ".join(f"step {s}" for s in steps) + " |",
              "|---|---|" + "---|" * len(steps)]
     for lab, runs in rows.items():
-        if lab == reference or not runs:
+        if lab == reference:
             continue
         pts = points(runs)
         cells = []
