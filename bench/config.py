@@ -165,6 +165,12 @@ class EvalConfig:
     kid_subsets: int = 50
 
 
+
+def curve_steps(cfg: EvalConfig, steps: int) -> set[int]:
+    """The training steps of ``eval.curve`` (fractions of ``steps`` or step numbers)."""
+    at = {round(c * steps) if c <= 1 else int(c) for c in cfg.curve}
+    return {s for s in at if 1 <= s <= steps}
+
 @dataclass(frozen=True)
 class ReflowConfig:
     #: teacher pairs per training point. The reference generates far more pairs than images

@@ -132,12 +132,6 @@ def bank_gap(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
         return {"metric": metric, "error": f"{type(err).__name__}: {err}"}
 
 
-def curve_steps(cfg: EvalConfig, steps: int) -> set[int]:
-    """The training steps of ``eval.curve`` (fractions of ``steps`` or step numbers)."""
-    at = {round(c * steps) if c <= 1 else int(c) for c in cfg.curve}
-    return {s for s in at if 1 <= s <= steps}
-
-
 def curve_metric_names(kind: str, cfg: EvalConfig) -> list[str]:
     """``eval.curve_metrics``, or the metric that produces the data kind's headline output."""
     if cfg.curve_metrics:
@@ -153,11 +147,8 @@ def curve_scores(methods: dict[str, Method], data: DataBundle, cfg: EvalConfig, 
                  device: torch.device) -> tuple[dict[str, dict[str, float]], int]:
     """Each method's curve metrics on its first ``eval.curve_samples`` samples of the final
     score's noise (the seed's ``eval`` stream); returns them and the sample count."""
-    n = min(cfg.curve_samples or cfg.n_samples, cfg.n_samples)
+    n, ccfg = _curve_eval(data, cfg)
     x0 = data.source(cfg.n_samples, Streams(seed, device)["eval"])[:n]
-    ccfg = dataclasses.replace(cfg, metrics=tuple(curve_metric_names(data.kind, cfg)),
-                               w2_samples=min(cfg.w2_samples, n),
-                               kid_subset=min(cfg.kid_subset, n))
     out = {}
     for name, method in methods.items():
         x, _ = generate(method, x0, cfg.batch_size)
@@ -165,6 +156,27 @@ def curve_scores(methods: dict[str, Method], data: DataBundle, cfg: EvalConfig, 
                                     Streams(seed, "cpu")["metrics"], data.name, data=data,
                                     device=device)
     return out, n
+
+
+def _curve_eval(data: DataBundle, cfg: EvalConfig) -> tuple[int, EvalConfig]:
+    """A curve point's sample count and the evaluation settings it is scored with."""
+    n = min(cfg.curve_samples or cfg.n_samples, cfg.n_samples)
+    return n, dataclasses.replace(cfg, metrics=tuple(curve_metric_names(data.kind, cfg)),
+                                  w2_samples=min(cfg.w2_samples, n),
+                                  kid_subset=min(cfg.kid_subset, n))
+
+
+def curve_floor(data: DataBundle, cfg: EvalConfig, seed: int,
+                device: torch.device) -> dict[str, Any]:
+    """Held-out data scored exactly as a curve point is (its first ``eval.curve_samples``
+    points, the curve's metrics and settings): the best a curve can read at that sample count,
+    which for a distance such as W2 or FD is well above the full sample's floor."""
+    assert data.floor is not None
+    n, ccfg = _curve_eval(data, cfg)
+    metrics = compute_metrics(data.floor[:n].cpu(), reference(data, cfg).cpu(), data.kind,
+                              ccfg, Streams(seed, "cpu")["metrics"], data.name, data=data,
+                              device=device)
+    return {"samples": n, "metrics": metrics}
 
 
 @dataclass(frozen=True)

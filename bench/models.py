@@ -16,11 +16,11 @@ import torch
 
 from bench.checkpoints import CheckpointMismatch, CheckpointStore, Trained
 from bench.claims import Claims
-from bench.config import Config
+from bench.config import Config, curve_steps
 from bench.datasets.base import DataBundle
 from bench.distributed import is_main
 from bench.env import now
-from bench.evaluate import curve_scores, curve_steps
+from bench.evaluate import curve_scores
 from bench.methods.base import BuildContext, Method
 from bench.nets import n_params
 from bench.planner import Plan, RunSpec

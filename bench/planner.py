@@ -21,6 +21,7 @@ from bench.config import (
     Config,
     ConfigError,
     ReflowConfig,
+    curve_steps,
     stable_hash,
     to_dict,
 )
@@ -184,6 +185,10 @@ class Plan:
         run_cfg = run_config(self.cfg, method, dataset)
         return RunSpec(dataset, method, seed, run_cfg["recipe"], run_cfg, stable_hash(run_cfg),
                        recipe_hash(run_cfg), self.sweep)
+
+    def curves(self) -> bool:
+        """Whether its runs score learning curves (``eval.curve`` steps within training)."""
+        return bool(curve_steps(self.cfg.eval, self.cfg.train.steps))
 
     def floor(self, dataset: str, seed: int) -> RunSpec:
         fcfg = floor_config(self.cfg, dataset)

@@ -72,6 +72,9 @@ class RunRecord:
     #: train_seconds)
     curve: list[dict[str, Any]] = field(default_factory=list)
     curve_seconds: float = 0.0
+    #: the ``data`` row only: held-out data scored as a curve point is ({samples, metrics}),
+    #: the floor a curve can reach at its sample count
+    curve_floor: dict[str, Any] | None = None
     #: consistency of the coupling (trainer.ConsistencyProbe): target_var_ratio, draws, probes
     coupling_diagnostics: dict[str, float] = field(default_factory=dict)
     checkpoint: str | None = None
@@ -169,6 +172,15 @@ def ok_keys(path: str | Path) -> set[tuple[str, str, int]]:
     """(config hash, method, seed) of every run with an ``ok`` record in ``path``."""
     return {(r.config_hash, r.method, r.seed) for r in read_records(path).records
             if r.status == "ok"}
+
+
+def last_ok(path: str | Path, key: tuple[str, str, int]) -> RunRecord | None:
+    """The last ``ok`` record of run ``key`` (config hash, method, seed) in ``path``."""
+    found = None
+    for r in read_records(path).records:
+        if r.status == "ok" and (r.config_hash, r.method, r.seed) == key:
+            found = r
+    return found
 
 
 def describe_error(err: BaseException) -> str:

@@ -21,11 +21,11 @@ from bench.claims import Claims
 from bench.config import Config
 from bench.datasets.base import DataBundle, load_dataset
 from bench.distributed import barrier, is_main
-from bench.evaluate import bank_gap, draw_samples, score
+from bench.evaluate import bank_gap, curve_floor, draw_samples, score
 from bench.models import Models
 from bench.planner import Plan, RunSpec, WorkUnit, by_recipe
 from bench.progress import Reporter, SilentReporter
-from bench.results import RecordWriter, RunRecord, ok_keys
+from bench.results import RecordWriter, RunRecord, last_ok, ok_keys
 from bench.trainer import TrainingInterrupted
 
 Done = set[tuple[str, str, int]]
@@ -65,7 +65,7 @@ class Runner:
         self.models.clear()
         todo = [s for s in self.plan.runs(unit.dataset, unit.seed) if s.key not in done]
         floor = self.plan.floor(unit.dataset, unit.seed)
-        want_floor = self.plan.cfg.eval.floor and floor.key not in done
+        want_floor = floor_due(self.plan, floor, done, self.records.path)
         if skipped := len(self.plan.methods) - len(todo):
             self.reporter.log(f"{unit.label}: {skipped} run(s) already recorded, skipped")
         if not todo and not want_floor:
@@ -76,8 +76,8 @@ class Runner:
             return [self.records.finish(self.records.new(s), err) for s in todo]
         out = []
         if want_floor:
-            with self.claims.hold(floor.run_id):
-                if floor.key not in self.done():  # another process may have scored it
+            with self.claims.hold(floor.run_id):  # another process may have scored it
+                if floor_due(self.plan, floor, self.done(), self.records.path):
                     out.append(self._floor(floor, data))
         held = [specs for specs in by_recipe(todo)
                 if not self._claimed_recipe(specs, data, out, wait=False)]
@@ -101,13 +101,16 @@ class Runner:
         return held
 
     def _floor(self, spec: RunSpec, data: DataBundle) -> RunRecord:
-        """Held-out data scored as if it were samples: what a perfect generator would get."""
+        """Held-out data scored as if it were samples: what a perfect generator would get
+        (and, in a suite with curves, what a curve point's sample count lets one read)."""
         rec = self.records.new(spec, data_info(data))
         if not is_main():
             return rec
         try:
             assert data.floor is not None
             self._score(rec, data.floor[: self.plan.cfg.eval.n_samples], data, spec)
+            if self.plan.curves():
+                rec.curve_floor = curve_floor(data, self.plan.cfg.eval, spec.seed, self.device)
             return self.records.finish(rec)
         except Exception as err:
             return self.records.finish(rec, err)
@@ -147,6 +150,15 @@ class Runner:
         ecfg = self.plan.cfg.eval  # metrics against the held-out data; the samples stored
         rec.metrics, rec.metric_info = score(x, data, ecfg, spec.seed, self.device)
         rec.samples_path = self.records.save_samples(rec.run_id, x, ecfg.save_samples)
+
+
+def floor_due(plan: Plan, spec: RunSpec, done: Done, records: Path) -> bool:
+    """Whether to score the floor ``spec``: not recorded yet, or recorded without the curve
+    floor that a suite with curves needs (by an older version: the new record supersedes it)."""
+    if not plan.cfg.eval.floor or spec.key not in done:
+        return plan.cfg.eval.floor
+    old = last_ok(records, spec.key) if plan.curves() else None
+    return old is not None and old.curve_floor is None
 
 
 def data_info(data: DataBundle) -> dict[str, Any]:

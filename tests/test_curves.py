@@ -5,8 +5,7 @@ import torch
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.config import resolve
-from bench.evaluate import curve_steps
+from bench.config import curve_steps, resolve
 from bench.models import build_method
 from bench.registry import DATASETS
 from bench.report.curves import Reached, final_point, first_reaching
@@ -39,6 +38,12 @@ def test_curve_points_are_recorded_and_change_no_final_number(tmp_path):
         assert r.train_compute == without[m].train_compute  # and is no training compute
         assert r.config_hash == without[m].config_hash  # and is not part of the run's key
         assert not without[m].curve
+    # the data row holds the floor a curve point can read: held-out data on its 200 samples
+    floor = with_curve["data"].curve_floor
+    assert floor["samples"] == 200 and without["data"].curve_floor is None
+    assert 0 < floor["metrics"]["w2"] < min(with_curve[m].curve[-1]["metrics"]["w2"]
+                                            for m in ("otnfm-online", "fm-euler1", "fm-euler10"))
+    assert floor["metrics"]["w2"] != with_curve["data"].metrics["w2"]  # 200 points, not 300
     # the two samplers of one checkpoint each get their own curve
     assert with_curve["fm-euler1"].curve[-1]["metrics"] != \
         with_curve["fm-euler10"].curve[-1]["metrics"]
@@ -171,3 +176,19 @@ def test_the_peers_record_curves_too(tmp_path):
         assert all(math.isfinite(p["metrics"]["w2"]) and p["samples"] == 100
                    for p in recs[m].curve), m
         assert recs[m].curve_seconds > 0
+
+
+def test_a_suite_that_gains_curves_rescores_only_its_floor(tmp_path):
+    """Records of a version without the curve floor: a resumed suite with curves scores the
+    floor again (the new record supersedes the old) and retrains nothing."""
+    out = tmp_path / "r"
+    before = _run(out)
+    assert before["data"].curve_floor is None
+    n = len(read_records(out / "records.jsonl").records)
+    after = _run(out, CURVE)
+    recs = read_records(out / "records.jsonl").records
+    assert len(recs) == n + 1 and recs[-1].method == "data"
+    assert after["data"].curve_floor["samples"] == 200
+    assert after["data"].metrics == before["data"].metrics
+    _run(out, CURVE)  # nothing left to do
+    assert len(read_records(out / "records.jsonl").records) == n + 1

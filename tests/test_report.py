@@ -47,6 +47,8 @@ def _records(base: Path) -> None:
                      "samples": 2000, "metrics": {"w2": w + 0.01 * seed + extra}}
                     for st, extra in ((50, 0.3), (100, 0.05))],
                 curve_seconds=0.0 if nfe is None else 0.4,
+                curve_floor={"samples": 2000, "metrics": {"w2": 0.15 + 0.01 * seed}}
+                if nfe is None else None,
                 bank_gap={"metric": "w2", "fresh": w + 0.01 * seed, "bank": w - 0.02,
                           "n": 10000} if method == "otnfm-online" else {},
                 data_info={"kind": "points", "shape": [2], "source": "gaussian",

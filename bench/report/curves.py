@@ -11,6 +11,7 @@ from bench.evaluate import MetricVocabulary
 from bench.report import plots
 from bench.report.model import DatasetView, label
 from bench.report.stats import Summary, fmt_num, summarize
+from bench.vocab import FLOOR_LABEL, FLOOR_METHOD
 
 #: the methods whose final scores set the time-to-quality targets, hardest first
 TARGET_METHODS = ("fm-euler100", "fm-euler4")
@@ -64,6 +65,15 @@ def by_step(runs: list) -> dict[int, list[tuple[int, dict]]]:
     return out
 
 
+def curve_floor(view: DatasetView, metric: str) -> Summary:
+    """Over seeds, held-out data scored as a curve point is (the ``data`` records'
+    ``curve_floor``, on the curves' sample count): the best a curve can read."""
+    samples = {p.get("samples") for r in view.records for p in r.curve}
+    return summarize([r.curve_floor["metrics"].get(metric) for r in view.records
+                      if r.method == FLOOR_METHOD and r.curve_floor
+                      and r.curve_floor.get("samples") in samples])
+
+
 def curve_metric(view: DatasetView, vocab: MetricVocabulary) -> str | None:
     """The headline output among the curves' metrics."""
     return vocab.headline_of(k for r in view.records for p in r.curve for k in p["metrics"])
@@ -88,9 +98,12 @@ def curves_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
             series[lab] = rows
     if not series:
         return None
+    floor = curve_floor(view, metric)
     return plots.learning_curves(series, metric, view.fig_dir / f"{view.dataset}_curves.png",
                                  f"{view.dataset}: {metric} during training (EMA weights; "
-                                 "band: 95% CI over seeds)")
+                                 "band: 95% CI over seeds)",
+                                 floor=(f"{FLOOR_LABEL} at this sample count", floor.mean)
+                                 if floor.n else None)
 
 
 def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
@@ -110,11 +123,18 @@ def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
         return []
     cols = sorted(steps)
     samples = next(r.curve[0].get("samples") for r in view.records if r.curve)
+    floor = curve_floor(view, metric)
     lines = ["### Curve points", "",
              f"`{metric}` of the EMA weights on {samples} samples at each curve step: mean over "
-             "seeds, with its 95% interval from two seeds on.", "",
+             "seeds, with its 95% interval from two seeds on." + (
+                 f" `{FLOOR_LABEL}` is held-out data scored the same way (the same sample count "
+                 "and metric settings): the best a curve point can read, the same at every step."
+                 if floor.n else ""), "",
              "| method | seeds | " + " | ".join(f"step {s}" for s in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
+    if floor.n:
+        lines.append(f"| {FLOOR_LABEL} | {floor.n} | "
+                     + " | ".join([ratio_cell(floor)] * len(cols)) + " |")
     for lab, n, values in rows:
         cells = [ratio_cell(summarize(values.get(s, []))) for s in cols]
         lines.append(f"| {lab} | {n} | " + " | ".join(cells) + " |")

@@ -198,14 +198,17 @@ def training_curves(curves: dict[str, list[tuple[float, dict[str, float]]]], key
 
 
 def learning_curves(series: dict[str, list[tuple[float, float, float, float, int]]],
-                    metric: str, path: Path, title: str) -> Path:
+                    metric: str, path: Path, title: str,
+                    floor: tuple[str, float] | None = None) -> Path:
     """``metric`` against training steps, training seconds and training FLOPs, one line per
     method with its 95% band over seeds (± std for one seed: no band). ``series``: method ->
     [(step, seconds, flops, mean, half)] in step order, seconds and flops averaged over seeds.
+    ``floor``: (label, value) of held-out data scored like a curve point, a dashed line.
     Logarithmic axes where values span a decade or more."""
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(17, 3.8))
-    log_y = spans_decades([p[3] for rows in series.values() for p in rows])
+    log_y = spans_decades([p[3] for rows in series.values() for p in rows]
+                          + ([floor[1]] if floor else []))
     for ax, (col, label) in zip(axes, ((0, "training step"), (1, "training s"),
                                        (2, "training FLOPs (counted)")), strict=True):
         for method, rows in series.items():
@@ -214,6 +217,8 @@ def learning_curves(series: dict[str, list[tuple[float, float, float, float, int
             half = np.array([r[4] for r in rows])
             ax.plot(xs, ys, "-o", ms=3, label=method)
             ax.fill_between(xs, ys - half, ys + half, alpha=0.2)
+        if floor is not None:
+            ax.axhline(floor[1], color="black", ls="--", lw=1, label=floor[0])
         if col == 2:
             ax.set_xscale("log")
             # within about a decade matplotlib labels the minor ticks too, and they overlap
