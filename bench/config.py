@@ -171,6 +171,11 @@ def curve_steps(cfg: EvalConfig, steps: int) -> set[int]:
     at = {round(c * steps) if c <= 1 else int(c) for c in cfg.curve}
     return {s for s in at if 1 <= s <= steps}
 
+
+def curve_samples(cfg: EvalConfig) -> int:
+    """How many samples a curve point is scored on (the first of the final score's noise)."""
+    return min(cfg.curve_samples or cfg.n_samples, cfg.n_samples)
+
 @dataclass(frozen=True)
 class ReflowConfig:
     #: teacher pairs per training point. The reference generates far more pairs than images

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from bench.config import EvalConfig
+from bench.config import EvalConfig, curve_samples
 from bench.datasets.base import DataBundle
 from bench.methods.base import Method
 from bench.metrics.base import MetricContext
@@ -160,7 +160,7 @@ def curve_scores(methods: dict[str, Method], data: DataBundle, cfg: EvalConfig, 
 
 def _curve_eval(data: DataBundle, cfg: EvalConfig) -> tuple[int, EvalConfig]:
     """A curve point's sample count and the evaluation settings it is scored with."""
-    n = min(cfg.curve_samples or cfg.n_samples, cfg.n_samples)
+    n = curve_samples(cfg)
     return n, dataclasses.replace(cfg, metrics=tuple(curve_metric_names(data.kind, cfg)),
                                   w2_samples=min(cfg.w2_samples, n),
                                   kid_subset=min(cfg.kid_subset, n))
@@ -169,14 +169,21 @@ def _curve_eval(data: DataBundle, cfg: EvalConfig) -> tuple[int, EvalConfig]:
 def curve_floor(data: DataBundle, cfg: EvalConfig, seed: int,
                 device: torch.device) -> dict[str, Any]:
     """Held-out data scored exactly as a curve point is (its first ``eval.curve_samples``
-    points, the curve's metrics and settings): the best a curve can read at that sample count,
-    which for a distance such as W2 or FD is well above the full sample's floor."""
+    points, the curve's metrics and settings): what a perfect generator reads at that sample
+    count (for a biased distance such as W2 or FD, above the full sample's floor). A failure
+    is recorded in place of the metrics; the floor record's own scores stand."""
     assert data.floor is not None
     n, ccfg = _curve_eval(data, cfg)
-    metrics = compute_metrics(data.floor[:n].cpu(), reference(data, cfg).cpu(), data.kind,
-                              ccfg, Streams(seed, "cpu")["metrics"], data.name, data=data,
-                              device=device)
-    return {"samples": n, "metrics": metrics}
+    try:
+        if data.floor.shape[0] < n:
+            raise ValueError(f"{data.floor.shape[0]} held-out points, fewer than the "
+                             f"{n} a curve point is scored on (raise data.n_eval)")
+        metrics = compute_metrics(data.floor[:n].cpu(), reference(data, cfg).cpu(), data.kind,
+                                  ccfg, Streams(seed, "cpu")["metrics"], data.name, data=data,
+                                  device=device)
+        return {"samples": n, "metrics": metrics}
+    except Exception as err:  # noqa: BLE001  (the floor's own scores stand)
+        return {"samples": n, "error": f"{type(err).__name__}: {err}"}
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,7 @@ def submit_slurm(units: list[WorkUnit], out: Path, device: str, config_file: str
     ok = ok_keys(out / "records.jsonl")
     jobs = []
     for u in units:
-        if not force and all_recorded(u, ok):
+        if not force and all_recorded(u, ok, out / "records.jsonl"):
             log(f"{u.label}: every run already has an ok record, not submitted")
             continue
         key = job_key(u.dataset, u.seed, unit_runs(u))

@@ -19,11 +19,18 @@ from typing import Any
 import torch
 from submitit.slurm.slurm import SlurmJob
 
-from bench.config import Config, from_dict, to_dict
+from bench.config import Config, curve_samples, from_dict, to_dict
 from bench.env import now
-from bench.planner import Plan, WorkUnit
+from bench.planner import Plan, RunSpec, WorkUnit
 from bench.plugins import load_entry_points
-from bench.results import RECORDS_FILE, RecordWriter, RunRecord, append_json_line, read_records
+from bench.results import (
+    RECORDS_FILE,
+    RecordWriter,
+    RunRecord,
+    append_json_line,
+    last_ok,
+    read_records,
+)
 from bench.vocab import FLOOR_METHOD
 
 JOBS_FILE = "jobs.jsonl"
@@ -42,13 +49,22 @@ def unit_runs(unit: WorkUnit) -> dict[str, str]:
     return {s.method: s.config_hash for s in unit.plan.runs(unit.dataset, unit.seed)}
 
 
-def all_recorded(unit: WorkUnit, ok: set[tuple[str, str, int]]) -> bool:
-    """Whether every run of ``unit`` (and its floor, when scored) has an ok record."""
+def all_recorded(unit: WorkUnit, ok: set[tuple[str, str, int]], records: Path) -> bool:
+    """Whether every run of ``unit`` has an ok record, and its floor needs no scoring."""
     plan = unit.plan
-    specs = plan.runs(unit.dataset, unit.seed)
-    if unit.cfg.eval.floor:
-        specs.append(plan.floor(unit.dataset, unit.seed))
-    return all(s.key in ok for s in specs)
+    return all(s.key in ok for s in plan.runs(unit.dataset, unit.seed)) and not floor_due(
+        plan, plan.floor(unit.dataset, unit.seed), ok, records)
+
+
+def floor_due(plan: Plan, spec: RunSpec, ok: set[tuple[str, str, int]], records: Path) -> bool:
+    """Whether to score the floor ``spec``: not recorded yet, or recorded without the curve
+    floor a suite with curves needs, or with one on another sample count (``curve_samples`` is
+    no part of the run's key); the new record supersedes the old."""
+    if not plan.cfg.eval.floor or spec.key not in ok:
+        return plan.cfg.eval.floor
+    old = last_ok(records, spec.key) if plan.curves() else None
+    return old is not None and (old.curve_floor or {}).get("samples") != curve_samples(
+        plan.cfg.eval)
 
 
 def job_state(state: str) -> str:

@@ -22,10 +22,11 @@ from bench.config import Config
 from bench.datasets.base import DataBundle, load_dataset
 from bench.distributed import barrier, is_main
 from bench.evaluate import bank_gap, curve_floor, draw_samples, score
+from bench.jobs import floor_due
 from bench.models import Models
 from bench.planner import Plan, RunSpec, WorkUnit, by_recipe
 from bench.progress import Reporter, SilentReporter
-from bench.results import RecordWriter, RunRecord, last_ok, ok_keys
+from bench.results import RecordWriter, RunRecord, ok_keys
 from bench.trainer import TrainingInterrupted
 
 Done = set[tuple[str, str, int]]
@@ -150,15 +151,6 @@ class Runner:
         ecfg = self.plan.cfg.eval  # metrics against the held-out data; the samples stored
         rec.metrics, rec.metric_info = score(x, data, ecfg, spec.seed, self.device)
         rec.samples_path = self.records.save_samples(rec.run_id, x, ecfg.save_samples)
-
-
-def floor_due(plan: Plan, spec: RunSpec, done: Done, records: Path) -> bool:
-    """Whether to score the floor ``spec``: not recorded yet, or recorded without the curve
-    floor that a suite with curves needs (by an older version: the new record supersedes it)."""
-    if not plan.cfg.eval.floor or spec.key not in done:
-        return plan.cfg.eval.floor
-    old = last_ok(records, spec.key) if plan.curves() else None
-    return old is not None and old.curve_floor is None
 
 
 def data_info(data: DataBundle) -> dict[str, Any]:

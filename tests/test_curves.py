@@ -1,5 +1,7 @@
 """Learning curves: scored during training, kept across a resume, changing no final number."""
 
+import dataclasses
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -192,3 +194,73 @@ def test_a_suite_that_gains_curves_rescores_only_its_floor(tmp_path):
     assert after["data"].metrics == before["data"].metrics
     _run(out, CURVE)  # nothing left to do
     assert len(read_records(out / "records.jsonl").records) == n + 1
+
+
+def test_the_curve_floor_is_scored_like_a_curve_point(tmp_path, monkeypatch):
+    """The floor and every curve point share the evaluation settings, the metrics' random
+    stream and the reference: only the scored points differ."""
+    import bench.evaluate as ev
+
+    seen, real = [], ev.compute_metrics
+
+    def spy(x, ref, kind, cfg, gen, *a, **k):
+        if x.shape[0] == 200:  # the curve's sample count (the final scores use 600)
+            seen.append((repr(cfg), gen.initial_seed(), tuple(ref.shape), float(ref.sum())))
+        return real(x, ref, kind, cfg, gen, *a, **k)
+
+    monkeypatch.setattr(ev, "compute_metrics", spy)
+    recs = _run(tmp_path, CURVE)
+    points = sum(len(r.curve) for r in recs.values())
+    assert points == 6 and len(seen) == points + 1 and len(set(seen)) == 1
+
+
+def test_a_failed_curve_floor_keeps_the_floor_and_is_not_retried(tmp_path):
+    """Fewer held-out points than a curve point's count: the floor record stays ok with its
+    full scores, the curve floor says why it is missing, and a resume leaves it be."""
+    extra = [*CURVE, "data.n_eval=150"]
+    out = tmp_path / "r"
+    recs = _run(out, extra)
+    floor = recs["data"]
+    assert floor.status == "ok" and "w2" in floor.metrics
+    assert floor.curve_floor["samples"] == 200 and "fewer than the 200" in floor.curve_floor[
+        "error"]
+    n = len(read_records(out / "records.jsonl").records)
+    _run(out, extra)
+    assert len(read_records(out / "records.jsonl").records) == n
+
+
+def test_floor_due_follows_the_records(tmp_path):
+    """The floor is (re)scored when missing, when a suite with curves finds it without its
+    curve floor or with one on another sample count; otherwise, or without curves, not."""
+    from bench.jobs import all_recorded, floor_due
+    from bench.planner import Plan
+    from bench.results import append_record, ok_keys
+
+    path = tmp_path / "records.jsonl"
+    plan = Plan.of(resolve(overrides={**TINY, "methods": ["fm-euler1"], "datasets": ["moons"],
+                                      "seeds": [0], "eval": {**TINY["eval"], "curve": [1.0],
+                                                             "curve_samples": 200}}))
+    flat = Plan.of(dataclasses.replace(plan.cfg, eval=dataclasses.replace(plan.cfg.eval,
+                                                                          curve=())))
+    spec = plan.floor("moons", 0)
+    assert spec.key == flat.floor("moons", 0).key  # curves are no part of the key
+
+    def write(curve_floor):
+        append_record(path, RunRecord(method="data", dataset="moons", seed=0, status="ok",
+                                      config_hash=spec.config_hash, curve_floor=curve_floor))
+        return ok_keys(path)
+
+    assert floor_due(plan, spec, ok_keys(path), path)  # nothing recorded
+    ok = write(None)
+    assert floor_due(plan, spec, ok, path) and not floor_due(flat, spec, ok, path)
+    ok = write({"samples": 100, "metrics": {"w2": 0.3}})
+    assert floor_due(plan, spec, ok, path)  # curve_samples changed since
+    ok = write({"samples": 200, "metrics": {"w2": 0.2}})
+    assert not floor_due(plan, spec, ok, path)
+    run = plan.runs("moons", 0)[0]
+    append_record(path, RunRecord(method=run.method, dataset="moons", seed=0, status="ok",
+                                  config_hash=run.config_hash))
+    unit = plan.units()[0]
+    assert all_recorded(unit, ok_keys(path), path)
+    write(None)
+    assert not all_recorded(unit, ok_keys(path), path)  # a Slurm resume submits the floor

@@ -65,13 +65,18 @@ def by_step(runs: list) -> dict[int, list[tuple[int, dict]]]:
     return out
 
 
+def curve_samples(view: DatasetView) -> int | None:
+    """The sample count of the view's first curve point (what the tables' headers state)."""
+    return next((r.curve[0].get("samples") for r in view.records if r.curve), None)
+
+
 def curve_floor(view: DatasetView, metric: str) -> Summary:
     """Over seeds, held-out data scored as a curve point is (the ``data`` records'
-    ``curve_floor``, on the curves' sample count): the best a curve can read."""
-    samples = {p.get("samples") for r in view.records for p in r.curve}
-    return summarize([r.curve_floor["metrics"].get(metric) for r in view.records
+    ``curve_floor`` on ``curve_samples``): what a perfect generator reads at that count."""
+    n = curve_samples(view)
+    return summarize([r.curve_floor.get("metrics", {}).get(metric) for r in view.records
                       if r.method == FLOOR_METHOD and r.curve_floor
-                      and r.curve_floor.get("samples") in samples])
+                      and r.curve_floor.get("samples") == n])
 
 
 def curve_metric(view: DatasetView, vocab: MetricVocabulary) -> str | None:
@@ -122,13 +127,14 @@ def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     if not rows:
         return []
     cols = sorted(steps)
-    samples = next(r.curve[0].get("samples") for r in view.records if r.curve)
+    samples = curve_samples(view)
     floor = curve_floor(view, metric)
     lines = ["### Curve points", "",
              f"`{metric}` of the EMA weights on {samples} samples at each curve step: mean over "
              "seeds, with its 95% interval from two seeds on." + (
                  f" `{FLOOR_LABEL}` is held-out data scored the same way (the same sample count "
-                 "and metric settings): the best a curve point can read, the same at every step."
+                 "and metric settings), the same at every step: what a perfect generator reads "
+                 "here (for a biased distance such as W2 or FD, above the full sample's floor)."
                  if floor.n else ""), "",
              "| method | seeds | " + " | ".join(f"step {s}" for s in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
@@ -156,7 +162,7 @@ def time_to_quality(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     curved = curved_rows(view)
     if not curved:
         return []
-    samples = curved[0][1][0].curve[0].get("samples")
+    samples = curve_samples(view)
     targets, finals = [], []
     for m in TARGET_METHODS:
         if m not in groups:
