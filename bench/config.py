@@ -165,7 +165,6 @@ class EvalConfig:
     kid_subsets: int = 50
 
 
-
 def curve_steps(cfg: EvalConfig, steps: int) -> set[int]:
     """The training steps of ``eval.curve`` (fractions of ``steps`` or step numbers)."""
     at = {round(c * steps) if c <= 1 else int(c) for c in cfg.curve}
@@ -175,6 +174,7 @@ def curve_steps(cfg: EvalConfig, steps: int) -> set[int]:
 def curve_samples(cfg: EvalConfig) -> int:
     """How many samples a curve point is scored on (the first of the final score's noise)."""
     return min(cfg.curve_samples or cfg.n_samples, cfg.n_samples)
+
 
 @dataclass(frozen=True)
 class ReflowConfig:
