@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 import bench.builtins  # noqa: F401  (the built-in methods and datasets must be registered)
-from bench.checkpoints import CHECKPOINT_DIR, load_state
+from bench.checkpoints import CHECKPOINT_DIR, CheckpointUnreadable, load_state
 from bench.config import CONFIG_SECTIONS, Config, from_dict
 from bench.datasets.base import DataBundle, load_dataset
 from bench.env import pick_device
@@ -108,8 +108,8 @@ def load(results: str | Path, method: str, dataset: str | None = None,
         raise ModelNotFound(f"{len(found)} checkpoints of {what} under "
                             f"{Path(results) / CHECKPOINT_DIR}: {listing}; {hint}")
     path = found[0]
-    state = load_state(path)
-    if "config" not in state:
+    state = load_state(path)  # CheckpointUnreadable names the file and the way out
+    if "config" not in state or not isinstance(state["config"], dict):
         raise ModelNotFound(f"{path} was written before checkpoints carried their config; "
                             "rerun its suite with --force to rewrite it")
     run_cfg = state["config"]
@@ -117,8 +117,15 @@ def load(results: str | Path, method: str, dataset: str | None = None,
                     f"{path} config")
     dev = pick_device(device) if isinstance(device, str) else device
     data = load_dataset(cfg, state["dataset"], state["seed"], dev)
-    model = TrainedModel(method, state["dataset"], state["seed"],
-                         restore(method, data, cfg, dev, state["seed"], state), data, cfg,
-                         path, dev, info={"recipe": state["recipe"], "train": state["train"]})
+    try:
+        restored = restore(method, data, cfg, dev, state["seed"], state)
+    except (KeyError, RuntimeError, TypeError) as err:  # weights of another shape or keys
+        raise CheckpointUnreadable(
+            f"unreadable checkpoint {path} (its weights do not fit {method}: "
+            f"{type(err).__name__}: {str(err).splitlines()[0][:160]}); delete it, or rerun "
+            "its suite with --force, to train it again") from None
+    model = TrainedModel(method, state["dataset"], state["seed"], restored, data, cfg,
+                         path, dev, info={"recipe": state.get("recipe"),
+                                          "train": state.get("train")})
     model.sample(1)  # the counted NFE is known from the start
     return model

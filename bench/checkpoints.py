@@ -10,6 +10,7 @@ method, recipe, dataset, seed and the resolved run config. Everything loads with
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,48 @@ class CheckpointStore:
         return saved, f"resuming from step {saved['step']} ({path})"
 
 
+class CheckpointUnreadable(ValueError):
+    """A checkpoint or partial training state that cannot be read (torn, zeroed, not a
+    checkpoint, or holding objects a checkpoint never holds). The message names the file and
+    the way out."""
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
-    """A checkpoint or training state as saved (tensors on the CPU; never unpickles code)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint or training state as saved (tensors on the CPU; never unpickles code).
+    A file that cannot be read raises ``CheckpointUnreadable`` naming it and how to recover."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a global: never retried unsafely
+        why = "it holds objects other than tensors and plain containers, which the harness refuses"
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        why = f"{type(err).__name__}: {first}"[:160]
+    else:
+        if isinstance(state, dict):
+            return state
+        why = f"it holds a {type(state).__name__}, not a dict"
+    partial = path.name.endswith(".partial.pt")
+    what = "partial training state" if partial else "checkpoint"
+    way = ("delete it to train the recipe from step 0, or rerun with --force" if partial else
+           "delete it, or rerun with --force, to train the recipe again")
+    raise CheckpointUnreadable(f"unreadable {what} {path} ({why}); {way}")
+
+
+def last_object(log: Path) -> tuple[dict[str, Any], int]:
+    """The last line of a live log that is a JSON object with numeric ``step``, and how many
+    lines after it were skipped (one being written, a torn tail, or lines that are no
+    object)."""
+    lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines()
+             if ln.strip()]
+    for back, line in enumerate(reversed(lines)):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("step"), int):
+            return obj, back
+    return {}, len(lines)
 
 
 def in_training(out: str | Path) -> list[dict[str, Any]]:
@@ -117,11 +157,7 @@ def in_training(out: str | Path) -> list[dict[str, Any]]:
     for log in sorted((out / STATS_DIR).glob("*.jsonl")):
         if (out / CHECKPOINT_DIR / f"{log.stem}.pt").exists():
             continue
-        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-        try:
-            last = json.loads(lines[-1]) if lines else {}
-        except json.JSONDecodeError:  # a line being written: the one before it
-            last = json.loads(lines[-2]) if len(lines) > 1 else {}
-        rows.append({"run": log.stem, **last,
+        last, skipped = last_object(log)
+        rows.append({"run": log.stem, **last, "skipped_lines": skipped,
                      "state": "training" if is_held(out, log.stem) else "stopped"})
     return sorted(rows, key=lambda r: r.get("time", ""), reverse=True)

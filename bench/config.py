@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -400,6 +401,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}: unknown value {value!r}; choices: {choices(allowed)}")
     ranges = (
         (not cfg.seeds, "seeds: at least one seed is needed"),
+        (len(set(cfg.seeds)) != len(cfg.seeds),
+         f"seeds: {', '.join(map(str, cfg.seeds))} repeats a seed; each seed is one run, give "
+         "it once"),
+        (any(s < 0 for s in cfg.seeds),
+         f"seeds: {', '.join(map(str, cfg.seeds))}: seeds must be >= 0"),
+        (not (math.isfinite(cfg.train.lr) and cfg.train.lr > 0),
+         f"train.lr: {cfg.train.lr!r} is not a learning rate (a finite number > 0)"),
         (cfg.train.steps < 0 or cfg.train.batch_size < 1,
          "train.steps must be >= 0 and train.batch_size >= 1"),
         (cfg.coupling.batch_size < 0, "coupling.batch_size must be >= 0 (0 = train.batch_size)"),

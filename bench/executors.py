@@ -30,6 +30,7 @@ from submitit.helpers import DelayedSubmission
 import bench.builtins  # noqa: F401  (a worker process registers the built-ins)
 from bench.config import Config, from_dict, to_dict
 from bench.env import pick_device
+from bench.io import DiskFull
 from bench.jobs import (
     QUEUED_OR_RUNNING,
     all_recorded,
@@ -83,6 +84,7 @@ def run_local(units: list[WorkUnit], out: Path, device: str, config_file: str | 
     every worker has stopped."""
     threads = max(1, (os.cpu_count() or 1) // workers)
     results: list[dict] = []
+    full: DiskFull | None = None
     ctx = mp.get_context("spawn")
     stopping = ctx.Event()  # set (here or by forward_term): a worker starts no further unit
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
@@ -108,11 +110,16 @@ def run_local(units: list[WorkUnit], out: Path, device: str, config_file: str | 
                 except KeyboardInterrupt as err:  # stopped: state saved, runs recorded
                     stop()
                     log(f"interrupted: {u.label}: {err}")
+                except DiskFull as err:  # no other unit could record anything either
+                    stop()
+                    full = full or err
                 except Exception as err:  # a worker that died: its missing runs become failed
                     record_lost(u, out, f"worker process failed: {type(err).__name__}: {err}")
                     log(f"failed: {u.label}: {err}")
         except KeyboardInterrupt:  # Ctrl-C here: the workers have it too; wait for them
             stop()
+    if full is not None:
+        raise full
     if stopping.is_set():
         raise KeyboardInterrupt(f"stopped by {term.signal or 'Ctrl-C'}; every worker saved "
                                 "its state")

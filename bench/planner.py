@@ -154,16 +154,27 @@ def expand_datasets(patterns: tuple[str, ...] | list[str]) -> list[str]:
     return out
 
 
-def check_metrics(cfg: Config) -> None:
-    """Unknown metrics, and metrics whose prerequisites are missing (a metric registers a
-    ``preflight(eval_cfg)`` that raises ``ConfigError``, e.g. Inception weights), fail before
-    any training rather than after it."""
-    if not cfg.eval.metrics:
-        return
-    for name in METRICS.match(cfg.eval.metrics):
-        preflight = METRICS.entry(name).meta.get("preflight")
-        if preflight is not None:
-            preflight(cfg.eval)
+def check_metrics(cfg: Config, datasets: tuple[str, ...] = ()) -> None:
+    """Unknown metrics, metrics whose prerequisites are missing (a metric registers a
+    ``preflight(eval_cfg)`` that raises ``ConfigError``, e.g. Inception weights), and sample
+    counts beyond what a metric registers as its ``max_samples`` (the O(n^2) ones: MMD, k-NN
+    precision/recall, KID) fail before any training rather than after it."""
+    kinds = {DATASETS.entry(split_key(d)[0]).meta.get("kind") for d in datasets}
+    names = (METRICS.match(cfg.eval.metrics) if cfg.eval.metrics else
+             [n for n in METRICS.names() if METRICS.entry(n).meta.get("default", True)])
+    for name in names:
+        meta = METRICS.entry(name).meta
+        if not kinds & set(meta.get("kinds", ())) and datasets:
+            continue
+        bound = meta.get("max_samples")
+        if bound is not None and cfg.eval.n_samples > bound:
+            others = [n for n in names if n != name]
+            raise ConfigError(
+                f"eval.n_samples={cfg.eval.n_samples:,} is above what metric {name!r} allows "
+                f"({bound:,}: its cost grows with the square of the sample count). Lower it, "
+                f"or leave {name!r} out: --metrics {','.join(others) or 'NAME'}")
+        if cfg.eval.metrics and meta.get("preflight") is not None:
+            meta["preflight"](cfg.eval)
 
 
 @dataclass(frozen=True)
@@ -177,9 +188,9 @@ class Plan:
 
     @classmethod
     def of(cls, cfg: Config, sweep: dict[str, Any] | None = None) -> Plan:
-        check_metrics(cfg)
-        return cls(cfg, dict(sweep or {}), tuple(METHODS.match(cfg.methods)),
-                   tuple(expand_datasets(cfg.datasets)))
+        datasets = tuple(expand_datasets(cfg.datasets))
+        check_metrics(cfg, datasets)
+        return cls(cfg, dict(sweep or {}), tuple(METHODS.match(cfg.methods)), datasets)
 
     def spec(self, method: str, dataset: str, seed: int) -> RunSpec:
         run_cfg = run_config(self.cfg, method, dataset)

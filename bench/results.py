@@ -14,6 +14,8 @@ import fcntl
 import json
 import os
 import traceback
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import torch
 
 from bench.distributed import is_main
 from bench.env import git_commit, library_versions, now
-from bench.io import atomic_write
+from bench.io import DiskFull, atomic_write, is_disk_full
 from bench.planner import RunSpec
 from bench.progress import Reporter, SilentReporter
 from bench.vocab import Status
@@ -100,8 +102,60 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunRecord:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """A record from its JSON object, each known field checked against its annotation
+        (``RecordError`` names the first that does not fit); unknown keys are ignored, and a
+        record of a newer schema than this code reads is refused."""
+        schema = d.get("schema", SCHEMA_VERSION)
+        if not isinstance(schema, int) or isinstance(schema, bool):
+            raise RecordError(f"schema: {schema!r} is not an integer")
+        if schema > SCHEMA_VERSION:
+            raise RecordError(f"schema {schema} is newer than this version of bench reads "
+                              f"(schema {SCHEMA_VERSION}): update bench to read it")
+        hints = _field_types()
+        for name in ("method", "dataset", "seed", "status"):
+            if name not in d:
+                raise RecordError(f"{name}: missing")
+        for name, value in d.items():
+            if name in hints and not _fits(value, hints[name]):
+                raise RecordError(f"{name}: {value!r:.60} is not {_describe(hints[name])}")
+        return cls(**{k: v for k, v in d.items() if k in hints})
+
+
+class RecordError(ValueError):
+    """A line of a records file that is not a valid run record."""
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(RunRecord)
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether a JSON value fits the annotation ``tp`` (the types RunRecord uses)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if tp is float:  # JSON writes 2.0 as 2.0, but NaN-free ints are numbers too
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (str, bool):
+        return isinstance(value, tp)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and _fits(v, args[1]) for k, v in value.items())
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    raise TypeError(f"RunRecord uses an annotation _fits does not know: {tp}")
+
+
+def _describe(tp: Any) -> str:
+    return str(tp).replace("typing.", "")
 
 
 def append_record(path: str | Path, record: RunRecord) -> None:
@@ -115,31 +169,39 @@ def append_json_line(path: str | Path, obj: dict) -> None:
 
 
 def append_line(path: str | Path, text: str) -> None:
-    """Append ``text`` as one line under an exclusive lock, flushed and fsynced. If the write
-    fails (a full disk), the file is cut back to its size before the write and the error is
-    raised: the records already there stay intact."""
+    """Append ``text`` as one line under an exclusive lock, fsynced. The line goes through an
+    unbuffered descriptor; if the write fails (a full disk), the file is cut back to its size
+    before the write with ``os.ftruncate`` and ``DiskFull`` (or the error) is raised: the
+    records already there stay intact and no torn line is left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (text + "\n").encode("utf-8")
-    with open(path, "ab") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        # A torn last line (a killed writer) must not swallow this record: start a new line.
+        if size > 0 and _torn(path, size):
+            data = b"\n" + data
         try:
-            size = f.seek(0, os.SEEK_END)
-            # A torn last line (a killed writer) must not swallow this record: start a new line.
-            if size > 0:
-                with open(path, "rb") as r:
-                    r.seek(-1, os.SEEK_END)
-                    if r.read(1) != b"\n":
-                        data = b"\n" + data
-            try:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            except OSError:
-                f.truncate(size)
-                raise
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as err:
+            os.ftruncate(fd, size)
+            if is_disk_full(err):
+                raise DiskFull(path, "append a line to") from None
+            raise
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _torn(path: Path, size: int) -> bool:
+    """Whether the file's byte at ``size - 1`` is not a newline (a torn last line)."""
+    with open(path, "rb") as r:
+        r.seek(size - 1)
+        return r.read(1) != b"\n"
 
 
 @dataclass
@@ -160,9 +222,11 @@ def read_records(path: str | Path) -> ReadResult:
                 continue
             try:
                 d = json.loads(line)
-                if not isinstance(d, dict) or "method" not in d:
-                    raise ValueError("not a run record")
+                if not isinstance(d, dict):
+                    raise RecordError(f"not a JSON object but {type(d).__name__}")
                 records.append(RunRecord.from_dict(d))
+            except RecordError as err:
+                skipped.append((i, str(err)[:200]))
             except (ValueError, TypeError) as err:
                 skipped.append((i, f"{type(err).__name__}: {err}"[:200]))
     return ReadResult(records, skipped)
@@ -234,6 +298,8 @@ class RecordWriter:
             rec.status, rec.metrics, rec.train_history, rec.curve = "failed", {}, [], []
             rec.error = f"could not write the record: {type(werr).__name__}: {werr}"
             append_record(self.path, rec)  # a short failed record may still fit
+            if isinstance(werr, DiskFull):
+                raise  # recorded as failed, and the suite stops: nothing else would fit
         self.reporter.done(rec)
         return rec
 

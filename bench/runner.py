@@ -22,6 +22,7 @@ from bench.config import Config
 from bench.datasets.base import DataBundle, load_dataset
 from bench.distributed import barrier, is_main
 from bench.evaluate import bank_gap, curve_floor, draw_samples, score
+from bench.io import DiskFull
 from bench.jobs import floor_due
 from bench.models import Models
 from bench.planner import Plan, RunSpec, WorkUnit, by_recipe
@@ -73,6 +74,8 @@ class Runner:
             return []
         try:
             data = load_dataset(self.plan.cfg, unit.dataset, unit.seed, self.device)
+        except DiskFull:
+            raise
         except Exception as err:  # a dataset that cannot load fails every run on it
             return [self.records.finish(self.records.new(s), err) for s in todo]
         out = []
@@ -113,15 +116,18 @@ class Runner:
             if self.plan.curves():
                 rec.curve_floor = curve_floor(data, self.plan.cfg.eval, spec.seed, self.device)
             return self.records.finish(rec)
+        except (KeyboardInterrupt, DiskFull) as err:
+            self._stopped([rec], err, "scoring the data floor")
+            raise
         except Exception as err:
             return self.records.finish(rec, err)
 
     def _recipe(self, specs: list[RunSpec], data: DataBundle) -> list[RunRecord]:
         try:
             trained = self.models.get(specs[0], data, specs)
-        except TrainingInterrupted as err:  # Ctrl-C: say so in the records, then stop
-            for s in specs:
-                self.records.finish(self.records.new(s, data_info(data)), err, "interrupted")
+        except (KeyboardInterrupt, DiskFull) as err:  # say so in the records, then stop
+            self._stopped([self.records.new(s, data_info(data)) for s in specs], err,
+                          "training")
             raise
         except Exception as err:
             return [self.records.finish(self.records.new(s, data_info(data)), err)
@@ -144,8 +150,28 @@ class Runner:
             self._score(rec, s.x, data, spec)
             rec.bank_gap = bank_gap(method, data, ecfg, spec.seed, self.device, s.x, rec.metrics)
             return self.records.finish(rec)
+        except (KeyboardInterrupt, DiskFull) as err:  # SIGTERM or Ctrl-C while evaluating
+            self._stopped([rec], err, "evaluating")
+            raise
         except Exception as err:
             return self.records.finish(rec, err)
+
+    def _stopped(self, recs: list[RunRecord], err: BaseException, during: str) -> None:
+        """Runs cut short by a stop (Ctrl-C, SIGTERM) or a full disk, recorded as
+        ``interrupted`` or ``failed`` with the reason where a record still fits; the caller
+        then re-raises, which ends the suite (a resumed one redoes these runs)."""
+        for rec in recs:
+            if rec.status != "running":  # already written (the stop came after it)
+                continue
+            if isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
+                how = str(err) or "Ctrl-C or SIGTERM"
+                err = KeyboardInterrupt(f"stopped while {during} ({how}); the same command "
+                                        "runs it again")
+            try:
+                self.records.finish(rec, err, "interrupted" if isinstance(
+                    err, KeyboardInterrupt) else "failed")
+            except DiskFull:
+                return  # nothing more fits; the caller's DiskFull (or stop) says why
 
     def _score(self, rec: RunRecord, x: torch.Tensor, data: DataBundle, spec: RunSpec) -> None:
         ecfg = self.plan.cfg.eval  # metrics against the held-out data; the samples stored

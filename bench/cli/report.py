@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,7 @@ from bench.methods.base import grid_cells
 from bench.planner import Plan
 from bench.report.export import as_csv, as_json
 from bench.report.markdown import ReportError, Source, render_report
+from bench.report.model import SkippedFile
 from bench.results import RECORDS_FILE, RunRecord, read_records
 from bench.vocab import FLOOR_METHOD
 
@@ -70,11 +72,18 @@ def report_cmd(
         fail("--across-only writes Markdown: leave out --format")
     if fmt == "markdown":
         try:
-            render_report(sources, target, metric_vocabulary(), title=title,
-                          compare=parse_pairs(compare), grid=grid_cells(),
-                          across_only=across_only, default_pairs=default_compare)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", SkippedFile)
+                render_report(sources, target, metric_vocabulary(), title=title,
+                              compare=parse_pairs(compare), grid=grid_cells(),
+                              across_only=across_only, default_pairs=default_compare)
         except ReportError as err:
             fail(str(err))
+        for w in caught:
+            if issubclass(w.category, SkippedFile):
+                err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     else:
         atomic_write_text(target, as_json(sources) if fmt == "json" else as_csv(sources))
     n = sum(len(s.records) for s in sources)

@@ -4,6 +4,7 @@ workers or as Slurm jobs, and summarise what the records say."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -47,6 +48,7 @@ from bench.datasets.base import preset_of, split_key
 from bench.distributed import init_from_env, is_main, shutdown
 from bench.env import pick_device
 from bench.estimate import estimate, human
+from bench.io import DiskFull, is_disk_full
 from bench.nets import unet_preset
 from bench.nets.unet import UNET_PRESETS
 from bench.planner import Plan, expand_datasets
@@ -90,6 +92,7 @@ def run_cmd(
         cfg = resolve(config, overrides, set_ or [], preset=preset)
         dev = init_from_env() or pick_device(cfg.device)  # torchrun: this rank's device
         out_dir = out or Path("results") / cfg.name
+        check_out(out_dir, create=not dry_run)
         runner = Runner(cfg, out_dir, dev, config_file=str(config) if config else None,
                         force=force)
     except (ConfigError, RegistryError, ValueError) as err:
@@ -136,6 +139,7 @@ def sweep_cmd(
         points = expand_sweep(config, (set_ or []) + ([f"device={device}"] if device else []))
         dev = pick_device(points[0][1].device)
         out_dir = out or Path("results") / points[0][1].name
+        check_out(out_dir, create=not dry_run)
         runners = [Runner(cfg, out_dir, dev, config_file=str(config), force=force, sweep=assign)
                    for assign, cfg in points]
     except (ConfigError, RegistryError, ValueError) as err:
@@ -149,6 +153,33 @@ def sweep_cmd(
     launch(runners, out_dir, opts, plugin, str(config), force,
            f"Nothing to do: all {total} runs of this sweep already have ok records; nothing "
            "was trained (use --force to rerun).")
+
+
+def check_out(out_dir: Path, create: bool) -> None:
+    """A results folder that cannot hold results fails before any work (``ConfigError``): a
+    file in its place or on its path, or a folder this process cannot write. With ``create``
+    the folder is made and a probe file written and removed; without (a dry run), the nearest
+    existing folder is checked for write permission."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: is a file, not a folder; give a folder for the "
+                          "results")
+    parent = out_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out_dir}: {parent} is a file, so the folder cannot be made")
+    if not create:
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"--out {out_dir}: {parent} is not writable")
+        return
+    probe = out_dir / f".write-probe-{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"--out {out_dir}: cannot write there ({err.strerror or err}); "
+                          "give a writable folder") from None
 
 
 def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 0.0,
@@ -240,6 +271,8 @@ def launch(runners: list[Runner], out_dir: Path, opts: ExecutorOptions,
                                 opts.workers, log)
         except KeyboardInterrupt as err:
             interrupted(err)
+        except OSError as err:
+            stop_if_disk_full(err)
     keys = {(u.dataset, u.seed, json.dumps(u.sweep, sort_keys=True)) for u in units}
     latest: dict[tuple[str, str, int], RunRecord] = {}  # an earlier attempt's failure is over
     for r in read_records(out_dir / RECORDS_FILE).records:
@@ -262,6 +295,16 @@ def execute(runner: Runner, out_dir: Path, label: str = "") -> list[RunRecord]:
             return runner.run()
     except KeyboardInterrupt as err:
         interrupted(err)
+    except OSError as err:
+        stop_if_disk_full(err)
+
+
+def stop_if_disk_full(err: OSError) -> NoReturn:
+    """A full disk ends the suite with one line (exit 1); any other OSError is raised on."""
+    if not is_disk_full(err):
+        raise err
+    fail(str(err) if isinstance(err, DiskFull) else str(DiskFull(err.filename or "a file")),
+         code=1)
 
 
 def interrupted(err: KeyboardInterrupt) -> NoReturn:
@@ -270,6 +313,11 @@ def interrupted(err: KeyboardInterrupt) -> NoReturn:
     err_console.print(f"[bold yellow]interrupted:[/] {msg}. Finished runs are recorded; "
                       "run the same command again to resume.", highlight=False)
     raise typer.Exit(130) from None
+
+
+def number(value: Any, spec: str) -> str:
+    """A live log's number formatted, or ``?`` for a missing or non-numeric value."""
+    return format(value, spec) if isinstance(value, (int, float)) else "?"
 
 
 def status_cmd(
@@ -290,10 +338,13 @@ def status_cmd(
             live.add_column(col, overflow="fold")
         for r in training:
             live.add_row(r["run"], r["state"], f"{r.get('step', '?')}/{r.get('steps', '?')}",
-                         f"{r.get('loss', float('nan')):.4g}",
-                         f"{r.get('grad_norm', float('nan')):.3g}",
-                         f"{r.get('lr', float('nan')):.3g}",
-                         f"{r.get('train_seconds', 0.0):.0f}", r.get("time", "?"))
+                         number(r.get("loss"), ".4g"), number(r.get("grad_norm"), ".3g"),
+                         number(r.get("lr"), ".3g"), number(r.get("train_seconds"), ".0f"),
+                         str(r.get("time", "?")))
+            if r["skipped_lines"]:
+                err_console.print(f"[yellow]warning:[/] {results}/stats/{r['run']}.jsonl: "
+                                  f"{r['skipped_lines']} damaged or unfinished line(s) at the "
+                                  "end skipped", highlight=False)
         console.print(live)
     if not rows:
         return

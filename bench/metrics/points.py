@@ -59,7 +59,13 @@ def _kernel_sum(a: torch.Tensor, b: torch.Tensor, same: bool) -> float:
     return total
 
 
-@register_metric("mmd", kinds=("points",), outputs={"mmd": "min"}, key={"mmd": 20})
+#: the largest ``eval.n_samples`` the O(n^2) metrics take (MMD, k-NN precision/recall; KID and
+#: precision/recall of the image metrics): 200,000 points already cost ~10^11 kernel terms
+MAX_QUADRATIC_SAMPLES = 200_000
+
+
+@register_metric("mmd", kinds=("points",), outputs={"mmd": "min"}, key={"mmd": 20},
+                 max_samples=MAX_QUADRATIC_SAMPLES)
 def mmd(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Unbiased MMD^2, sum of Gaussian kernels at bandwidths 2..0.0625, on all samples."""
     m, n = x.shape[0], ref.shape[0]
@@ -90,7 +96,7 @@ def coverage_of(queries: torch.Tensor, centres: torch.Tensor, radii_sq: torch.Te
 
 
 @register_metric("prc", kinds=("points",), outputs={"precision": "max", "recall": "max"},
-                 key={})
+                 key={}, max_samples=MAX_QUADRATIC_SAMPLES)
 def precision_recall(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """k-NN precision and recall (Kynkäänniemi et al., 2019), k = eval.pr_k."""
     x, ref = x.flatten(1).float(), ref.flatten(1).float()

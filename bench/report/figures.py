@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 
 from bench.evaluate import MetricVocabulary
 from bench.report import plots
-from bench.report.model import DatasetView, sweep_label
+from bench.report.model import DatasetView, SkippedFile, sweep_label
 from bench.report.stats import summarize
 from bench.report.tables import train_flops
 from bench.results import RunRecord
@@ -138,7 +139,11 @@ def scatter(view: DatasetView) -> Path | None:
         full = view.bases[id(r)] / r.samples_path  # relative to the records file's folder
         if not full.exists():
             continue
-        pts = np.load(full, allow_pickle=False)
+        try:
+            pts = np.load(full, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:  # an object array, a torn file
+            warnings.warn(SkippedFile(f"{full}: sample file not drawn ({err})"), stacklevel=1)
+            continue
         if pts.ndim not in (2, 4) or (pts.ndim == 2 and pts.shape[1] != 2):
             return None
         name = FLOOR_LABEL if method == FLOOR_METHOD else f"{method} (NFE {r.nfe})"

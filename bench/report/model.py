@@ -15,6 +15,12 @@ from bench.report import plots
 from bench.results import RunRecord
 from bench.vocab import FLOOR_LABEL, FLOOR_METHOD
 
+
+class SkippedFile(UserWarning):
+    """A file the report could not read (a torn or object-array sample file): left out, and
+    said so by ``bench report``."""
+
+
 #: (dataset, method, config hash): one row of a dataset's table
 ConfigKey = tuple[str, str, str]
 
