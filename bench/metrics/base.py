@@ -14,6 +14,12 @@ import torch
 from bench.config import EvalConfig
 from bench.datasets.base import DataBundle
 
+#: the largest ``eval.n_samples`` the O(n^2) metrics accept (MMD and k-NN precision/recall on
+#: points; KID and precision/recall of the image metrics): registered as their
+#: ``max_samples`` and checked before any work. 200,000 samples already cost ~10^11 pairwise
+#: terms (hours on a CPU); the field's 50,000 for CIFAR-10 FID is well inside.
+MAX_QUADRATIC_SAMPLES = 200_000
+
 
 @dataclass
 class MetricContext:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench.distances import sq_dists
-from bench.metrics.base import MetricContext, chunks, subsample
+from bench.metrics.base import MAX_QUADRATIC_SAMPLES, MetricContext, chunks, subsample
 from bench.registry import register_metric
 
 #: Halving bandwidths = gammas growing 4x, so each kernel is the previous one squared twice:
@@ -57,11 +57,6 @@ def _kernel_sum(a: torch.Tensor, b: torch.Tensor, same: bool) -> float:
             acc += k.sum(1).double().sum()
         total += float(acc)
     return total
-
-
-#: the largest ``eval.n_samples`` the O(n^2) metrics take (MMD, k-NN precision/recall; KID and
-#: precision/recall of the image metrics): 200,000 points already cost ~10^11 kernel terms
-MAX_QUADRATIC_SAMPLES = 200_000
 
 
 @register_metric("mmd", kinds=("points",), outputs={"mmd": "min"}, key={"mmd": 20},
