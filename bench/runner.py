@@ -11,6 +11,8 @@ restoring (``models``), sampling and metrics (``evaluate``), records (``results`
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +73,11 @@ class Runner:
             self.reporter.log(f"{unit.label}: {skipped} run(s) already recorded, skipped")
         if not todo and not want_floor:
             return []
-        try:
+        recs, data = [self.records.new(s) for s in todo], None
+        with guarded(self.records, recs, "loading the data"):  # fails every run on it
             data = load_dataset(self.plan.cfg, unit.dataset, unit.seed, self.device)
-        except DiskFull:
-            raise
-        except Exception as err:  # a dataset that cannot load fails every run on it
-            return [self.records.finish(self.records.new(s), err) for s in todo]
+        if data is None:
+            return recs
         out = []
         if want_floor:
             with self.claims.hold(floor.run_id):  # another process may have scored it
@@ -109,28 +110,20 @@ class Runner:
         rec = self.records.new(spec, data_info(data))
         if not is_main():
             return rec
-        try:
+        with guarded(self.records, [rec], "scoring the data floor"):
             assert data.floor is not None
             self._score(rec, data.floor[: self.plan.cfg.eval.n_samples], data, spec)
             if self.plan.curves():
                 rec.curve_floor = curve_floor(data, self.plan.cfg.eval, spec.seed, self.device)
-            return self.records.finish(rec)
-        except (KeyboardInterrupt, DiskFull) as err:
-            self.records.stopped([rec], err, "scoring the data floor")
-            raise
-        except Exception as err:
-            return self.records.finish(rec, err)
+            self.records.finish(rec)
+        return rec
 
     def _recipe(self, specs: list[RunSpec], data: DataBundle) -> list[RunRecord]:
-        try:
+        recs, trained = [self.records.new(s, data_info(data)) for s in specs], None
+        with guarded(self.records, recs, "training"):  # recs: if training fails
             trained = self.models.get(specs[0], data, specs)
-        except (KeyboardInterrupt, DiskFull) as err:  # say so in the records, then stop
-            self.records.stopped([self.records.new(s, data_info(data)) for s in specs], err,
-                          "training")
-            raise
-        except Exception as err:
-            return [self.records.finish(self.records.new(s, data_info(data)), err)
-                    for s in specs]
+        if trained is None:
+            return recs
         return [self._evaluate(s, data, trained) for s in specs]
 
     def _evaluate(self, spec: RunSpec, data: DataBundle, trained: Trained) -> RunRecord:
@@ -138,7 +131,7 @@ class Runner:
         if not is_main():  # under torchrun, rank 0 alone evaluates and writes
             return rec
         train_facts(rec, trained)
-        try:
+        with guarded(self.records, [rec], "evaluating"):
             method = self.models.restore(spec, data, trained)
             ecfg = self.plan.cfg.eval
             self.reporter.start(f"{data.name} · {spec.method} · seed {spec.seed}: sampling",
@@ -148,17 +141,30 @@ class Runner:
             s.into(rec)
             self._score(rec, s.x, data, spec)
             rec.bank_gap = bank_gap(method, data, ecfg, spec.seed, self.device, s.x, rec.metrics)
-            return self.records.finish(rec)
-        except (KeyboardInterrupt, DiskFull) as err:  # SIGTERM or Ctrl-C while evaluating
-            self.records.stopped([rec], err, "evaluating")
-            raise
-        except Exception as err:
-            return self.records.finish(rec, err)
+            self.records.finish(rec)
+        return rec
 
     def _score(self, rec: RunRecord, x: torch.Tensor, data: DataBundle, spec: RunSpec) -> None:
         ecfg = self.plan.cfg.eval  # metrics against the held-out data; the samples stored
         rec.metrics, rec.metric_info = score(x, data, ecfg, spec.seed, self.device)
         rec.samples_path = self.records.save_samples(rec.run_id, x, ecfg.save_samples)
+
+
+@contextlib.contextmanager
+def guarded(records: RecordWriter, recs: list[RunRecord], during: str) -> Iterator[None]:
+    """Runs whose work the block does: an error fails them with its reason (recorded, the
+    suite goes on); a stop (Ctrl-C, SIGTERM) or a full disk records them as ``interrupted`` or
+    ``failed`` where a record still fits, and is raised on, which ends the suite. Runs already
+    written (``status`` no longer ``running``) are left alone."""
+    try:
+        yield
+    except (KeyboardInterrupt, DiskFull) as err:
+        records.stopped(recs, err, during)
+        raise
+    except Exception as err:
+        for rec in recs:
+            if rec.status == "running":
+                records.finish(rec, err)
 
 
 def data_info(data: DataBundle) -> dict[str, Any]:
