@@ -23,7 +23,7 @@ import torch
 
 import bench.builtins  # noqa: F401  (the built-in methods and datasets must be registered)
 from bench.checkpoints import CHECKPOINT_DIR, CheckpointUnreadable, load_state
-from bench.config import CONFIG_SECTIONS, Config, from_dict
+from bench.config import Config, config_sections, from_dict
 from bench.datasets.base import DataBundle, load_dataset
 from bench.env import pick_device
 from bench.methods.base import Method
@@ -113,7 +113,7 @@ def load(results: str | Path, method: str, dataset: str | None = None,
         raise ModelNotFound(f"{path} was written before checkpoints carried their config; "
                             "rerun its suite with --force to rewrite it")
     run_cfg = state["config"]
-    cfg = from_dict(Config, {k: run_cfg[k] for k in CONFIG_SECTIONS if k in run_cfg},
+    cfg = from_dict(Config, {k: run_cfg[k] for k in config_sections() if k in run_cfg},
                     f"{path} config")
     dev = pick_device(device) if isinstance(device, str) else device
     data = load_dataset(cfg, state["dataset"], state["seed"], dev)

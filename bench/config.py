@@ -19,11 +19,20 @@ from typing import Any
 import yaml
 
 from bench.paths import KINDS
-from bench.vocab import SOLVER_CHOICES, SOURCES, choices
+from bench.registry import SECTIONS
+from bench.vocab import REFERENCE_METHOD, SOLVER_CHOICES, SOURCES, choices
 
 
 class ConfigError(ValueError):
     """A bad config file, key or value; the message names the file and key."""
+
+
+#: field metadata: the key changes no number of a run, so it stays out of the run's hash
+#: (``field(default=..., metadata=UNHASHED)``)
+UNHASHED = {"hash": False}
+#: field metadata: the key enters the hash only when it differs from its default (a setting
+#: added after runs were recorded: adding it never orphans their records)
+HASHED_IF_SET = {"hash": "if-set"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ class CouplingConfig:
     #: trains on this one (same pairs, bit for bit): ``auto`` (on with CUDA, off on CPU,
     #: where the thread competes with the network for the cores), ``on``, ``off``. Not part
     #: of the config hash: it changes no number.
-    overlap: str = "auto"
+    overlap: str = field(default="auto", metadata=UNHASHED)
 
 
 #: the splits samples can be scored against (eval.reference)
@@ -132,7 +141,7 @@ class EvalConfig:
     #: what the samples are compared with: ``eval`` (the held-out split, default) or
     #: ``train`` (the training split: CIFAR-10 FIDs in papers use the training set's
     #: statistics, as DDPM's, torchcfm's and MeanFlow's evaluation code do)
-    reference: str = "eval"
+    reference: str = field(default="eval", metadata=HASHED_IF_SET)
     #: samples (each side) for exact W2
     w2_samples: int = 2000
     #: sampling batch size (results do not depend on it: noise is drawn per sample)
@@ -156,11 +165,11 @@ class EvalConfig:
     #: learning curves: where the trainer scores the EMA model during training, as fractions of
     #: train.steps (values <= 1) or step numbers (> 1); empty = no curve. Not part of the
     #: config hash: it changes no final number (tested).
-    curve: tuple[float, ...] = ()
+    curve: tuple[float, ...] = field(default=(), metadata=UNHASHED)
     #: samples per curve point (the first ones of the final score's noise); 0 = n_samples
-    curve_samples: int = 2000
+    curve_samples: int = field(default=2000, metadata=UNHASHED)
     #: metrics scored at each curve point; empty = the metric of the data's headline output
-    curve_metrics: tuple[str, ...] = ()
+    curve_metrics: tuple[str, ...] = field(default=(), metadata=UNHASHED)
     #: images: KID subset size (capped at the sample counts) and number of subsets
     kid_subset: int = 1000
     kid_subsets: int = 50
@@ -178,64 +187,117 @@ def curve_samples(cfg: EvalConfig) -> int:
 
 
 @dataclass(frozen=True)
-class ReflowConfig:
-    #: teacher pairs per training point. The reference generates far more pairs than images
-    #: (gnobitab/RectifiedFlow's README: at least 1M pairs for CIFAR-10's 50,000 images, 20x;
-    #: the paper 4M, 80x); 4x keeps the pair generation within CPU minutes here.
-    pairs_per_point: float = 4.0
-    #: pairs generated per batch (dopri5 adapts its steps to the whole batch, so the batch is
-    #: part of the recipe)
-    pair_batch: int = 500
-    #: dopri5's atol = rtol for the pairs. The default is the reference's 1e-5 (scipy RK45 in
-    #: gnobitab/RectifiedFlow). A looser one costs fewer NFE per pair and moves the pairs:
-    #: scripts/reflow_pair_tolerance.py measures how much (reports/reflow-pairs-mnist5k.md)
-    pair_tol: float = 1e-5
+class ReportConfig:
+    """How ``bench report -c <this file>`` renders the suite's records (changes no number)."""
 
-
-#: MeanFlow's (r, t) recipes (methods.meanflow) and how its network sees the interval
-MEANFLOW_RECIPES = ("pixel", "pixel-v1", "latent")
-MEANFLOW_CONDITIONING = ("interval", "endpoints")
-
-
-@dataclass(frozen=True)
-class MeanFlowConfig:
-    #: ``pixel``: the paper's CIFAR-10 recipe (75% s != t, both times logit-normal(2, 2) in
-    #: this harness's time direction, sorted; power 0.75); ``pixel-v1``: py-meanflow's later
-    #: default (s and t from logit-normal(0.6, 1.6) and (4, 1.6)); ``latent``: the ImageNet
-    #: latent recipe (25% s != t, logit-normal(0.4, 1), power 1)
-    recipe: str = "pixel"
-    #: ``interval``: the network gets (s, t - s), as the official code; ``endpoints``: (s, t)
-    conditioning: str = "interval"
-
-
-#: sections only the methods that declare them (``sections=`` at registration) see: they are
-#: part of those methods' run configs and hashes, and of no other method's
-METHOD_SECTIONS = ("reflow", "meanflow")
+    #: the method every other one is compared with (paired comparisons, learning-curve gaps);
+    #: ``bench report --reference`` overrides it
+    reference: str = REFERENCE_METHOD
 
 
 @dataclass(frozen=True)
 class Config:
-    name: str = "custom"
-    methods: tuple[str, ...] = ("otnfm-online", "fm-euler100")
-    datasets: tuple[str, ...] = ("moons",)
-    seeds: tuple[int, ...] = (0,)
+    name: str = field(default="custom", metadata=UNHASHED)
+    methods: tuple[str, ...] = field(default=("otnfm-online", "fm-euler100"), metadata=UNHASHED)
+    datasets: tuple[str, ...] = field(default=("moons",), metadata=UNHASHED)
+    seeds: tuple[int, ...] = field(default=(0,), metadata=UNHASHED)
     #: ``auto`` = cuda when available, else cpu; or an explicit torch device string
-    device: str = "auto"
+    device: str = field(default="auto", metadata=UNHASHED)
     #: save the whole training state every this many steps (0 = only on Ctrl-C); an
     #: interrupted run resumes from it. Not part of the config hash: it changes no number.
-    checkpoint_every: int = 500
+    checkpoint_every: int = field(default=500, metadata=UNHASHED)
     data: DataConfig = field(default_factory=DataConfig)
     net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     coupling: CouplingConfig = field(default_factory=CouplingConfig)
     path: PathConfig = field(default_factory=PathConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    reflow: ReflowConfig = field(default_factory=ReflowConfig)
-    meanflow: MeanFlowConfig = field(default_factory=MeanFlowConfig)
+    report: ReportConfig = field(default_factory=ReportConfig, metadata=UNHASHED)
+    #: the component sections (``bench.registry.SECTIONS``: declared by the methods that own
+    #: them) given in the config, as (name, dataclass) pairs; read one with ``section(name)``.
+    #: In YAML, ``--set`` and records they sit at the top level like the built-in sections.
+    sections: tuple[tuple[str, Any], ...] = ()
+
+    def section(self, name: str) -> Any:
+        """Component section ``name``: as configured, else its defaults."""
+        cls = section_class(name)
+        return next((v for k, v in self.sections if k == name), None) or cls()
 
 
-#: the sections of a config that a run's resolved config (and a checkpoint) keeps
-CONFIG_SECTIONS = ("data", "net", "train", "coupling", "path", "eval", "reflow", "meanflow")
+#: the built-in sections every run config has (the component sections follow them)
+BASE_SECTIONS = ("data", "net", "train", "coupling", "path", "eval")
+
+
+def section_class(name: str) -> type:
+    """The dataclass of component section ``name`` (unknown: ``ConfigError``)."""
+    if name not in SECTIONS:
+        raise ConfigError(f"no config section {name!r}; component sections: "
+                          f"{', '.join(SECTIONS) or 'none'}")
+    if name in {f.name for f in dataclasses.fields(Config)}:
+        raise ConfigError(f"config section {name!r} clashes with a built-in key")
+    return SECTIONS[name]
+
+
+def config_sections() -> tuple[str, ...]:
+    """Every section a run's resolved config (and a checkpoint) may keep: the built-in ones,
+    then those the registered components declare."""
+    return (*BASE_SECTIONS, *SECTIONS)
+
+
+def hash_rules(cls: type, prefix: tuple[str, ...] = ()) -> tuple[list[tuple[str, ...]],
+                                                                 dict[tuple[str, ...], Any]]:
+    """From the fields' metadata of dataclass ``cls`` (recursively): the key paths kept out
+    of a run's hash (``UNHASHED``), and those hashed only when they differ from their default
+    (``HASHED_IF_SET``: settings added after runs were recorded, so adding one never orphans
+    the records already written), with that default."""
+    drop: list[tuple[str, ...]] = []
+    late: dict[tuple[str, ...], Any] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "sections" and cls is Config:
+            continue
+        rule = f.metadata.get("hash", True)
+        if rule is False:
+            drop.append((*prefix, f.name))
+        elif rule == "if-set":
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            late[(*prefix, f.name)] = json.loads(json.dumps(default))
+        elif dataclasses.is_dataclass(hints[f.name]):
+            d, lt = hash_rules(hints[f.name], (*prefix, f.name))
+            drop += d
+            late.update(lt)
+    if cls is Config:
+        for name, sec in SECTIONS.items():
+            d, lt = hash_rules(sec, (name,))
+            drop += d
+            late.update(lt)
+    return drop, late
+
+
+def hashed(d: dict[str, Any], cls: type = None) -> dict[str, Any]:  # type: ignore[assignment]
+    """``d`` (``to_dict`` of a ``Config``) without what ``hash_rules`` keeps out of a hash."""
+    drop, late = hash_rules(cls or Config)
+    for path in drop:
+        _pop(d, path)
+    for path, default in late.items():
+        if _get(d, path) == default:
+            _pop(d, path)
+    return d
+
+
+def _get(d: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return dataclasses.MISSING
+        d = d[k]
+    return d
+
+
+def _pop(d: dict[str, Any], path: tuple[str, ...]) -> None:
+    for k in path[:-1]:
+        d = d.get(k, {})
+    if isinstance(d, dict):
+        d.pop(path[-1], None)
 
 
 def _allowed(cls: type) -> list[str]:
@@ -288,10 +350,19 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in hints:
+        if cls is Config and key in SECTIONS:  # a component's own section
+            sections[key] = from_dict(section_class(key), value or {},
+                                      f"{where}.{key}" if where else key)
+            continue
+        if key not in hints or (cls is Config and key == "sections"):
+            allowed = [k for k in _allowed(cls) if not (cls is Config and k == "sections")]
+            if cls is Config:
+                allowed += list(SECTIONS)
             raise ConfigError(
-                f"{where}: unknown key {key!r}; allowed keys: {', '.join(_allowed(cls))}"
+                f"{where}: unknown key {key!r}; allowed keys: {', '.join(allowed)}"
+                + (" (a plugin's section needs its --plugin)" if cls is Config else "")
             )
         tp = hints[key]
         sub = f"{where}.{key}" if where else key
@@ -299,12 +370,20 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
             kwargs[key] = from_dict(tp, value or {}, sub)
         else:
             kwargs[key] = _coerce(value, tp, sub)
+    if sections:
+        kwargs["sections"] = tuple(sections.items())
     return cls(**kwargs)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain nested dict (tuples as lists) for YAML/JSON."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    """Plain nested dict (tuples as lists) for YAML/JSON. A ``Config``'s component sections
+    sit at the top level, every registered one (its defaults where not configured)."""
+    d = dataclasses.asdict(cfg)
+    if isinstance(cfg, Config):
+        d.pop("sections")
+        for name in SECTIONS:
+            d[name] = dataclasses.asdict(cfg.section(name))
+    return json.loads(json.dumps(d))
 
 
 def _set_nested(d: dict[str, Any], dotted: str, value: Any, where: str) -> None:
@@ -393,8 +472,6 @@ def validate(cfg: Config) -> None:
         ("path.t_sampling", cfg.path.t_sampling, T_SAMPLINGS),
         ("train.amp", cfg.train.amp, ("off", "bf16")),
         ("eval.reference", cfg.eval.reference, REFERENCES),
-        ("meanflow.recipe", cfg.meanflow.recipe, MEANFLOW_RECIPES),
-        ("meanflow.conditioning", cfg.meanflow.conditioning, MEANFLOW_CONDITIONING),
     )
     for key, value, allowed in choice_keys:
         if value not in allowed:
@@ -413,10 +490,6 @@ def validate(cfg: Config) -> None:
         (cfg.coupling.batch_size < 0, "coupling.batch_size must be >= 0 (0 = train.batch_size)"),
         (cfg.coupling.caches < 1, "coupling.caches must be >= 1"),
         (cfg.path.t_beta <= 0, "path.t_beta must be > 0"),
-        (cfg.reflow.pairs_per_point <= 0 or cfg.reflow.pair_batch < 1
-         or not 0 < cfg.reflow.pair_tol < 1,
-         "reflow.pairs_per_point must be > 0, reflow.pair_batch >= 1 and reflow.pair_tol in "
-         "(0, 1)"),
         (cfg.eval.n_samples < 1 or cfg.eval.batch_size < 1,
          "eval.n_samples and eval.batch_size must be >= 1"),
         (any(c <= 0 for c in cfg.eval.curve) or cfg.eval.curve_samples < 0,
@@ -426,6 +499,10 @@ def validate(cfg: Config) -> None:
     for bad, message in ranges:
         if bad:
             raise ConfigError(message)
+    for name in SECTIONS:  # a component section checks its own values (``check()``)
+        check = getattr(cfg.section(name), "check", None)
+        if check is not None:
+            check()
 
 
 SWEEP_LIST_KEYS = {"method": "methods", "seed": "seeds", "dataset": "datasets"}

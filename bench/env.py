@@ -2,6 +2,7 @@
 
 The device is picked once per process (by the CLI, a worker or ``bench.load``) and passed
 explicitly to every dataset, network, coupling and generator: nothing reads a global device.
+torch is imported inside the functions that need it: the report imports this module.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: the distributions whose versions every record and perf measurement carries
 TRACKED_DISTRIBUTIONS = ("torch", "numpy", "scipy", "pot", "torch-fidelity", "rectified-flow",
@@ -21,6 +24,8 @@ TRACKED_DISTRIBUTIONS = ("torch", "numpy", "scipy", "pot", "torch-fidelity", "re
 
 def pick_device(spec: str = "auto") -> torch.device:
     """``auto`` -> cuda if available else cpu; anything else is passed to ``torch.device``."""
+    import torch
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(spec)
@@ -56,6 +61,8 @@ def short_commit(full: str) -> str:
 
 def provenance() -> str:
     """The line a script's report states its code by: "commit `…`, Python …, torch …"."""
+    import torch
+
     full = git_commit()
     return (f"commit `{short_commit(full) if full else 'unknown'}`, "
             f"Python {platform.python_version()}, torch {torch.__version__}")

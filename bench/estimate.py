@@ -36,7 +36,7 @@ from bench.planner import Plan, RunSpec, by_recipe
 from bench.registry import METHODS
 from bench.sampling import generate, sync
 from bench.seeding import Streams
-from bench.trainer import EMA, apply_update, batch_indices
+from bench.trainer import Trainer, batch_indices, training_net
 
 #: the batch the estimate measures at (scaled linearly to the configured one)
 PROBE_BATCH = 16
@@ -65,7 +65,8 @@ def human(seconds: float) -> str:
 def _step_seconds(name: str, data: DataBundle, cfg: Config, device: torch.device) -> float:
     """One training step of ``name`` at PROBE_BATCH (after an untimed one), scaled to the
     configured batch. A method built on a teacher is timed as its teacher's recipe (the same
-    network and loss), a method with an EMA teacher with an EMA copy attached."""
+    network and loss), with the training's own step (``Trainer.step``: AMP, compile, schedule
+    and EMA as configured)."""
     b = min(PROBE_BATCH, cfg.train.batch_size, data.train.shape[0])
     small = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=b))
     teacher = METHODS.entry(name).meta.get("teacher")
@@ -75,23 +76,19 @@ def _step_seconds(name: str, data: DataBundle, cfg: Config, device: torch.device
     elif isinstance(method.coupling, OnlineOT):  # a step costs one batch assignment, like
         method.coupling = MinibatchOT(data.source, cfg.coupling.solver)  # minibatch OT's:
         # timing it so spares building the whole bank (gigabytes on CIFAR-10)
-    if method.wants_ema_teacher:
-        method.attach_teacher(EMA(method, 0.9).view(method.net))
     gens = Streams(0, device)
-    opt = torch.optim.AdamW(method.parameters(), lr=cfg.train.lr)
+    trainer = Trainer(method, small.train, device.type)  # attaches an EMA teacher if wanted
     bs = method.coupling.data_batch_size(b) if method.coupling is not None else b
     batches = batch_indices(data.train.shape[0], bs, gens["data"], device)
     seconds = 0.0
-    for _ in range(2):  # the first is a warm-up
-        idx = next(batches)
-        sync(device)
-        start = time.perf_counter()
-        loss, _ = method.loss(Batch(data.train[idx], idx), gens)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        apply_update(method, opt, small.train, None)
-        sync(device)
-        seconds = time.perf_counter() - start
+    with training_net(method, small.train):
+        for _ in range(2):  # the first is a warm-up (and compiles, with train.compile)
+            idx = next(batches)
+            sync(device)
+            start = time.perf_counter()
+            trainer.step(Batch(data.train[idx], idx), gens)
+            sync(device)
+            seconds = time.perf_counter() - start
     return seconds * cfg.train.batch_size / b
 
 
@@ -148,7 +145,8 @@ def estimate(plan: Plan, device: torch.device,
                 if nfe is None:  # adaptive: count one (untrained) sample's evaluations
                     nfe = generate(method, x0[:1], 1)[1]
                 # a bank method samples twice: fresh noise, then its bank (eval.bank_gap)
-                times = 2 if cfg.eval.bank_gap and hasattr(method.coupling, "bank_noise") else 1
+                bank = method.coupling is not None and method.coupling.has_bank
+                times = 2 if cfg.eval.bank_gap and bank else 1
                 est.sample_seconds += times * runs * cfg.eval.n_samples * nfe * per_forward
                 scored += runs
         if "fid" in cfg.eval.metrics:

@@ -1,9 +1,10 @@
-"""Metric evaluation of generated samples, and the metric vocabulary the reports use."""
+"""Metric evaluation of generated samples. The metric vocabulary the reports use lives in
+``bench.vocab`` (torch-free); ``MetricVocabulary`` and ``metric_vocabulary`` are re-exported."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,7 @@ from bench.registry import METRICS
 from bench.results import RunRecord
 from bench.sampling import Timing, generate, time_sampling
 from bench.seeding import Streams
-
-#: rank of a metric output that registers no ``key`` ranks (plugins): after the built-ins
-PLUGIN_KEY_RANK = 100
+from bench.vocab import PLUGIN_KEY_RANK, MetricVocabulary, metric_vocabulary  # noqa: F401
 
 
 def metric_names(kind: str, wanted: tuple[str, ...]) -> list[str]:
@@ -110,12 +109,12 @@ def bank_gap(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
     holds that many; on fewer, the fresh side is scored again on as many of its samples (the
     metrics are biased by the sample count). A failure here is recorded in the result
     (``error``) and fails nothing else."""
-    bank_noise = getattr(method.coupling, "bank_noise", None)
+    coupling = method.coupling
     metric = metric_vocabulary().headline_of(metrics)
-    if bank_noise is None or not cfg.bank_gap or metric is None:
+    if coupling is None or not coupling.has_bank or not cfg.bank_gap or metric is None:
         return {}
     try:
-        x0 = bank_noise(cfg.n_samples, Streams(seed, device)["bank"])
+        x0 = coupling.bank_noise(cfg.n_samples, Streams(seed, device)["bank"])
         x, _ = generate(method, x0, cfg.batch_size)
         name = next(e.name for e in METRICS.entries() if metric in e.meta.get("outputs", {}))
         ref = reference(data, cfg).cpu()
@@ -184,37 +183,3 @@ def curve_floor(data: DataBundle, cfg: EvalConfig, seed: int,
         return {"samples": n, "metrics": metrics}
     except Exception as err:  # noqa: BLE001  (the floor's own scores stand)
         return {"samples": n, "error": f"{type(err).__name__}: {err}"}
-
-
-@dataclass(frozen=True)
-class MetricVocabulary:
-    """What the reports and the console know about metric outputs, from the metric registry.
-
-    ``directions``: output -> ``min`` / ``max`` / ``one``; ``headline``: the outputs that can
-    headline a dataset, best first (the first present is its headline: the cost plots, the
-    console summary); ``key``: the outputs shown in paired comparisons and sweep panels, in
-    order."""
-
-    directions: dict[str, str]
-    headline: tuple[str, ...]
-    key: tuple[str, ...]
-
-    def headline_of(self, present: Iterable[str]) -> str | None:
-        have = set(present)
-        return next((m for m in self.headline if m in have), None)
-
-
-def metric_vocabulary() -> MetricVocabulary:
-    """Built from each registered metric's ``outputs``, ``headline`` and ``key`` metadata
-    (``headline`` / ``key``: output -> rank, lower first; a metric that declares no ``key``
-    has all its outputs there, after the built-ins)."""
-    directions: dict[str, str] = {}
-    headline: dict[str, int] = {}
-    key: dict[str, int] = {}
-    for e in METRICS.entries():
-        outputs = e.meta.get("outputs", {})
-        directions.update(outputs)
-        headline.update(e.meta.get("headline", {}))
-        key.update(e.meta.get("key", dict.fromkeys(outputs, PLUGIN_KEY_RANK)))
-    return MetricVocabulary(directions, tuple(sorted(headline, key=headline.__getitem__)),
-                            tuple(sorted(key, key=key.__getitem__)))

@@ -48,6 +48,7 @@ from bench.plugins import load_entry_points, load_plugin
 from bench.progress import Reporter
 from bench.results import RunRecord, ok_keys
 from bench.runner import Runner
+from bench.stopping import stop_requested
 
 Log = Callable[[str], None]
 
@@ -299,7 +300,7 @@ def stop_on_signals() -> Iterator[SimpleNamespace]:
         if signum == usr and callable(submitit_handler):
             stop.requeue = lambda: submitit_handler(usr, None)
         on_int = signal.getsignal(signal.SIGINT)
-        if stop.signal is not None or getattr(on_int, "flag", {}).get("stop"):
+        if stop.signal is not None or stop_requested():
             return  # already stopping (this signal, or a Ctrl-C before it): passing it on as
             # a second Ctrl-C would abandon the save
         stop.signal = signal.Signals(signum).name

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 class DiskFull(OSError):
     """A write found no space left: what was being written is not there, and what was there
@@ -71,7 +69,9 @@ def write_or_print(text: str, out: str | Path | None) -> None:
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     """``torch.save`` through ``atomic_write``. It writes into a Python file object, so a full
     disk surfaces as ``OSError(ENOSPC)`` (a path given to torch.save reports it as
-    ``unexpected pos ...`` instead) and becomes ``DiskFull``."""
+    ``unexpected pos ...`` instead) and becomes ``DiskFull``. torch is imported here, not at
+    the top: reading and writing records and reports needs no torch."""
+    import torch
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:

@@ -5,7 +5,8 @@ each figure is the median over ``repeats`` with the interquartile range as its s
 
 - training step of each recipe, split into data (index + gather), coupling (the time the
   step waits for its pairs), forward (the rest of the loss), backward and optimizer (clip +
-  AdamW + EMA); then whole ``train()`` steps with the coupling overlapped and not;
+  AdamW + schedule + EMA), all of it the training's own ``Trainer.step``; then whole
+  ``train()`` steps with the coupling overlapped and not;
 - sampling: counted NFE, latency at batch 1, throughput (samples/s) at a large batch;
 - couplings: exact-solver seconds vs batch size (both solvers, and the one ``auto`` picks);
   online OT's per-step coupling time with a bank of 1,000 and of 50,000 entries.
@@ -13,10 +14,12 @@ each figure is the median over ``repeats`` with the interquartile range as its s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +34,7 @@ from bench.models import build_method
 from bench.planner import recipe_of
 from bench.sampling import counting, sync
 from bench.seeding import Streams
-from bench.trainer import EMA, apply_update, batch_indices, train
+from bench.trainer import Trainer, batch_indices, train, training_net
 
 DEFAULT_METHODS = ("naive-map", "nfm-random", "otnfm-minibatch", "otnfm-online", "fm-euler1",
                    "fm-euler100")
@@ -49,6 +52,16 @@ class Stat:
         return cls(float(statistics.median(xs)), float(q[1] - q[0]), len(xs))
 
 
+@contextlib.contextmanager
+def _part(device: torch.device, into: dict[str, float], name: str) -> Iterator[None]:
+    """Seconds of the part ``name`` of a step, device synchronised, into ``into[name]``."""
+    sync(device)
+    t0 = time.perf_counter()
+    yield
+    sync(device)
+    into[name] = time.perf_counter() - t0
+
+
 def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
     sync(device)
     t0 = time.perf_counter()
@@ -59,35 +72,33 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
 
 def step_breakdown(method: Method, data: DataBundle, cfg: Config, device: torch.device,
                    warmup: int, repeats: int, seed: int = 0) -> dict[str, Stat]:
-    """Seconds per part of one training step (same optimizer, clipping and EMA as train())."""
+    """Seconds per part of one training step: the training's own step (``Trainer.step``, with
+    AMP, compile, schedule and EMA as configured), each part timed between synchronisations."""
     gens = Streams(seed, device)
     tc = cfg.train
-    opt = torch.optim.AdamW(method.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    ema = EMA(method, tc.ema) if tc.ema > 0 else None
+    trainer = Trainer(method, tc, device.type)
     bs = method.coupling.data_batch_size(tc.batch_size) if method.coupling else tc.batch_size
     batches = batch_indices(data.train.shape[0], bs, gens["data"], device)
     parts: dict[str, list[float]] = {k: [] for k in
                                      ("data", "coupling", "forward", "backward", "optimizer")}
-    method.train()
-    for i in range(warmup + repeats):
-        t_data, batch = _timed(lambda: (lambda j: Batch(data.train[j], j))(next(batches)), device)
-        t_loss, (loss, logs) = _timed(lambda b=batch: method.loss(b, gens), device)
-        opt.zero_grad(set_to_none=True)
-        t_bwd, _ = _timed(loss.backward, device)
-
-        t_opt, _ = _timed(lambda: apply_update(method, opt, tc, ema), device)
-        if i < warmup:
-            continue
-        coupling = float(logs.get("coupling_wait_seconds", 0.0))
-        parts["data"].append(t_data)
-        parts["coupling"].append(coupling)
-        parts["forward"].append(max(0.0, t_loss - coupling))
-        parts["backward"].append(t_bwd)
-        parts["optimizer"].append(t_opt)
+    with training_net(method, tc):
+        for i in range(warmup + repeats):
+            t_data, batch = _timed(lambda: (lambda j: Batch(data.train[j], j))(next(batches)),
+                                   device)
+            took: dict[str, float] = {}
+            out = trainer.step(batch, gens, timer=functools.partial(_part, device, took))
+            if i < warmup:
+                continue
+            coupling = float(out.logs.get("coupling_wait_seconds", 0.0))
+            parts["data"].append(t_data)
+            parts["coupling"].append(coupling)
+            parts["forward"].append(max(0.0, took["forward"] - coupling))
+            parts["backward"].append(took["backward"])
+            parts["optimizer"].append(took["optimizer"])
     totals = [sum(v[i] for v in parts.values()) for i in range(repeats)]
-    out = {k: Stat.of(v) for k, v in parts.items()}
-    out["step"] = Stat.of(totals)
-    return out
+    out_stats = {k: Stat.of(v) for k, v in parts.items()}
+    out_stats["step"] = Stat.of(totals)
+    return out_stats
 
 
 def train_steps(name: str, data: DataBundle, cfg: Config, device: torch.device, steps: int,
@@ -175,7 +186,7 @@ def run_perf(cfg: Config, data: DataBundle, device: torch.device, methods: list[
         log(f"training step: {recipe}")
         method = build_method(m, data, cfg, device, 0)
         result["training"][recipe] = step_breakdown(method, data, cfg, device, warmup, repeats)
-        if method.coupling is not None and hasattr(method.coupling, "prefetch"):
+        if method.coupling is not None and method.coupling.can_prefetch:
             result["train_loop"][recipe] = {
                 "overlap": train_steps(m, data, cfg, device, train_steps_n, "on"),
                 "sequential": train_steps(m, data, cfg, device, train_steps_n, "off")}

@@ -16,31 +16,14 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.config import (
-    METHOD_SECTIONS,
-    Config,
-    ConfigError,
-    ReflowConfig,
-    curve_steps,
-    stable_hash,
-    to_dict,
-)
+from bench.config import Config, ConfigError, curve_steps, hashed, stable_hash, to_dict
 from bench.datasets.base import dataset_config, split_key
-from bench.registry import DATASETS, METHODS, METRICS
+from bench.registry import DATASETS, METHODS, METRICS, SECTIONS
 from bench.vocab import FLOOR_METHOD, SOURCES, choices
 
-#: config keys that change no number of a run, kept out of its hash
-UNHASHED_TOP = ("name", "methods", "datasets", "seeds", "device", "checkpoint_every")
-#: where the minibatch-OT solve runs changes no number (tested)
-UNHASHED_COUPLING = ("overlap",)
-#: scoring the model during training (learning curves) changes no final number (tested)
-UNHASHED_EVAL = ("curve", "curve_samples", "curve_metrics")
-#: settings added after runs were recorded enter a run's config (and hash) only when they
-#: differ from their default, so adding a setting never orphans the records already written
-LATE_KEYS = {("eval", "reference"): "eval", ("reflow", "pair_tol"): ReflowConfig.pair_tol}
-#: the parts of a run's config that determine its trained weights (a method-specific section
-#: is there only for the methods that declare it)
-RECIPE_KEYS = ("recipe", "data", "net", "train", "coupling", "path", "teacher", *METHOD_SECTIONS)
+#: the parts of a run's config that determine its trained weights, before the component
+#: sections (a component section is there only for the methods that declare it)
+RECIPE_KEYS = ("recipe", "data", "net", "train", "coupling", "path", "teacher")
 
 
 @dataclass(frozen=True)
@@ -98,19 +81,10 @@ def recipe_of(method: str) -> str:
 
 def run_config(cfg: Config, method: str, dataset: str) -> dict[str, Any]:
     """The resolved config of one run (everything that can change its numbers but the seed)."""
-    d = to_dict(dataset_config(cfg, dataset))
-    for key in UNHASHED_TOP:
-        d.pop(key)
-    for key in UNHASHED_COUPLING:
-        d["coupling"].pop(key)
-    for key in UNHASHED_EVAL:
-        d["eval"].pop(key)
-    for (section, key), default in LATE_KEYS.items():
-        if d[section][key] == default:
-            d[section].pop(key)
+    d = hashed(to_dict(dataset_config(cfg, dataset)))
     entry = METHODS.entry(method)
-    for section in METHOD_SECTIONS:
-        if section not in entry.meta.get("sections", ()):
+    for section in SECTIONS:  # a section is part of the runs of the methods that declare it
+        if section not in entry.meta.get("config", {}):
             d.pop(section)
     d["method"] = method
     d["recipe"] = recipe_of(method)
@@ -123,17 +97,12 @@ def run_config(cfg: Config, method: str, dataset: str) -> dict[str, Any]:
 def recipe_hash(run_cfg: dict[str, Any]) -> str:
     """Hash of what determines the trained weights: recipe, data, network, training, coupling,
     path and teacher (everything but the evaluation settings)."""
-    return stable_hash({k: run_cfg.get(k) for k in RECIPE_KEYS if k in run_cfg})
+    return stable_hash({k: run_cfg.get(k) for k in (*RECIPE_KEYS, *SECTIONS) if k in run_cfg})
 
 
 def floor_config(cfg: Config, dataset: str) -> dict[str, Any]:
     """The floor record's config: the data and the evaluation, nothing trained."""
-    d = to_dict(dataset_config(cfg, dataset))
-    for key in UNHASHED_EVAL:
-        d["eval"].pop(key)
-    for (section, key), default in LATE_KEYS.items():
-        if section in ("data", "eval") and d[section][key] == default:
-            d[section].pop(key)
+    d = hashed(to_dict(dataset_config(cfg, dataset)))
     return {"method": FLOOR_METHOD, "recipe": FLOOR_METHOD, "data": d["data"], "eval": d["eval"]}
 
 

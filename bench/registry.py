@@ -44,6 +44,8 @@ class Registry(Generic[T]):
         def deco(obj: T) -> T:
             if name in self._entries:
                 raise RegistryError(f"duplicate {self.kind} {name!r}: already registered")
+            for section, cls in meta.get("config", {}).items():
+                declare_section(section, cls, f"{self.kind} {name!r}")
             doc = help if help is not None else (getattr(obj, "__doc__", None) or "")
             first = doc.strip().splitlines()[0] if doc.strip() else ""
             self._entries[name] = Entry(name, obj, first, dict(meta))
@@ -105,6 +107,24 @@ class Registry(Generic[T]):
         if not out:
             raise RegistryError(f"no {self.kind} given")
         return out
+
+
+#: config sections declared by registered methods: section name -> frozen dataclass. A method
+#: declares its own knobs at registration (``register_method(...,
+#: config={"reflow": ReflowConfig})``); ``bench.config`` builds, checks and hashes them like
+#: the built-in sections, and a run's config holds a section only if its method declares it.
+SECTIONS: dict[str, type] = {}
+
+
+def declare_section(name: str, cls: type, owner: str = "") -> None:
+    """Add config section ``name`` (a frozen dataclass); several components may share one
+    section class, but a name cannot mean two classes."""
+    if name != name.lower() or not name.isidentifier():
+        raise RegistryError(f"config section {name!r} ({owner}) must be a lowercase identifier")
+    if SECTIONS.get(name, cls) is not cls:
+        raise RegistryError(f"config section {name!r} ({owner}) is already declared with "
+                            f"{SECTIONS[name].__qualname__}")
+    SECTIONS[name] = cls
 
 
 METHODS: Registry[Any] = Registry("method")

@@ -6,13 +6,12 @@ Methods only provide ``loss``; everything that touches the optimizer lives here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from copy import deepcopy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from bench.distributed import ShardedNet, average_gradients, is_main, world
 from bench.io import atomic_torch_save
 from bench.methods.base import Batch, Method
 from bench.seeding import Streams
+from bench.stopping import StopFlag, sigint_stop
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,46 +152,111 @@ class Checkpointing:
             atomic_torch_save(self.path, {**state, "meta": self.meta})
 
 
-@contextlib.contextmanager
-def _sigint_flag() -> Iterator[dict]:
-    """In the main thread, the first Ctrl-C sets a flag the loop checks between steps (so the
-    state can be saved whole); a second one interrupts at once."""
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-
-    handler.flag = flag  # type: ignore[attr-defined]  # read by executors.stop_on_signals
-    old = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
-def apply_update(method: Method, opt: torch.optim.Optimizer, cfg: TrainConfig,
-                 ema: EMA | None) -> float:
-    """One optimizer update from the gradients in place: clipping, the step, the EMA; returns
-    the gradient norm before clipping."""
-    norm = nn.utils.clip_grad_norm_(method.parameters(),
-                                    cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-    opt.step()
-    if ema is not None:
-        ema.update(method)
-    return float(norm)
-
-
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
     span = max(1, cfg.steps - cfg.warmup)
     progress = min(1.0, (step - cfg.warmup) / span)
     return cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+@contextlib.contextmanager
+def training_net(method: Method, cfg: TrainConfig) -> Iterator[None]:
+    """The network as training runs it: ``torch.compile(method.net)`` with ``cfg.compile``,
+    split across the ranks under torchrun (the global batch is kept); the plain module is put
+    back afterwards."""
+    plain = method.net
+    if cfg.compile:
+        method.net = torch.compile(plain)
+    if world()[1] > 1:  # torchrun: split the network work, keep the global batch
+        method.net = ShardedNet(method.net)
+    try:
+        yield
+    finally:
+        method.net = plain
+
+
+@dataclass
+class StepResult:
+    """What one ``Trainer.step`` reports: the loss, the method's logs, the gradient norm
+    before clipping and the learning rate the step used."""
+
+    loss: float
+    logs: dict[str, float]
+    grad_norm: float
+    lr: float
+
+
+#: ``timer(part)``: a context manager around each part of a step ("forward", "backward",
+#: "optimizer"), e.g. bench perf's synchronised clock
+PartTimer = Callable[[str], contextlib.AbstractContextManager]
+
+
+def _untimed(part: str) -> contextlib.AbstractContextManager:  # noqa: ARG001
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    """The one training step, shared by ``train``, ``bench estimate`` and ``bench perf``:
+    forward and loss (under bf16 autocast with ``cfg.amp``), the NaN guard, backward, gradient
+    averaging across ranks, clipping, AdamW, the warm-up + cosine schedule and the EMA. A method
+    that takes its targets from an EMA teacher gets the teacher attached here. Wrap the steps in
+    ``training_net`` for ``cfg.compile`` (``train`` does)."""
+
+    def __init__(self, method: Method, cfg: TrainConfig, device_type: str) -> None:
+        self.method, self.cfg = method, cfg
+        self.autocast = (torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+                         if cfg.amp == "bf16" else contextlib.nullcontext())
+        method.train()
+        self.opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg))
+        self.ema = EMA(method, cfg.ema) if cfg.ema > 0 else None
+        self.teacher: nn.Module | None = None
+        if method.wants_ema_teacher:  # e.g. shortcut models' bootstrap targets
+            if self.ema is None:
+                raise ValueError(f"{type(method).__name__} takes its targets from an EMA "
+                                 "teacher: train.ema must be > 0")
+            self.teacher = self.ema.view(method.net)
+            method.attach_teacher(self.teacher)
+
+    def step(self, batch: Batch, gens: Streams,
+             before_backward: Callable[[], None] | None = None,
+             timer: PartTimer = _untimed) -> StepResult:
+        """One training step on ``batch``. ``before_backward`` runs between the forward and
+        backward passes (the loop draws the next batch there and starts its pairing, which
+        then overlaps the backward pass)."""
+        method = self.method
+        with timer("forward"), self.autocast:
+            loss, logs = method.loss(batch, gens)
+        if before_backward is not None:
+            before_backward()
+        last = float(loss.detach())
+        if not math.isfinite(last):
+            raise TrainingDiverged(f"loss became {last} at step {self.sched.last_epoch}")
+        with timer("backward"):
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+        with timer("optimizer"):
+            average_gradients(method.parameters())
+            norm = nn.utils.clip_grad_norm_(
+                method.parameters(), self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf"))
+            self.opt.step()
+            if self.ema is not None:
+                self.ema.update(method)
+            lr = self.sched.get_last_lr()[0]
+            self.sched.step()
+        return StepResult(last, logs, float(norm), lr)
+
+    def state_dict(self) -> dict:
+        return {"opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "ema": None if self.ema is None else self.ema.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
 
 
 @dataclass
@@ -280,176 +345,202 @@ def train(
     state such as the online-OT bank, logs) is saved every ``checkpoint.every`` steps and on
     Ctrl-C; ``resume`` (such a saved state) continues from it, and the result equals that of
     an uninterrupted run on the CPU (tested)."""
-    plain = method.net
-    if cfg.compile:
-        method.net = torch.compile(plain)
-    if world()[1] > 1:  # torchrun: split the network work, keep the global batch
-        method.net = ShardedNet(method.net)
     try:
-        return _train(method, data, cfg, gens, on_step, coupling_cfg, checkpoint, resume, curve,
-                      on_log)
+        with training_net(method, cfg):
+            loop = _Loop(method, data, cfg, gens, coupling_cfg or CouplingConfig(), checkpoint,
+                         curve, on_step, on_log)
+            return loop.run(resume)
     finally:
-        method.net = plain
-        close = getattr(method.coupling, "close", None)
-        if close is not None:
-            close()
+        if method.coupling is not None:
+            method.coupling.close()
 
 
-def _train(method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
-           on_step: Callable[[int, float], None] | None,
-           coupling_cfg: CouplingConfig | None, checkpoint: Checkpointing | None,
-           resume: dict | None, curve: CurveHook | None,
-           on_log: Callable[[dict], None] | None) -> tuple[TrainResult, EMA | None]:
-    device = data.train.device
-    coupling_cfg = coupling_cfg or CouplingConfig()
-    overlap = coupling_cfg.overlap == "on" or (coupling_cfg.overlap == "auto"
-                                               and device.type == "cuda")
-    prefetch = getattr(method.coupling, "prefetch", None) if overlap else None
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                if cfg.amp == "bf16" else contextlib.nullcontext())
-    method.train()
-    opt = torch.optim.AdamW(method.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    ema = EMA(method, cfg.ema) if cfg.ema > 0 else None
-    teacher = None
-    if method.wants_ema_teacher:  # e.g. shortcut models' bootstrap targets
-        if ema is None:
-            raise ValueError(f"{type(method).__name__} takes its targets from an EMA teacher: "
-                             "train.ema must be > 0")
-        teacher = ema.view(method.net)
-        method.attach_teacher(teacher)
-    meter = ComputeMeter(method.net, teacher)
-    bs = cfg.batch_size
-    if method.coupling is not None:
-        bs = method.coupling.data_batch_size(cfg.batch_size)
-    batches = batch_indices(data.train.shape[0], bs, gens["data"], device)
-    probe = ConsistencyProbe(method, data, coupling_cfg, cfg.steps, gens)
-    history: list[dict[str, float]] = []
-    window: dict[str, float] = {}
-    count = 0
-    coupling_seconds = solver_seconds = 0.0
-    last = float("nan")
-    diag_seconds = elapsed = curve_seconds = 0.0
-    points: list[dict] = []
-    first = 0
-    idx = None
-    if resume is not None:
-        method.load_state_dict(resume["model"])
-        method.load_extra_state_dict(resume["extra"])
-        opt.load_state_dict(resume["opt"])
-        sched.load_state_dict(resume["sched"])
-        if ema is not None:
-            ema.load_state_dict(resume["ema"])
-        gens.load_state_dict(resume["streams"])
-        batches.load_state_dict(resume["sampler"])
-        probe.targets = [t.to(data.train.device) for t in resume["probe_targets"]]
-        history, window, count = resume["history"], resume["window"], resume["count"]
-        coupling_seconds, solver_seconds = resume["coupling_seconds"], resume["solver_seconds"]
-        diag_seconds, elapsed, last = resume["diag_seconds"], resume["elapsed"], resume["last"]
-        meter.count = ComputeCount.from_dict(resume.get("compute", {}))
-        points, curve_seconds = resume.get("curve", []), resume.get("curve_seconds", 0.0)
-        first = int(resume["step"])
+@dataclass
+class _Progress:
+    """The loop's resumable bookkeeping, saved in the training state under these names."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    window: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    coupling_seconds: float = 0.0
+    solver_seconds: float = 0.0
+    #: seconds of diagnostics and checkpoints, left out of the training time
+    diag_seconds: float = 0.0
+    #: training seconds before this (resumed) process
+    elapsed: float = 0.0
+    last: float = float("nan")
+    curve: list[dict] = field(default_factory=list)
+    curve_seconds: float = 0.0
+
+    @classmethod
+    def from_state(cls, state: dict) -> _Progress:
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
+
+    def state_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _Loop:
+    """``train``'s loop: ``Trainer.step`` per batch, then the side jobs (the history log, the
+    consistency probe, learning-curve points, progress, checkpoints and stopping), each a
+    method called after the step."""
+
+    def __init__(self, method: Method, data: DataBundle, cfg: TrainConfig, gens: Streams,
+                 coupling_cfg: CouplingConfig, checkpoint: Checkpointing | None,
+                 curve: CurveHook | None, on_step: Callable[[int, float], None] | None,
+                 on_log: Callable[[dict], None] | None) -> None:
+        device = data.train.device
+        self.method, self.data, self.cfg, self.gens = method, data, cfg, gens
+        self.checkpoint, self.curve, self.on_step, self.on_log = checkpoint, curve, on_step, on_log
+        self.overlap = method.coupling is not None and (
+            coupling_cfg.overlap == "on" or (coupling_cfg.overlap == "auto"
+                                             and device.type == "cuda"))
+        self.trainer = Trainer(method, cfg, device.type)
+        self.meter = ComputeMeter(method.net, self.trainer.teacher)
+        bs = cfg.batch_size
+        if method.coupling is not None:
+            bs = method.coupling.data_batch_size(cfg.batch_size)
+        self.batches = batch_indices(data.train.shape[0], bs, gens["data"], device)
+        self.probe = ConsistencyProbe(method, data, coupling_cfg, cfg.steps, gens)
+        self.p = _Progress()
+        self.idx: torch.Tensor | None = None  # the next batch's rows
+        self.start = 0.0
+
+    def load(self, resume: dict) -> int:
+        """Continue from a saved state; returns the steps it had done."""
+        device = self.data.train.device
+        self.method.load_state_dict(resume["model"])
+        self.method.load_extra_state_dict(resume["extra"])
+        self.trainer.load_state_dict(resume)
+        self.gens.load_state_dict(resume["streams"])
+        self.batches.load_state_dict(resume["sampler"])
+        self.probe.targets = [t.to(device) for t in resume["probe_targets"]]
+        self.p = _Progress.from_state(resume)
+        self.meter.count = ComputeCount.from_dict(resume.get("compute", {}))
         idx = resume["next_idx"]
-        idx = None if idx is None else idx.to(data.train.device)
+        self.idx = None if idx is None else idx.to(device)
+        return int(resume["step"])
 
-    def state(step: int, next_idx: torch.Tensor | None) -> dict:
+    def state(self, step: int) -> dict:
+        """The whole training state after ``step`` steps (``resume`` takes it back)."""
         return {
-            "step": step, "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
-            "extra": method.extra_state_dict(), "opt": opt.state_dict(),
-            "sched": sched.state_dict(), "ema": None if ema is None else ema.state_dict(),
-            "streams": gens.state_dict(), "sampler": batches.state_dict(),
-            "probe_targets": [t.cpu() for t in probe.targets], "history": history,
-            "window": window, "count": count, "coupling_seconds": coupling_seconds,
-            "solver_seconds": solver_seconds, "diag_seconds": diag_seconds,
-            "elapsed": elapsed + time.perf_counter() - start, "last": last,
-            "next_idx": None if next_idx is None else next_idx.cpu(),
-            "compute": meter.count.as_dict(), "curve": points,
-            "curve_seconds": curve_seconds,
+            "step": step,
+            "model": {k: v.detach().cpu() for k, v in self.method.state_dict().items()},
+            "extra": self.method.extra_state_dict(), **self.trainer.state_dict(),
+            "streams": self.gens.state_dict(), "sampler": self.batches.state_dict(),
+            "probe_targets": [t.cpu() for t in self.probe.targets], **self.p.state_dict(),
+            "elapsed": self.p.elapsed + time.perf_counter() - self.start,
+            "next_idx": None if self.idx is None else self.idx.cpu(),
+            "compute": self.meter.count.as_dict(),
         }
 
-    def train_seconds(now: float) -> float:
+    def train_seconds(self, now: float) -> float:
         """Training wall-clock up to ``now``: diagnostics, checkpoints and curves left out."""
-        return elapsed + now - start - diag_seconds - curve_seconds
+        return self.p.elapsed + now - self.start - self.p.diag_seconds - self.p.curve_seconds
 
-    every = checkpoint.every if checkpoint is not None else 0
-    start = time.perf_counter()
-    if idx is None and first < cfg.steps:
-        idx = next(batches)
-    # FLOPs of one whole step, measured once, on the second step (the first may carry one-off
-    # work such as a global OT solve) or the only one; not under torch.compile, whose graphs
-    # the counter cannot see. Counting changes no number.
-    measure_at = -1
-    if meter.count.flops_per_step is None and not cfg.compile:
-        measure_at = first + 1 if first == 0 and cfg.steps > 1 else first
-    with _sigint_flag() as flag, meter.attached():
-        for step in range(first, cfg.steps):
-            with contextlib.ExitStack() as counter:  # the FLOP counter, first step only
-                fc = (counter.enter_context(ComputeMeter.flop_counter()) if step == measure_at
-                      else None)
-                with autocast:
-                    loss, logs = method.loss(Batch(data.train[idx], idx), gens)
+    def run(self, resume: dict | None) -> tuple[TrainResult, EMA | None]:
+        cfg, meter = self.cfg, self.meter
+        first = self.load(resume) if resume is not None else 0
+        every = self.checkpoint.every if self.checkpoint is not None else 0
+        self.start = time.perf_counter()
+        if self.idx is None and first < cfg.steps:
+            self.idx = next(self.batches)
+        # FLOPs of one whole step, measured once, on the second step (the first may carry
+        # one-off work such as a global OT solve) or the only one; not under torch.compile,
+        # whose graphs the counter cannot see. Counting changes no number.
+        measure_at = -1
+        if meter.count.flops_per_step is None and not cfg.compile:
+            measure_at = first + 1 if first == 0 and cfg.steps > 1 else first
+        with sigint_stop() as stop, meter.attached():
+            for step in range(first, cfg.steps):
+                idx = self.idx
                 save_now = every > 0 and (step + 1) % every == 0 and step + 1 < cfg.steps
-                if step + 1 < cfg.steps:
-                    idx = next(batches)
-                    # the next assignment is solved during this step (not across a checkpoint:
-                    # its noise would be drawn before the state is saved)
-                    if prefetch is not None and not save_now and not flag["stop"]:
-                        prefetch(data.train[idx], idx, gens["noise"])
-                last = float(loss.detach())
-                if not math.isfinite(last):
-                    raise TrainingDiverged(f"loss became {last} at step {step}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            if fc is not None:
-                meter.count.flops_per_step = float(fc.get_total_flops())
-            meter.step_done()
-            average_gradients(method.parameters())
-            grad_norm = apply_update(method, opt, cfg, ema)
-            lr = sched.get_last_lr()[0]
-            sched.step()
-            coupling_seconds += logs.get("coupling_wait_seconds",
-                                         logs.get("solver_seconds", 0.0))
-            solver_seconds += logs.get("solver_seconds", 0.0)
-            for k, v in {"loss": last, "grad_norm": grad_norm, "lr": lr, **logs}.items():
-                window[k] = window.get(k, 0.0) + float(v)
-            count += 1
-            diag_start = time.perf_counter()  # diagnostics are excluded from the training time
-            if count == cfg.log_every or step == cfg.steps - 1:
-                row = {"step": step + 1, **{k: v / count for k, v in window.items()}}
-                bank_cost = getattr(method.coupling, "bank_cost", None)
-                if bank_cost is not None:  # online OT: mean cost of the whole bank over time
-                    row["bank_cost"] = bank_cost(data.train)
-                history.append(row)
-                if on_log is not None:
-                    on_log({**row, "steps": cfg.steps,
-                            "train_seconds": train_seconds(time.perf_counter())})
-                window, count = {}, 0
-            probe.maybe_measure(step + 1)
-            diag_seconds += time.perf_counter() - diag_start
-            if curve is not None and step + 1 in curve.at and is_main():  # rank 0 records
-                curve_start = time.perf_counter()
-                seconds_so_far = train_seconds(curve_start)
-                with (ema.applied(method) if ema is not None else contextlib.nullcontext(),
-                      meter.paused()):
-                    method.eval()
-                    points.append(curve.score(step + 1, seconds_so_far, meter.count.flops))
-                    method.train()
-                curve_seconds += time.perf_counter() - curve_start
-            if on_step is not None:
-                on_step(step + 1, last)
-            if checkpoint is not None and step + 1 < cfg.steps and (save_now or flag["stop"]):
-                ckpt_start = time.perf_counter()
-                checkpoint.save(state(step + 1, idx))
-                diag_seconds += time.perf_counter() - ckpt_start
-                if flag["stop"]:
-                    raise TrainingInterrupted(
-                        f"interrupted after step {step + 1}; state saved to {checkpoint.path}")
-            elif flag["stop"]:
-                raise KeyboardInterrupt
-    seconds = train_seconds(time.perf_counter())
-    method.eval()
-    result = TrainResult(cfg.steps, seconds, coupling_seconds, last, history,
-                         solver_seconds=solver_seconds, compute=meter.count.as_dict())
-    result.diagnostics = {**probe.result(), "diagnostics_seconds": diag_seconds}
-    result.curve, result.curve_seconds = points, curve_seconds
-    return result, ema
+                with (ComputeMeter.flop_counter() if step == measure_at
+                      else contextlib.nullcontext()) as fc:
+                    out = self.trainer.step(
+                        Batch(self.data.train[idx], idx), self.gens,
+                        before_backward=functools.partial(self.draw_next, step, save_now, stop))
+                if fc is not None:
+                    meter.count.flops_per_step = float(fc.get_total_flops())
+                meter.step_done()
+                self.after_step(step + 1, out, save_now, stop)
+        seconds = self.train_seconds(time.perf_counter())
+        self.method.eval()
+        p = self.p
+        result = TrainResult(cfg.steps, seconds, p.coupling_seconds, p.last, p.history,
+                             solver_seconds=p.solver_seconds, compute=meter.count.as_dict())
+        result.diagnostics = {**self.probe.result(), "diagnostics_seconds": p.diag_seconds}
+        result.curve, result.curve_seconds = p.curve, p.curve_seconds
+        return result, self.trainer.ema
+
+    def draw_next(self, step: int, save_now: bool, stop: StopFlag) -> None:
+        """Between this step's forward and backward passes: draw the next batch, and let the
+        coupling start pairing it (not across a checkpoint: its noise would be drawn before the
+        state is saved)."""
+        if step + 1 >= self.cfg.steps:
+            return
+        self.idx = idx = next(self.batches)
+        if self.overlap and not save_now and not stop.requested:
+            self.method.coupling.prefetch(self.data.train[idx], idx, self.gens["noise"])
+
+    def after_step(self, done: int, out: StepResult, save_now: bool, stop: StopFlag) -> None:
+        """The side jobs after ``done`` steps, in order."""
+        p = self.p
+        logs = out.logs
+        p.last = out.loss
+        p.coupling_seconds += logs.get("coupling_wait_seconds", logs.get("solver_seconds", 0.0))
+        p.solver_seconds += logs.get("solver_seconds", 0.0)
+        for k, v in {"loss": out.loss, "grad_norm": out.grad_norm, "lr": out.lr, **logs}.items():
+            p.window[k] = p.window.get(k, 0.0) + float(v)
+        p.count += 1
+        diag_start = time.perf_counter()  # diagnostics are excluded from the training time
+        self.log(done)
+        self.probe.maybe_measure(done)
+        p.diag_seconds += time.perf_counter() - diag_start
+        if self.curve is not None and done in self.curve.at and is_main():  # rank 0 records
+            self.score(done)
+        if self.on_step is not None:
+            self.on_step(done, p.last)
+        self.save_or_stop(done, save_now, stop)
+
+    def log(self, done: int) -> None:
+        """A history row per ``log_every`` steps (and at the end): the window's means and the
+        coupling's own statistics (online OT: the bank's cost)."""
+        p, cfg = self.p, self.cfg
+        if p.count != cfg.log_every and done != cfg.steps:
+            return
+        row = {"step": done, **{k: v / p.count for k, v in p.window.items()}}
+        if self.method.coupling is not None:
+            row.update(self.method.coupling.stats(self.data.train))
+        p.history.append(row)
+        if self.on_log is not None:
+            self.on_log({**row, "steps": cfg.steps,
+                         "train_seconds": self.train_seconds(time.perf_counter())})
+        p.window, p.count = {}, 0
+
+    def score(self, done: int) -> None:
+        """A learning-curve point, with the EMA weights, outside the training time and
+        compute."""
+        assert self.curve is not None
+        ema = self.trainer.ema
+        curve_start = time.perf_counter()
+        seconds_so_far = self.train_seconds(curve_start)
+        with (ema.applied(self.method) if ema is not None else contextlib.nullcontext(),
+              self.meter.paused()):
+            self.method.eval()
+            self.p.curve.append(self.curve.score(done, seconds_so_far, self.meter.count.flops))
+            self.method.train()
+        self.p.curve_seconds += time.perf_counter() - curve_start
+
+    def save_or_stop(self, done: int, save_now: bool, stop: StopFlag) -> None:
+        """Checkpoint every ``checkpoint.every`` steps; on a stop request, save and raise."""
+        ckpt = self.checkpoint
+        if ckpt is not None and done < self.cfg.steps and (save_now or stop.requested):
+            ckpt_start = time.perf_counter()
+            ckpt.save(self.state(done))
+            self.p.diag_seconds += time.perf_counter() - ckpt_start
+            if stop.requested:
+                raise TrainingInterrupted(
+                    f"interrupted after step {done}; state saved to {ckpt.path}")
+        elif stop.requested:
+            raise KeyboardInterrupt

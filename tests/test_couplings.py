@@ -196,3 +196,20 @@ def test_online_probe_targets_follow_the_noise(cpu):
     torch.testing.assert_close(c.bank.bank.flatten(0, 1)[pos], initial)  # noise k at pos[k]
     torch.testing.assert_close(c.probe_targets(torch.zeros(10, 2), data, gen),
                                data[pos[:10] % 200])
+
+
+def test_the_coupling_protocol_declares_every_optional_capability():
+    """The trainer calls methods, never probes attributes: each optional capability has a
+    default on ``Coupling`` and is overridden where a coupling has it."""
+    data = gauss(64, seed=3)
+    gen = torch.Generator().manual_seed(0)
+    indep = Independent(source)
+    assert not indep.can_prefetch and not indep.has_bank
+    indep.prefetch(data[:8], torch.arange(8), gen)  # nothing to start
+    indep.close()
+    assert indep.stats(data) == {} and indep.state_dict() == {}
+    assert MinibatchOT(source, "pot").can_prefetch
+    online = OnlineOT(source, n_train=64, solver="pot")
+    online.init_bank(gen)
+    assert online.has_bank and online.stats(data) == {"bank_cost": online.bank_cost(data)}
+    assert online.bank_noise(5, gen).shape == (5, 2)

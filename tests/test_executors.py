@@ -89,16 +89,16 @@ def test_sigterm_after_a_ctrl_c_does_not_abandon_the_save():
     import signal
 
     from bench.executors import stop_on_signals
-    from bench.trainer import _sigint_flag
+    from bench.stopping import sigint_stop
 
-    with stop_on_signals() as stop, _sigint_flag() as flag:
+    with stop_on_signals() as stop, sigint_stop() as flag:
         os.kill(os.getpid(), signal.SIGINT)
-        assert flag["stop"]
+        assert flag.requested
         os.kill(os.getpid(), signal.SIGTERM)  # raised KeyboardInterrupt before the fix
         assert stop.signal is None
-    with stop_on_signals() as stop, _sigint_flag() as flag:  # SIGTERM alone: one Ctrl-C
+    with stop_on_signals() as stop, sigint_stop() as flag:  # SIGTERM alone: one Ctrl-C
         os.kill(os.getpid(), signal.SIGTERM)
-        assert flag["stop"] and stop.signal == "SIGTERM"
+        assert flag.requested and stop.signal == "SIGTERM"
 
 
 @pytest.mark.parametrize("how", ["kill parent", "ctrl-c"])

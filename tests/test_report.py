@@ -227,3 +227,45 @@ def test_asked_comparisons_are_drawn_beside_the_default_ones(tmp_path):
     assert rows(compare=[("otnfm-online", "nfm-random")], default_pairs=False) == [
         ["| otnfm-online", "nfm-random"]]
     assert rows(compare=[], default_pairs=False) == []
+
+
+def test_the_report_imports_neither_torch_nor_the_methods():
+    """Rendering records needs the records, the vocabulary and the report modules alone."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bench.report.markdown, bench.report.tables, bench.report.curves, "
+            "bench.report.figures, bench.report.grid, bench.report.export, bench.report.model; "
+            "print('torch' in sys.modules, "
+            "any(m.startswith(('bench.methods', 'bench.metrics')) for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "False False"
+
+
+def test_the_reference_method_is_a_setting(tmp_path):
+    """``--reference`` (or a suite file's ``report.reference``) replaces fm-euler100 as the
+    method every other one is compared with by default."""
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from bench.cli.report import suite_configs, suite_reference
+    from bench.vocab import REFERENCE_METHOD
+
+    _records(tmp_path / "res")
+
+    def pairs(*args: str) -> list[list[str]]:
+        out = tmp_path / "r.md"
+        res = CliRunner().invoke(app, ["report", str(tmp_path / "res"), "--out", str(out),
+                                       *args])
+        assert res.exit_code == 0, res.output
+        table = out.read_text().split("### Paired comparisons")[1].split("\n\n")[2]
+        return [ln.split(" | ")[:2] for ln in table.splitlines()[2:]]
+
+    assert pairs() == [["| nfm-random", "fm-euler100"], ["| otnfm-online", "fm-euler100"]]
+    assert pairs("--reference", "otnfm-online") == [["| nfm-random", "otnfm-online"],
+                                                     ["| fm-euler100", "otnfm-online"]]
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("methods: [otnfm-online, nfm-random]\nreport:\n  reference: nfm-random\n")
+    assert suite_reference([suite_configs(suite)]) == "nfm-random"
+    assert suite_reference([]) == REFERENCE_METHOD

@@ -49,7 +49,7 @@ def test_full_disk_while_writing_a_record_keeps_the_file_intact(tmp_path, monkey
     failed with the reason, the records already there stay readable."""
     import errno
 
-    from bench import results
+    from bench import records
     from bench.config import resolve
     from bench.io import DiskFull
     from bench.runner import Runner
@@ -61,7 +61,7 @@ def test_full_disk_while_writing_a_record_keeps_the_file_intact(tmp_path, monkey
     path = out / "records.jsonl"
     append_record(path, RunRecord(method="old", dataset="moons", seed=9, status="ok"))
     before = path.read_bytes()
-    real_fsync, calls = results.os.fsync, {"n": 0}
+    real_fsync, calls = records.os.fsync, {"n": 0}
 
     def full_once(fd):
         calls["n"] += 1
@@ -69,7 +69,7 @@ def test_full_disk_while_writing_a_record_keeps_the_file_intact(tmp_path, monkey
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(results.os, "fsync", full_once)
+    monkeypatch.setattr(records.os, "fsync", full_once)
     with pytest.raises(DiskFull):  # a full disk stops the suite: nothing else would fit
         Runner(cfg, out, cpu).run()
     text = path.read_bytes()

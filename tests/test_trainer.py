@@ -77,3 +77,41 @@ def _consistency(coupling, data, n=32, draws=12, seed=0):
     probes = torch.randn(n, 2, generator=gen)
     t = torch.stack([coupling.probe_targets(probes, data, gen) for _ in range(draws)])
     return float(t.var(0).sum(-1).mean() / data.var(0).sum())
+
+
+def test_train_estimate_and_perf_all_run_the_one_training_step(monkeypatch, tiny_cfg, cpu):
+    """``Trainer.step`` is the only training step: the training loop, ``bench estimate``'s
+    timed steps and ``bench perf``'s step breakdown all call it (a spy counts the calls)."""
+    from bench import estimate as estimate_mod
+    from bench import perf
+    from bench.config import resolve
+    from bench.models import build_method
+    from bench.planner import Plan
+    from bench.seeding import Streams
+    from bench.trainer import Trainer, train
+    from tests.conftest import TINY_SETS
+
+    calls: list[int] = []
+    real = Trainer.step
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "step", spy)
+    cfg = tiny_cfg(train={"steps": 5})
+    data = DATASETS.get("moons")(cfg.data, 0, cpu)
+    train(build_method("otnfm-minibatch", data, cfg, cpu, 0), data, cfg.train, Streams(0, cpu),
+          coupling_cfg=cfg.coupling)
+    assert len(calls) == 5
+
+    calls.clear()
+    plan = Plan.of(resolve(raw={"methods": ["fm-euler1"], "datasets": ["moons"], "seeds": [0]},
+                           sets=TINY_SETS))
+    assert estimate_mod.estimate(plan, cpu).train_seconds > 0
+    assert len(calls) == 2  # one warm-up and one timed step
+
+    calls.clear()
+    method = build_method("otnfm-online", data, cfg, cpu, 0)
+    parts = perf.step_breakdown(method, data, cfg, cpu, warmup=1, repeats=2)
+    assert len(calls) == 3 and parts["step"].n == 2

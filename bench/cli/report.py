@@ -12,8 +12,7 @@ import typer
 
 from bench.cli.console import console, err_console, fail, load_plugins
 from bench.cli.options import PluginOpt
-from bench.config import ConfigError, expand_sweep, load_yaml, resolve
-from bench.evaluate import metric_vocabulary
+from bench.config import Config, ConfigError, expand_sweep, load_yaml, resolve
 from bench.io import atomic_write_text
 from bench.methods.base import grid_cells
 from bench.planner import Plan
@@ -21,7 +20,7 @@ from bench.report.export import as_csv, as_json
 from bench.report.markdown import ReportError, Source, render_report
 from bench.report.model import SkippedFile
 from bench.results import RECORDS_FILE, RunRecord, read_records
-from bench.vocab import FLOOR_METHOD
+from bench.vocab import FLOOR_METHOD, REFERENCE_METHOD, metric_vocabulary
 
 
 def report_cmd(
@@ -32,11 +31,15 @@ def report_cmd(
     title: Annotated[str | None, typer.Option(help="Report title")] = None,
     compare: Annotated[list[str] | None, typer.Option(
         help="Paired comparison A:B over common seeds (repeatable), drawn in addition to the "
-             "default ones: every method vs fm-euler100 where it ran")] = None,
+             "default ones: every method vs the reference method where it ran")] = None,
     default_compare: Annotated[bool, typer.Option(
         "--default-compare/--no-default-compare",
-        help="Draw the default comparisons (every method vs fm-euler100); "
+        help="Draw the default comparisons (every method vs the reference method); "
              "--no-default-compare leaves only the --compare pairs")] = True,
+    reference: Annotated[str | None, typer.Option(
+        "--reference", help="The reference method: every method is compared with it, and "
+                            "learning curves measure their gap to it (default: the suite "
+                            "files' report.reference, else " + REFERENCE_METHOD + ")")] = None,
     fmt: Annotated[str, typer.Option("--format", help="markdown (with figures), json or csv "
                                      "(one row per dataset x method: mean, std and 95% "
                                      "interval of every metric, NFE, costs)")] = "markdown",
@@ -62,10 +65,12 @@ def report_cmd(
         fail(f"--format {fmt!r}: choices: {', '.join(FORMATS)}")
     paths = results or [Path("results")]
     sources = read_sources(paths)
+    suites = [suite_configs(c) for c in config or []]
     try:
-        sources = select(sources, methods, dataset, [suite_keys(c) for c in config or []])
+        sources = select(sources, methods, dataset, [suite_keys(s) for s in suites])
     except ValueError as err:
         fail(str(err))
+    reference = reference or suite_reference(suites)
     base = paths[0] if paths[0].is_dir() else paths[0].parent
     target = out or base / f"report.{FORMATS[fmt]}"
     if across_only and fmt != "markdown":
@@ -76,7 +81,8 @@ def report_cmd(
                 warnings.simplefilter("always", SkippedFile)
                 render_report(sources, target, metric_vocabulary(), title=title,
                               compare=parse_pairs(compare), grid=grid_cells(),
-                              across_only=across_only, default_pairs=default_compare)
+                              across_only=across_only, default_pairs=default_compare,
+                              reference=reference)
         except ReportError as err:
             fail(str(err))
         for w in caught:
@@ -120,12 +126,31 @@ def read_sources(paths: list[Path]) -> list[Source]:
 SuiteKeys = set[tuple[str, str, int]]
 
 
-def suite_keys(path: Path) -> SuiteKeys:
-    """Every run (data floors included) that ``bench run --config`` or, for a file with a
-    ``sweep:``, ``bench sweep --config`` plans for this suite file today, as records identify
-    them: the same methods, datasets, seeds and settings, hence the same config hashes."""
+def suite_configs(path: Path) -> list[tuple[dict, Config]]:
+    """The resolved configs of a suite file: one, or one per sweep point with its assignments
+    (what ``bench run --config`` / ``bench sweep --config`` resolve)."""
     try:
-        points = (expand_sweep(path) if "sweep" in load_yaml(path) else [({}, resolve(path))])
+        return expand_sweep(path) if "sweep" in load_yaml(path) else [({}, resolve(path))]
+    except ConfigError as err:
+        fail(str(err))
+
+
+def suite_reference(suites: list[list[tuple[dict, Config]]]) -> str:
+    """The reference method the suite files name (``report.reference``), the default without
+    any; suite files that name different ones need ``--reference``."""
+    refs = sorted({cfg.report.reference for points in suites for _, cfg in points})
+    if len(refs) > 1:
+        fail(f"the suite files name different reference methods ({', '.join(refs)}): "
+             "choose one with --reference")
+    return refs[0] if refs else REFERENCE_METHOD
+
+
+def suite_keys(points: list[tuple[dict, Config]]) -> SuiteKeys:
+    """Every run (data floors included) that ``bench run --config`` or, for a file with a
+    ``sweep:``, ``bench sweep --config`` plans for a suite file's configs today, as records
+    identify them: the same methods, datasets, seeds and settings, hence the same config
+    hashes."""
+    try:
         plans = [Plan.of(cfg, assign) for assign, cfg in points]
     except ConfigError as err:
         fail(str(err))

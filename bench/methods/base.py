@@ -8,7 +8,7 @@ the network whose forward passes the evaluator counts as NFE.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +22,16 @@ from bench.nets import build_net
 from bench.paths import expand_t  # noqa: F401  (re-exported for methods)
 from bench.registry import METHODS, register_method
 from bench.seeding import Streams
+from bench.vocab import GRID_COLUMNS, GRID_ROWS
 
 #: the couplings a method can ask its BuildContext for
 COUPLINGS = ("independent", "minibatch-ot", "online-ot", "global-ot")
 
-#: The coupling x parametrisation grid of the report. A method registered with
-#: ``grid=(row, coupling)`` is a cell of it: the parametrisation (row) trained on the pairs of
-#: that coupling (column). At the optimum the first three rows give the same sample,
-#: E[x1 | x0 = z], so differences between them come from optimisation, not the target.
-GRID_ROWS = {"map": "map G(z)", "flow": "neural flow F(z, 1)",
-             "fm1": "FM velocity, 1 Euler step", "fm100": "FM, 100 Euler steps"}
-GRID_COLUMNS = {"independent": "independent", "minibatch-ot": "minibatch OT",
-                "online-ot": "online OT", "global-ot": "global OT"}
-
 
 def grid_cells() -> dict[str, tuple[str, str]]:
-    """Registered method -> (row label, column label) of the grid, for methods that are cells
-    (rows and columns in ``GRID_ROWS`` / ``GRID_COLUMNS`` order)."""
+    """Registered method -> (row label, column label) of the report's coupling x
+    parametrisation grid (``bench.vocab.GRID_ROWS`` / ``GRID_COLUMNS``), for methods
+    registered with ``grid=(row, coupling)``."""
     out = {}
     for e in METHODS.entries():
         if "grid" in e.meta:
@@ -72,7 +65,6 @@ class BuildContext:
     data: DataBundle
     cfg: Config
     device: torch.device
-    extras: dict = field(default_factory=dict)
 
     def net(self, time_inputs: int, time_scale: float | None = None) -> nn.Module:
         """The dataset's shared backbone (same family/width/depth for every method);

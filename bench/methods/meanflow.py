@@ -62,6 +62,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bench.config import ConfigError
 from bench.couplings import Coupling
 from bench.methods.base import (
     Batch,
@@ -72,6 +73,7 @@ from bench.methods.base import (
     register_step_family,
 )
 from bench.seeding import Streams
+from bench.vocab import choices
 
 
 @dataclass(frozen=True)
@@ -163,13 +165,39 @@ class MeanFlow(Method):
         return SampleOut(x, nfe=self.steps)
 
 
+#: MeanFlow's (r, t) recipes and how its network sees the interval
+MEANFLOW_RECIPES = ("pixel", "pixel-v1", "latent")
+MEANFLOW_CONDITIONING = ("interval", "endpoints")
+
+
+@dataclass(frozen=True)
+class MeanFlowConfig:
+    """The ``meanflow`` config section."""
+
+    #: ``pixel``: the paper's CIFAR-10 recipe (75% s != t, both times logit-normal(2, 2) in
+    #: this harness's time direction, sorted; power 0.75); ``pixel-v1``: py-meanflow's later
+    #: default (s and t from logit-normal(0.6, 1.6) and (4, 1.6)); ``latent``: the ImageNet
+    #: latent recipe (25% s != t, logit-normal(0.4, 1), power 1)
+    recipe: str = "pixel"
+    #: ``interval``: the network gets (s, t - s), as the official code; ``endpoints``: (s, t)
+    conditioning: str = "interval"
+
+    def check(self) -> None:
+        for key, value, allowed in (("recipe", self.recipe, MEANFLOW_RECIPES),
+                                    ("conditioning", self.conditioning,
+                                     MEANFLOW_CONDITIONING)):
+            if value not in allowed:
+                raise ConfigError(f"meanflow.{key}: unknown value {value!r}; choices: "
+                                  f"{choices(allowed)}")
+
+
 def _build(ctx: BuildContext, steps: int) -> Method:
     ctx.require_linear_path("meanflow")
-    mf = ctx.cfg.meanflow
+    mf = ctx.cfg.section("meanflow")
     return MeanFlow(ctx.net(time_inputs=2, time_scale=TIME_SCALE), ctx.coupling("independent"),
                     steps, recipe=mf.recipe, conditioning=mf.conditioning)
 
 
 register_step_family("meanflow", (1, 2), _build,
                      "MeanFlow (Geng et al., NeurIPS 2025): average velocity u(x,s,t) via the "
-                     "JVP identity", sections=("meanflow",))
+                     "JVP identity", config={"meanflow": MeanFlowConfig})

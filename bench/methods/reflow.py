@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from bench.checkpoints import load_state
 from bench.compute import forward_flops
+from bench.config import HASHED_IF_SET, ConfigError
 from bench.couplings import Coupling, Pairs, SourceFn, independent_cost, pair_cost
 from bench.distributed import is_main
 from bench.io import atomic_torch_save
@@ -50,6 +52,7 @@ class FixedPairs(Coupling):
     uniformly from all pairs (there are more pairs than training points)."""
 
     name = "fixed-pairs"
+    has_bank = True
 
     def __init__(self, source: SourceFn) -> None:
         super().__init__(source)
@@ -153,14 +156,38 @@ def _digest(*tensors: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class ReflowConfig:
+    """The ``reflow`` config section: how the teacher's pairs are generated (part of the
+    recipe: they change the trained weights)."""
+
+    #: teacher pairs per training point. The reference generates far more pairs than images
+    #: (gnobitab/RectifiedFlow's README: at least 1M pairs for CIFAR-10's 50,000 images, 20x;
+    #: the paper 4M, 80x); 4x keeps the pair generation within CPU minutes here.
+    pairs_per_point: float = 4.0
+    #: pairs generated per batch (dopri5 adapts its steps to the whole batch, so the batch is
+    #: part of the recipe)
+    pair_batch: int = 500
+    #: dopri5's atol = rtol for the pairs. The default is the reference's 1e-5 (scipy RK45 in
+    #: gnobitab/RectifiedFlow). A looser one costs fewer NFE per pair and moves the pairs:
+    #: scripts/reflow_pair_tolerance.py measures how much (reports/reflow-pairs-mnist5k.md).
+    #: Added after runs were recorded: hashed only when set.
+    pair_tol: float = field(default=DOPRI5_TOL, metadata=HASHED_IF_SET)
+
+    def check(self) -> None:
+        if self.pairs_per_point <= 0 or self.pair_batch < 1 or not 0 < self.pair_tol < 1:
+            raise ConfigError("reflow.pairs_per_point must be > 0, reflow.pair_batch >= 1 "
+                              "and reflow.pair_tol in (0, 1)")
+
+
 def _build(ctx: BuildContext, steps: int) -> Method:
+    rc = ctx.cfg.section("reflow")
     return Reflow(ctx.net(time_inputs=1), FixedPairs(ctx.data.source), ctx.data.shape,
-                  steps=steps, path=ctx.cfg.path,
-                  pairs_per_point=ctx.cfg.reflow.pairs_per_point,
-                  pair_batch=ctx.cfg.reflow.pair_batch, pair_tol=ctx.cfg.reflow.pair_tol)
+                  steps=steps, path=ctx.cfg.path, pairs_per_point=rc.pairs_per_point,
+                  pair_batch=rc.pair_batch, pair_tol=rc.pair_tol)
 
 
 register_step_family("reflow", (1, 2), _build,
                      f"2-rectified flow (Liu et al., ICLR 2023): FM fine-tuned from the teacher "
                      f"on pairs from {TEACHER}, Euler sampling", teacher=TEACHER,
-                     sections=("reflow",))
+                     config={"reflow": ReflowConfig})

@@ -64,6 +64,7 @@ from bench.metrics.inception import (
     sha256_file,
 )
 from bench.registry import register_metric
+from bench.vocab import BUILTIN_METRICS
 
 
 class Uint8Images(Dataset):
@@ -232,10 +233,7 @@ def fidelity(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext, extractor: 
             "recall": float(prc[KEY_METRIC_RECALL])}
 
 
-@register_metric("fd", kinds=("images",),
-                 outputs={"fd_domain": "min", "kid_domain": "min", "prec_domain": "max",
-                          "rec_domain": "max"},
-                 headline={"fd_domain": 30}, key={"fd_domain": 30},
+@register_metric("fd", kinds=("images",), **BUILTIN_METRICS["fd"],
                  max_samples=MAX_QUADRATIC_SAMPLES)
 def fd_domain(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """FD / KID / precision / recall in the domain classifier's features (torch-fidelity)."""
@@ -248,9 +246,7 @@ def fd_domain(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[st
             "prec_domain": res["precision"], "rec_domain": res["recall"]}
 
 
-@register_metric("classes", kinds=("images",),
-                 outputs={"class_entropy": "max", "class_coverage": "max"},
-                 key={"class_entropy": 50})
+@register_metric("classes", kinds=("images",), **BUILTIN_METRICS["classes"])
 def class_histogram(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Entropy (normalised) and coverage of the domain classifier's class histogram."""
     weights, info = _domain(ctx)
@@ -276,9 +272,7 @@ def inception_preflight(cfg: EvalConfig) -> None:
 
 
 @register_metric("fid", kinds=("images",), default=False, preflight=inception_preflight,
-                 outputs={"fid": "min", "kid": "min", "prec_inception": "max",
-                          "rec_inception": "max"},
-                 headline={"fid": 20}, key={"fid": 40}, max_samples=MAX_QUADRATIC_SAMPLES)
+                 **BUILTIN_METRICS["fid"], max_samples=MAX_QUADRATIC_SAMPLES)
 def fid_inception(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Inception FID / KID / precision / recall (``inception-v3-fast``, checked weights)."""
     w = resolve_weights(ctx.cfg.inception_weights)

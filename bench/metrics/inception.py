@@ -27,8 +27,9 @@ BatchNorm folded into the convolutions, channels-last tensors, on CPU oneDNN's f
 convolution + ReLU, and the pool branches' average pooling moved after their 1x1 convolution
 (the two commute once BN is folded, and there are 4-7x fewer channels to pool). It is
 registered with torch-fidelity as ``inception-v3-fast``, so FID / KID / precision-recall still
-come from torch-fidelity's own functions (bench.metrics.images). :func:`speed_comparison` times both extractors side by side
-and compares their features and FIDs (:func:`fid_speed` on a dataset).
+come from torch-fidelity's own functions (bench.metrics.images). :func:`speed_comparison`
+times both extractors side by side and compares their features and FIDs (:func:`fid_speed`
+on a dataset).
 """
 
 from __future__ import annotations

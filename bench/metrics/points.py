@@ -20,6 +20,7 @@ import torch
 from bench.distances import sq_dists
 from bench.metrics.base import MAX_QUADRATIC_SAMPLES, MetricContext, chunks, subsample
 from bench.registry import register_metric
+from bench.vocab import BUILTIN_METRICS
 
 #: Halving bandwidths = gammas growing 4x, so each kernel is the previous one squared twice:
 #: one exp per pair instead of six.
@@ -27,8 +28,7 @@ BANDWIDTHS = (2.0, 1.0, 0.5, 0.25, 0.125, 0.0625)
 CHUNK = 1024
 
 
-@register_metric("w2", kinds=("points",), outputs={"w2": "min", "w2_sq": "min"},
-                 headline={"w2": 10}, key={"w2": 10})
+@register_metric("w2", kinds=("points",), **BUILTIN_METRICS["w2"])
 def w2(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Exact W2 (POT emd2, squared Euclidean cost) on eval.w2_samples points per side."""
     import ot  # POT takes seconds to import: only where W2 is computed
@@ -59,7 +59,7 @@ def _kernel_sum(a: torch.Tensor, b: torch.Tensor, same: bool) -> float:
     return total
 
 
-@register_metric("mmd", kinds=("points",), outputs={"mmd": "min"}, key={"mmd": 20},
+@register_metric("mmd", kinds=("points",), **BUILTIN_METRICS["mmd"],
                  max_samples=MAX_QUADRATIC_SAMPLES)
 def mmd(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Unbiased MMD^2, sum of Gaussian kernels at bandwidths 2..0.0625, on all samples."""
@@ -90,8 +90,8 @@ def coverage_of(queries: torch.Tensor, centres: torch.Tensor, radii_sq: torch.Te
     return inside / queries.shape[0]
 
 
-@register_metric("prc", kinds=("points",), outputs={"precision": "max", "recall": "max"},
-                 key={}, max_samples=MAX_QUADRATIC_SAMPLES)
+@register_metric("prc", kinds=("points",), **BUILTIN_METRICS["prc"],
+                 max_samples=MAX_QUADRATIC_SAMPLES)
 def precision_recall(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """k-NN precision and recall (Kynkäänniemi et al., 2019), k = eval.pr_k."""
     x, ref = x.flatten(1).float(), ref.flatten(1).float()
@@ -102,8 +102,7 @@ def precision_recall(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> 
     }
 
 
-@register_metric("collapse", kinds=("points", "images"),
-                 outputs={"var_ratio": "one", "mean_dist": "min"}, key={"var_ratio": 60})
+@register_metric("collapse", kinds=("points", "images"), **BUILTIN_METRICS["collapse"])
 def collapse(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str, float]:
     """Mean-collapse diagnostics: total-variance ratio and distance of the means."""
     x, ref = x.flatten(1).double(), ref.flatten(1).double()

@@ -7,14 +7,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.evaluate import MetricVocabulary
 from bench.report import plots
 from bench.report.model import DatasetView, label
 from bench.report.stats import Summary, fmt_num, summarize
-from bench.vocab import FLOOR_LABEL, FLOOR_METHOD
+from bench.vocab import FLOOR_LABEL, FLOOR_METHOD, REFERENCE_METHOD, MetricVocabulary
 
-#: the methods whose final scores set the time-to-quality targets, hardest first
-TARGET_METHODS = ("fm-euler100", "fm-euler4")
+#: the methods whose final scores set time-to-quality targets after the report's reference
+#: method (the first target, hardest first)
+EXTRA_TARGETS = ("fm-euler4",)
 
 
 @dataclass(frozen=True)
@@ -147,11 +147,12 @@ def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     return [*lines, ""]
 
 
-def time_to_quality(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
+def time_to_quality(view: DatasetView, vocab: MetricVocabulary,
+                    reference: str = REFERENCE_METHOD) -> list[str]:
     """For each method with a curve: the first step, training seconds and FLOPs at which it
-    reached each target (the final score of ``TARGET_METHODS``: their last curve point where
-    they have one at their last step, so that both sides are scored on the same samples),
-    mean over the seeds that reached it."""
+    reached each target (the final score of ``reference`` and ``EXTRA_TARGETS``: their last
+    curve point where they have one at their last step, so that both sides are scored on the
+    same samples), mean over the seeds that reached it."""
     metric = curve_metric(view, vocab)
     if metric is None:
         return []
@@ -164,7 +165,7 @@ def time_to_quality(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
         return []
     samples = curve_samples(view)
     targets, finals = [], []
-    for m in TARGET_METHODS:
+    for m in dict.fromkeys((reference, *EXTRA_TARGETS)):
         if m not in groups:
             continue
         final = summarize([r.metrics.get(metric) for r in groups[m]])
@@ -220,7 +221,7 @@ def curve_overhead(view: DatasetView) -> list[str]:
 
 
 def gap_table(view: DatasetView, vocab: MetricVocabulary,
-              reference: str = TARGET_METHODS[0]) -> list[str]:
+              reference: str = REFERENCE_METHOD) -> list[str]:
     """Whether the gap to ``reference`` closes with training: at each curve step the reference
     also scored, every method's score divided by the reference's, seed by seed (the same
     samples and noise on both sides), as the mean ratio over the common seeds with its 95%

@@ -8,10 +8,10 @@ import json
 import math
 from typing import Any
 
+from bench.records import RunRecord
 from bench.report.model import Source, by_config, label, latest_only
 from bench.report.stats import summarize
 from bench.report.tables import COST_COLUMNS
-from bench.results import RunRecord
 
 
 def _stat(values: list) -> dict[str, float | int | None]:

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.evaluate import MetricVocabulary
+from bench.records import RunRecord
 from bench.report import plots
 from bench.report.model import DatasetView, SkippedFile, sweep_label
 from bench.report.stats import summarize
 from bench.report.tables import train_flops
-from bench.results import RunRecord
-from bench.vocab import FLOOR_LABEL, FLOOR_METHOD
+from bench.vocab import FLOOR_LABEL, FLOOR_METHOD, MetricVocabulary
 
 #: the coupling's consistency, drawn in sweep panels after the key metrics
 TARGET_VARIANCE = "target variance"

@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from bench.evaluate import MetricVocabulary
-from bench.methods.base import GRID_COLUMNS, GRID_ROWS
+from bench.records import RunRecord
 from bench.report.model import DatasetView
 from bench.report.stats import Summary, fmt_num, paired, summarize
 from bench.report.tables import by_seed
-from bench.results import RunRecord
+from bench.vocab import GRID_COLUMNS, GRID_ROWS, MetricVocabulary
 
 #: method -> (row label, column label)
 Cells = dict[str, tuple[str, str]]

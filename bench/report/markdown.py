@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.env import short_commit
-from bench.evaluate import MetricVocabulary
 from bench.io import atomic_write_text
+from bench.records import RunRecord
 from bench.report.curves import (
     curve_overhead,
     curve_table,
@@ -32,8 +32,7 @@ from bench.report.tables import (
     pairs_table,
     sweep_notes,
 )
-from bench.results import RunRecord
-from bench.vocab import FLOOR_METHOD
+from bench.vocab import FLOOR_METHOD, REFERENCE_METHOD, MetricVocabulary
 
 EXPLANATION = (
     "Each metric cell is mean ± sample std over seeds, then the 95% confidence interval of "
@@ -55,12 +54,14 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
                   title: str | None = None, plots_on: bool = True,
                   compare: list[tuple[str, str]] | None = None,
                   grid: Cells | None = None, across_only: bool = False,
-                  default_pairs: bool = True) -> str:
+                  default_pairs: bool = True, reference: str = REFERENCE_METHOD) -> str:
     """Write ``out`` (Markdown) and its figures into ``<out stem>/``; returns the Markdown.
     ``grid``: method -> (row, column) of the coupling x parametrisation grid
     (``bench.methods.base.grid_cells()``); without it no grid section is drawn.
     ``compare``: paired comparisons A - B drawn in addition to the default ones (every method
-    against fm-euler100 where it ran), or instead of them with ``default_pairs=False``.
+    against ``reference`` where it ran), or instead of them with ``default_pairs=False``.
+    ``reference`` also sets the learning curves' first time-to-quality target and the method
+    their gap is measured to.
     ``across_only``: the header, the "Across datasets" section and the list of the records
     read alone (no per-dataset sections, no figures): a verdict page over several suites'
     records; ReportError when fewer than two datasets have grid comparisons."""
@@ -84,7 +85,8 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
         if mline:
             lines += [mline, ""]
         lines += main_table(view, metrics, vocab.directions) + [""]
-        pairs = (default_compare(view) if default_pairs else []) + list(compare or [])
+        pairs = ((default_compare(view, reference) if default_pairs else [])
+                 + list(compare or []))
         pair_lines = pairs_table(view, metrics, vocab, list(dict.fromkeys(pairs)))
         if pair_lines:
             lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
@@ -97,8 +99,8 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
             if fig is not None:
                 lines += [f"![{dataset}: learning curves]"
                           f"({fig.relative_to(view.root).as_posix()})", ""]
-            lines += (curve_table(view, vocab) + time_to_quality(view, vocab)
-                      + gap_table(view, vocab) + curve_overhead(view))
+            lines += (curve_table(view, vocab) + time_to_quality(view, vocab, reference)
+                      + gap_table(view, vocab, reference) + curve_overhead(view))
         if plots_on:
             lines += figures(view, vocab)
     across = across_section(grids)

@@ -11,8 +11,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.records import RunRecord
 from bench.report import plots
-from bench.results import RunRecord
 from bench.vocab import FLOOR_LABEL, FLOOR_METHOD
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.evaluate import MetricVocabulary
+from bench.records import RunRecord
 from bench.report.model import DatasetView, label
 from bench.report.stats import fmt_num, paired, summarize
-from bench.results import RunRecord
-from bench.vocab import FLOOR_METHOD
+from bench.vocab import FLOOR_METHOD, REFERENCE_METHOD, MetricVocabulary
 
 ARROWS = {"min": "↓", "max": "↑", "one": "→1"}
 def train_flops(r: RunRecord) -> float | None:
@@ -25,8 +24,6 @@ COST_COLUMNS: tuple[tuple[str, str, Callable[[RunRecord], float | None]], ...] =
     ("coupling_seconds", "coupling s", lambda r: r.coupling_seconds),
     ("sample_ms_per_1k", "sample ms/1k", lambda r: r.sample_ms_per_1k),
 )
-#: the default paired comparisons: every method against this one, when present
-DEFAULT_REFERENCE = "fm-euler100"
 
 
 def metric_order(records: list[RunRecord], directions: dict[str, str]) -> list[str]:
@@ -151,11 +148,13 @@ def pairs_table(view: DatasetView, metrics: list[str], vocab: MetricVocabulary,
     return lines
 
 
-def default_compare(view: DatasetView) -> list[tuple[str, str]]:
+def default_compare(view: DatasetView,
+                    reference: str = REFERENCE_METHOD) -> list[tuple[str, str]]:
+    """The default paired comparisons: every method against ``reference``, when it ran."""
     labels = [label(group[0]) for key, group in view.rows() if key[1] != FLOOR_METHOD]
-    if DEFAULT_REFERENCE not in labels:
+    if reference not in labels:
         return []
-    return [(lab, DEFAULT_REFERENCE) for lab in labels if lab != DEFAULT_REFERENCE]
+    return [(lab, reference) for lab in labels if lab != reference]
 
 
 def diagnostics_table(view: DatasetView) -> list[str]:

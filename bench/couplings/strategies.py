@@ -1,171 +1,16 @@
-"""Couplings: how noise x0 is paired with a batch of data x1.
-
-A coupling draws (or looks up) the noise for a data batch and returns the pairs with its own
-statistics: mean squared distance of the pairs it returns (``cost``), the expected cost of
-independent pairing in the same batch (``cost_independent``), and the seconds spent solving.
-No coupling silently falls back to another plan: a solver that does not return a permutation
-raises.
-"""
+"""The coupling strategies: independent pairs, minibatch OT, online OT (a noise bank refined
+batch by batch) and global OT (one assignment of the whole training set)."""
 
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from bench.distances import sq_dists
-from bench.vocab import SOLVERS, choices
-
-SourceFn = Callable[[int, torch.Generator], torch.Tensor]
-
-#: Exact solvers (``bench.vocab.SOLVERS``). ``auto`` times both once per process and (batch
-#: size, dimension) and uses the faster: which one wins depends on the machine, the batch
-#: size and the dimension (on the project's 2-core CPU machine POT's network simplex won at
-#: n = 1,024 in 2-D and scipy's linear_sum_assignment from n = 1,024 on in 784-D and 3072-D,
-#: but scipy won in 2-D at n = 256); which one ran is logged.
-#: largest n timed when measuring (bigger batches reuse the choice measured at this size)
-MEASURE_MAX_N = 1024
-_MEASURED: dict[tuple[int, int], dict[str, float]] = {}
-
-
-@dataclass
-class Pairs:
-    """``x0``, ``x1``: [B, *shape] coupled noise and data; ``stats``: floats for the logs."""
-
-    x0: torch.Tensor
-    x1: torch.Tensor
-    stats: dict[str, float] = field(default_factory=dict)
-
-
-def pair_cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
-    """Mean squared Euclidean distance of the given pairs (row i with row i)."""
-    return float((x0 - x1).flatten(1).pow(2).sum(1).mean())
-
-
-def independent_cost(x0: torch.Tensor, x1: torch.Tensor) -> float:
-    """Mean of the full [B, B] cost matrix = expected pair cost of a uniformly random pairing.
-
-    Closed form: E|x0|^2 + E|x1|^2 - 2 <mean x0, mean x1>, so no B x B matrix is built.
-    """
-    a, b = x0.flatten(1), x1.flatten(1)
-    return float(a.pow(2).sum(1).mean() + b.pow(2).sum(1).mean() - 2 * a.mean(0) @ b.mean(0))
-
-
-def time_solvers(n: int, dim: int, repeats: int = 3) -> dict[str, float]:
-    """Median seconds of each exact solver (cost matrix included) on n Gaussian points of
-    dimension ``dim`` per side; a private numpy generator, so no training stream moves."""
-    rng = np.random.default_rng(n * 7919 + dim)
-    out: dict[str, float] = {}
-    for solver in SOLVERS:
-        times = []
-        for _ in range(repeats):
-            a = torch.as_tensor(rng.standard_normal((n, dim)))
-            b = torch.as_tensor(rng.standard_normal((n, dim)))
-            t0 = time.perf_counter()
-            solve_assignment(sq_dists(a, b).numpy(), solver)
-            times.append(time.perf_counter() - t0)
-        out[solver] = float(np.median(times))
-    return out
-
-
-def measured_choice(n: int, dim: int) -> tuple[str, dict[str, float]]:
-    """The faster exact solver for (n, dim), timed once per process (n capped at
-    MEASURE_MAX_N and rounded up to a power of two), with the timings it was chosen from."""
-    key = (min(MEASURE_MAX_N, 1 << max(0, n - 1).bit_length()), dim)
-    if key not in _MEASURED:
-        _MEASURED[key] = time_solvers(*key)
-    timings = _MEASURED[key]
-    return min(timings, key=timings.__getitem__), timings
-
-
-def pick_solver(solver: str, dim: int, n: int = 256) -> str:
-    """``auto``: the solver measured fastest at this batch size and dimension."""
-    if solver == "auto":
-        return measured_choice(n, dim)[0]
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown OT solver {solver!r}; choices: auto, {choices(SOLVERS)}")
-    return solver
-
-
-def solve_assignment(cost: np.ndarray, solver: str) -> np.ndarray:
-    """Exact optimal assignment of a square cost matrix: ``perm`` with row i -> column perm[i]."""
-    n = cost.shape[0]
-    if solver == "scipy":
-        from scipy.optimize import linear_sum_assignment
-
-        rows, cols = linear_sum_assignment(cost)
-        perm = np.empty(n, dtype=np.int64)
-        perm[rows] = cols
-        return perm
-    if solver == "pot":
-        import ot
-
-        w = np.full(n, 1.0 / n)
-        plan = ot.emd(w, w, np.ascontiguousarray(cost, dtype=np.float64), numItermax=10_000_000)
-        perm = plan.argmax(1)
-        # The network simplex returns a vertex of the Birkhoff polytope (a permutation); check it.
-        if np.unique(perm).size != n or not np.allclose(plan[np.arange(n), perm], 1.0 / n):
-            raise RuntimeError("POT emd returned no permutation plan (solver did not converge)")
-        return perm
-    raise ValueError(f"unknown OT solver {solver!r}; choices: {choices(SOLVERS)}")
-
-
-def ot_permutation(x1: torch.Tensor, x0: torch.Tensor, solver: str,
-                   block: int = 0) -> tuple[torch.Tensor, float]:
-    """Permutation ``perm`` so that (x0[perm], x1) is an exact OT pairing; also solver seconds.
-
-    With ``0 < block < len(x1)`` the rows are cut into consecutive blocks of ``block`` points
-    and each block is assigned exactly within itself (OT at a smaller batch size).
-    """
-    start = time.perf_counter()
-    n = x1.shape[0]
-    step = block if 0 < block < n else n
-    perm = np.empty(n, dtype=np.int64)
-    with torch.autocast(x1.device.type, enabled=False):  # exact costs, also under bf16 AMP
-        for i in range(0, n, step):
-            j = min(n, i + step)
-            c = sq_dists(x1[i:j].double(), x0[i:j].double()).cpu().numpy()
-            perm[i:j] = solve_assignment(c, solver) + i
-    return torch.as_tensor(perm, device=x0.device), time.perf_counter() - start
-
-
-class Coupling(ABC):
-    """Draws or looks up noise for the data batch ``x1`` (rows ``idx`` of the training set)."""
-
-    name: str = "coupling"
-
-    def __init__(self, source: SourceFn) -> None:
-        self.source = source
-
-    @abstractmethod
-    def pair(self, x1: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> Pairs: ...
-
-    def data_batch_size(self, train_batch: int) -> int:
-        """How many data points to draw per step for a training batch of ``train_batch``."""
-        return train_batch
-
-    def probe_targets(self, probes: torch.Tensor, data: torch.Tensor,
-                      gen: torch.Generator) -> torch.Tensor:
-        """The data points this coupling pairs with the noise points ``probes`` [K, *shape]
-        right now (one draw; trainer.ConsistencyProbe takes one at each of several moments).
-        The variance of a probe's targets over those moments is the regression-target
-        variance a model faces at that noise point. Default: independent pairing, a random
-        data point each."""
-        rows = torch.randint(0, data.shape[0], (probes.shape[0],), generator=gen,
-                             device=gen.device).to(data.device)
-        return data[rows]
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if state:
-            raise ValueError(f"{self.name} coupling has no state, got keys {sorted(state)}")
+from bench.couplings.bank import NoiseBank
+from bench.couplings.base import Coupling, Pairs, SourceFn, independent_cost, pair_cost
+from bench.couplings.solvers import ot_permutation, pick_solver
 
 
 def _subset(pairs: Pairs, n: int, gen: torch.Generator) -> Pairs:
@@ -231,6 +76,7 @@ class MinibatchOT(_ExactOT):
     """
 
     name = "minibatch-ot"
+    can_prefetch = True
 
     def __init__(self, source: SourceFn, solver: str = "auto", ot_batch: int = 0) -> None:
         super().__init__(source, solver, ot_batch)
@@ -298,88 +144,11 @@ class MinibatchOT(_ExactOT):
         return x1[inv[where]]
 
 
-class NoiseBank:
-    """``caches`` noise vectors per training point: ``bank[k, i]`` is the noise that slot ``k``
-    of training point ``i`` is paired with; ``ids[k, i]`` says which of the ``caches * n``
-    noise vectors drawn at the start sits there, so each one can be followed as it moves.
-
-    Re-pairing only permutes vectors between slots: none is ever lost or duplicated.
-    """
-
-    def __init__(self, bank: torch.Tensor) -> None:
-        self.bank = bank  # [K, n, *shape]
-        self.ids = torch.arange(bank.shape[0] * bank.shape[1],
-                                device=bank.device).reshape(bank.shape[:2])
-
-    @classmethod
-    def draw(cls, source: SourceFn, caches: int, n: int, gen: torch.Generator) -> NoiseBank:
-        x0 = source(caches * n, gen)
-        return cls(x0.reshape(caches, n, *x0.shape[1:]))
-
-    @property
-    def caches(self) -> int:
-        return self.bank.shape[0]
-
-    @property
-    def size(self) -> int:
-        return self.bank.shape[1]
-
-    def to(self, device: torch.device) -> None:
-        self.bank, self.ids = self.bank.to(device), self.ids.to(device)
-
-    def slots(self, n: int, gen: torch.Generator) -> torch.Tensor | None:
-        """A cache drawn uniformly for each of ``n`` visits (LOOM-CFM draws one per sample);
-        None with a single cache, which draws nothing from ``gen``."""
-        if self.caches == 1:
-            return None
-        return torch.randint(0, self.caches, (n,), generator=gen,
-                             device=gen.device).to(self.bank.device)
-
-    def get(self, slots: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
-        return self.bank[0 if slots is None else slots, idx]
-
-    def put(self, slots: torch.Tensor | None, idx: torch.Tensor, perm: torch.Tensor) -> None:
-        """Permute the visited entries: entry j of the visit moves to position i = perm^-1."""
-        k = 0 if slots is None else slots
-        self.bank[k, idx] = self.bank[k, idx][perm]
-        self.ids[k, idx] = self.ids[k, idx][perm]
-
-    def targets_of(self, first: int, data: torch.Tensor) -> torch.Tensor:
-        """The training points that noise vectors 0..first-1 sit with right now."""
-        pos = torch.empty(self.ids.numel(), dtype=torch.long, device=self.ids.device)
-        pos[self.ids.flatten()] = torch.arange(self.ids.numel(), device=self.ids.device)
-        return data[(pos[:first] % self.size).to(data.device)]
-
-    def cost(self, data: torch.Tensor) -> float:
-        """Mean pair cost over every slot (slot (k, i) paired with training point i)."""
-        return pair_cost(self.bank.flatten(0, 1), data.repeat(self.caches, *[1] * (data.dim() - 1)))
-
-    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor:
-        """``n`` bank entries drawn without replacement (for the bank-vs-fresh-noise gap)."""
-        flat = self.bank.flatten(0, 1)
-        rows = torch.randperm(flat.shape[0], generator=gen, device=gen.device)[:n]
-        return flat[rows.to(flat.device)]
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"bank": self.bank.detach().cpu().clone(), "ids": self.ids.cpu().clone()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor], n: int, name: str) -> NoiseBank:
-        bank, ids = state["bank"], state.get("ids")
-        if bank.shape[0] == n and (ids is None or ids.dim() == 1):  # saved with one cache
-            bank = bank[None]
-            ids = None if ids is None else ids[None]
-        if bank.shape[1] != n:
-            raise ValueError(f"{name} bank has {bank.shape[1]} entries, the training set {n}")
-        out = cls(bank.clone())
-        if ids is not None:  # else a bank saved without tracking: ids start here
-            out.ids = ids.clone()
-        return out
-
-
 class _BankOT(_ExactOT):
     """An exact-OT coupling whose pairs live in a ``NoiseBank`` of ``caches`` noise vectors
     per training point; each visit of a training point uses one cache drawn at random."""
+
+    has_bank = True
 
     def __init__(self, source: SourceFn, n_train: int, solver: str = "auto", ot_batch: int = 0,
                  caches: int = 1) -> None:
@@ -404,6 +173,10 @@ class _BankOT(_ExactOT):
 
     def bank_cost(self, data: torch.Tensor) -> float:
         return self._ready(data.device).cost(data)
+
+    def stats(self, data: torch.Tensor) -> dict[str, float]:
+        """The mean cost of the whole bank (online OT: how it falls over training)."""
+        return {"bank_cost": self.bank_cost(data)}
 
     def bank_noise(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """``n`` noise vectors the model was trained on (entries of the bank)."""
