@@ -10,6 +10,7 @@ dataset, seed and resolved config). When one folder holds several configs of a r
 sweep), ``recipe_hash`` (the records' ``recipe_hash``, or its start) picks one.
 ``bench sample`` and the tests use this module. Plugin methods must be registered
 (``bench.plugins.load_plugin``) before loading their checkpoints.
+To plan, run and collect suites from Python: ``bench.suite`` (``plan_suite``, ``run_suite``).
 """
 
 from __future__ import annotations

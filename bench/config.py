@@ -508,11 +508,13 @@ def validate(cfg: Config) -> None:
 SWEEP_LIST_KEYS = {"method": "methods", "seed": "seeds", "dataset": "datasets"}
 
 
-def expand_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()
+def expand_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = (),
+                 overrides: dict[str, Any] | None = None,
                  ) -> list[tuple[dict[str, Any], Config]]:
     """A suite file with a ``sweep:`` mapping (dotted key -> list of values) -> one resolved
     config per grid point, with the point's assignments. ``method``, ``seed`` and ``dataset``
-    lists become the suite's methods / seeds / datasets (the runner loops over those)."""
+    lists become the suite's methods / seeds / datasets (the runner loops over those).
+    Each point <- ``overrides`` (command-line flags) <- ``--set`` items, as in ``resolve``."""
     raw = load_yaml(path)
     grid = raw.pop("sweep", None)
     if not isinstance(grid, dict) or not grid:
@@ -532,7 +534,8 @@ def expand_sweep(path: str | Path, sets: list[str] | tuple[str, ...] = ()
         point = json.loads(json.dumps(raw))
         for key, value in assign.items():
             _set_nested(point, key, value, f"{path}: sweep.{key}")
-        cfg = from_dict(Config, _merge(point, parse_set(sets)), f"{path} (sweep {assign})")
+        cfg = from_dict(Config, _merge(_merge(point, overrides or {}), parse_set(sets)),
+                        f"{path} (sweep {assign})")
         validate(cfg)
         points.append((assign, cfg))
     return points

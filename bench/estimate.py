@@ -30,8 +30,9 @@ from bench.couplings import GlobalOT, Independent, MinibatchOT, OnlineOT
 from bench.datasets.base import DataBundle, dataset_config, load_dataset
 from bench.methods.base import Batch, Method
 from bench.metrics.extractors import to_uint8
-from bench.metrics.inception import FAST_NAME, InceptionWeightsMissing, images_per_second
+from bench.metrics.inception import FAST_NAME, InceptionWeightsMissing
 from bench.models import build_method
+from bench.perf_fid import images_per_second
 from bench.planner import Plan, RunSpec, by_recipe
 from bench.registry import METHODS
 from bench.sampling import generate, sync

@@ -2,6 +2,13 @@
 
 Keys are lowercase ``<family>-<variant>``. A duplicate key is an error; an unknown key raises
 with the close matches; ``match`` accepts fnmatch globs (``'otnfm-*'``).
+
+A registry may also answer names it does not list: a *resolver* (``add_resolver``) maps a name
+such as ``fm@euler7`` (a method family at any sampler and step count,
+``bench.methods.base.register_sampled_family``) either to a registered name (``fm@euler100``
+is ``fm-euler100``) or to an entry built on demand. Resolution depends on the name alone, so a
+worker process or a Slurm job resolves the same name to the same entry. Entries built on
+demand are not listed (``names``, ``entries``, globs): only names asked for resolve to them.
 """
 
 from __future__ import annotations
@@ -36,6 +43,11 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        #: other spellings of registered names (``fm@euler100`` -> ``fm-euler100``)
+        self._aliases: dict[str, str] = {}
+        #: entries built on demand by a resolver, by their canonical name
+        self._dynamic: dict[str, Entry[T]] = {}
+        self._resolvers: list[Callable[[str], Any]] = []
 
     def register(self, name: str, *, help: str | None = None, **meta: Any) -> Callable[[T], T]:
         if name != name.lower() or not name or any(c.isspace() for c in name):
@@ -55,9 +67,54 @@ class Registry(Generic[T]):
 
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
+        self._dynamic.pop(name, None)
+        for alias in [a for a, n in self._aliases.items() if n == name]:
+            del self._aliases[alias]
+
+    def alias(self, alias: str, name: str) -> None:
+        """Let ``alias`` name the registered entry ``name`` (``match`` and ``entry`` answer
+        ``name``; records keep ``name``)."""
+        if alias in self._entries or self._aliases.get(alias, name) != name:
+            raise RegistryError(f"duplicate {self.kind} alias {alias!r}")
+        self._aliases[alias] = name
+
+    def aliases(self) -> dict[str, str]:
+        return dict(self._aliases)
+
+    def add_resolver(self, resolver: Callable[[str], Any]) -> None:
+        """``resolver(name)`` returns, for a name it knows, a registered name (an alias) or a
+        new ``Entry``; None for a name it does not know. It raises ``RegistryError`` for a
+        name it knows but refuses (a bad step count, an unknown sampler of a known family)."""
+        self._resolvers.append(resolver)
+
+    def canonical(self, name: str) -> str:
+        """The name records use for ``name``: itself if registered, the registered name of an
+        alias, the canonical name of an entry built on demand. Unknown names raise."""
+        if name in self._entries or name in self._dynamic:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        for resolver in self._resolvers:
+            got = resolver(name)
+            if got is None:
+                continue
+            if isinstance(got, str):
+                self.entry(got)  # a resolver's alias must name a registered entry
+                return got
+            if got.name in self._entries:
+                return got.name
+            self._dynamic.setdefault(got.name, got)
+            return got.name
+        raise RegistryError(self._unknown(name))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        if not isinstance(name, str):
+            return False
+        try:
+            self.canonical(name)
+        except RegistryError:
+            return False
+        return True
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -69,10 +126,10 @@ class Registry(Generic[T]):
         return list(self._entries.values())
 
     def entry(self, name: str) -> Entry[T]:
-        try:
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            raise RegistryError(self._unknown(name)) from None
+        key = self.canonical(name)
+        return self._entries[key] if key in self._entries else self._dynamic[key]
 
     def get(self, name: str) -> T:
         return self.entry(name).obj
@@ -86,7 +143,9 @@ class Registry(Generic[T]):
         )
 
     def match(self, patterns: str | Iterable[str]) -> list[str]:
-        """Expand comma-separated names or globs, in registry order for globs, deduplicated."""
+        """Expand comma-separated names or globs, in registry order for globs, deduplicated,
+        as canonical names (an alias gives its registered name). A glob with ``@`` matches
+        the aliases (``fm@euler*``), one without matches the registered names."""
         if isinstance(patterns, str):
             patterns = [p for p in patterns.split(",")]
         out: list[str] = []
@@ -95,14 +154,14 @@ class Registry(Generic[T]):
             if not pat:
                 continue
             if any(ch in pat for ch in "*?["):
-                hits = [n for n in self.names() if fnmatch.fnmatchcase(n, pat)]
+                pool = self._aliases if "@" in pat else self.names()
+                hits = [self.canonical(n) for n in pool if fnmatch.fnmatchcase(n, pat)]
                 if not hits:
                     raise RegistryError(
                         f"no {self.kind} matches {pat!r}. Choices: {', '.join(self.names())}"
                     )
             else:
-                self.entry(pat)  # raises with close matches
-                hits = [pat]
+                hits = [self.canonical(pat)]  # raises with close matches
             out.extend(h for h in hits if h not in out)
         if not out:
             raise RegistryError(f"no {self.kind} given")

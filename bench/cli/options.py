@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from bench.cli.console import fail
-
-EXECUTORS = ("local", "slurm")
+from bench.suite import Executor
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML suite file")]
 SetOpt = Annotated[list[str] | None, typer.Option(
@@ -38,34 +37,11 @@ WaitOpt = Annotated[bool, typer.Option(help="Wait for Slurm jobs and collect the
 
 
 @dataclass(frozen=True)
-class ExecutorOptions:
-    """Where a suite's work units run: this process, local workers or Slurm jobs."""
-
-    executor: str = "local"
-    workers: int = 1
-    cluster: str | None = None
-    partition: str | None = None
-    gpus: int | None = None
-    time_min: int = 240
-    mem_gb: int | None = None
-    wait: bool = False
+class ExecutorOptions(Executor):
+    """The executor flags (``bench.suite.Executor``); a bad value exits 2 with its message."""
 
     def __post_init__(self) -> None:
-        if self.executor not in EXECUTORS:
-            fail(f"--executor {self.executor!r}: choices: {', '.join(EXECUTORS)}")
-        if self.workers < 1:
-            fail(f"--workers {self.workers}: at least 1")
-
-    @property
-    def in_process(self) -> bool:
-        """Run here, with a progress bar (no worker processes, no jobs)."""
-        return self.executor == "local" and self.workers == 1
-
-    @property
-    def waits(self) -> bool:
-        """Collect the results before returning (submitit's local executor always waits)."""
-        return self.executor == "local" or self.wait or self.cluster == "local"
-
-    def slurm_params(self) -> dict[str, Any]:
-        return {"slurm_partition": self.partition, "gpus_per_node": self.gpus,
-                "timeout_min": self.time_min, "mem_gb": self.mem_gb}
+        try:
+            self.check()
+        except ValueError as err:
+            fail(str(err))

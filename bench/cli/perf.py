@@ -15,7 +15,8 @@ from bench.config import ConfigError, resolve, to_dict
 from bench.datasets.base import dataset_config, load_dataset
 from bench.env import git_commit, library_versions, pick_device
 from bench.io import atomic_write_text
-from bench.metrics.inception import InceptionWeightsMissing, fid_speed
+from bench.metrics.inception_weights import InceptionWeightsMissing
+from bench.perf_fid import fid_speed
 from bench.registry import METHODS, RegistryError
 from bench.results import append_json_line
 

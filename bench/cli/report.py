@@ -12,14 +12,14 @@ import typer
 
 from bench.cli.console import console, err_console, fail, load_plugins
 from bench.cli.options import PluginOpt
-from bench.config import Config, ConfigError, expand_sweep, load_yaml, resolve
+from bench.config import ConfigError
 from bench.io import atomic_write_text
 from bench.methods.base import grid_cells
-from bench.planner import Plan
 from bench.report.export import as_csv, as_json
 from bench.report.markdown import ReportError, Source, render_report
 from bench.report.model import SkippedFile
 from bench.results import RECORDS_FILE, RunRecord, read_records
+from bench.suite import RunKeys, Suite, suite_file
 from bench.vocab import FLOOR_METHOD, REFERENCE_METHOD, metric_vocabulary
 
 
@@ -67,7 +67,7 @@ def report_cmd(
     sources = read_sources(paths)
     suites = [suite_configs(c) for c in config or []]
     try:
-        sources = select(sources, methods, dataset, [suite_keys(s) for s in suites])
+        sources = select(sources, methods, dataset, [s.run_keys() for s in suites])
     except ValueError as err:
         fail(str(err))
     reference = reference or suite_reference(suites)
@@ -122,43 +122,23 @@ def read_sources(paths: list[Path]) -> list[Source]:
     return out
 
 
-#: a suite file's runs as records identify them: (config hash, method, seed)
-SuiteKeys = set[tuple[str, str, int]]
-
-
-def suite_configs(path: Path) -> list[tuple[dict, Config]]:
-    """The resolved configs of a suite file: one, or one per sweep point with its assignments
-    (what ``bench run --config`` / ``bench sweep --config`` resolve)."""
+def suite_configs(path: Path) -> Suite:
+    """A suite file planned as ``bench run --config`` / ``bench sweep --config`` plan it
+    (``bench.suite.suite_file``): its configs, one per sweep point, and its runs."""
     try:
-        return expand_sweep(path) if "sweep" in load_yaml(path) else [({}, resolve(path))]
+        return suite_file(path)
     except ConfigError as err:
         fail(str(err))
 
 
-def suite_reference(suites: list[list[tuple[dict, Config]]]) -> str:
+def suite_reference(suites: list[Suite]) -> str:
     """The reference method the suite files name (``report.reference``), the default without
     any; suite files that name different ones need ``--reference``."""
-    refs = sorted({cfg.report.reference for points in suites for _, cfg in points})
+    refs = sorted({cfg.report.reference for suite in suites for _, cfg in suite.points})
     if len(refs) > 1:
         fail(f"the suite files name different reference methods ({', '.join(refs)}): "
              "choose one with --reference")
     return refs[0] if refs else REFERENCE_METHOD
-
-
-def suite_keys(points: list[tuple[dict, Config]]) -> SuiteKeys:
-    """Every run (data floors included) that ``bench run --config`` or, for a file with a
-    ``sweep:``, ``bench sweep --config`` plans for a suite file's configs today, as records
-    identify them: the same methods, datasets, seeds and settings, hence the same config
-    hashes."""
-    try:
-        plans = [Plan.of(cfg, assign) for assign, cfg in points]
-    except ConfigError as err:
-        fail(str(err))
-    keys: SuiteKeys = set()
-    for plan in plans:
-        keys |= {s.key for s in plan.runs()}
-        keys |= {plan.floor(d, seed).key for d in plan.datasets for seed in plan.cfg.seeds}
-    return keys
 
 
 def _matches(name: str, patterns: str | None) -> bool:
@@ -167,7 +147,7 @@ def _matches(name: str, patterns: str | None) -> bool:
 
 
 def select(sources: list[Source], methods: str | None, datasets: str | None,
-           suites: list[SuiteKeys]) -> list[Source]:
+           suites: list[RunKeys]) -> list[Source]:
     """The records of the named methods and datasets (globs) and, with suite files, of their
     runs only; a dataset's data-floor record stays while any of its runs does. A selection
     that keeps nothing is an error that lists what the records hold."""

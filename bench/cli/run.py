@@ -3,8 +3,8 @@ workers or as Slurm jobs, and summarise what the records say."""
 
 from __future__ import annotations
 
-import json
-import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -13,7 +13,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from bench import executors, jobs
+from bench import jobs
 from bench.checkpoints import in_training
 from bench.cli.console import (
     RichReporter,
@@ -43,18 +43,24 @@ from bench.cli.options import (
     WaitOpt,
     WorkersOpt,
 )
-from bench.config import ConfigError, expand_sweep, resolve, to_dict
-from bench.datasets.base import preset_of, split_key
+from bench.config import ConfigError, to_dict
 from bench.distributed import init_from_env, is_main, shutdown
 from bench.env import pick_device
-from bench.estimate import estimate, human
+from bench.estimate import human
 from bench.io import DiskFull, is_disk_full
-from bench.nets import unet_preset
-from bench.nets.unet import UNET_PRESETS
-from bench.planner import Plan, expand_datasets
-from bench.registry import DATASETS, RegistryError
-from bench.results import RECORDS_FILE, RunRecord, read_records
+from bench.planner import Plan
+from bench.registry import RegistryError
+from bench.results import RECORDS_FILE
 from bench.runner import Runner
+from bench.suite import (
+    Suite,
+    check_out,
+    default_out,
+    estimate_runs,
+    execute,
+    plan_suite,
+    scale_down_hints,
+)
 
 
 def run_cmd(
@@ -86,20 +92,17 @@ def run_cmd(
                                data_root=data_root, metrics=metrics,
                                inception_weights=inception_weights)
     try:
-        # a dataset's default recipe applies when no config file is given
-        preset_name, preset = (None, {}) if config else preset_of(
-            expand_datasets(overrides.get("datasets", "moons").split(",")))
-        cfg = resolve(config, overrides, set_ or [], preset=preset)
-        dev = init_from_env() or pick_device(cfg.device)  # torchrun: this rank's device
-        out_dir = out or Path("results") / cfg.name
+        suite = plan_suite(config, overrides, set_ or [])
+        dev = init_from_env() or pick_device(suite.cfg.device)  # torchrun: this rank's device
+        out_dir = out or default_out(suite)
         check_out(out_dir, create=not dry_run)
-        runner = Runner(cfg, out_dir, dev, config_file=str(config) if config else None,
-                        force=force)
+        runners = suite.runners(out_dir, dev, force=force)
     except (ConfigError, RegistryError, ValueError) as err:
         fail(str(err))
+    runner = runners[0]
     if dry_run:
-        console.print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="", markup=False)
-        console.print(f"# preset: {preset_name or 'none'} (a dataset's default recipe, used "
+        console.print(yaml.safe_dump(to_dict(suite.cfg), sort_keys=False), end="", markup=False)
+        console.print(f"# preset: {suite.preset or 'none'} (a dataset's default recipe, used "
                       "without --config; the config file and --set override it)", markup=False)
         console.print(f"# device: {dev}   results: {out_dir / RECORDS_FILE}", markup=False)
         for s in runner.plan.runs():
@@ -116,7 +119,7 @@ def run_cmd(
         shutdown()
         return
     try:
-        launch([runner], out_dir, opts, plugin, str(config) if config else None, force,
+        launch(suite, runners, out_dir, dev, opts, plugin, force,
                "Nothing to do: every run already has an ok record (use --force to rerun).")
     finally:
         shutdown()
@@ -136,50 +139,23 @@ def sweep_cmd(
     load_plugins(plugin)
     opts = ExecutorOptions(executor, workers, cluster, partition, gpus, time_min, mem_gb, wait)
     try:
-        points = expand_sweep(config, (set_ or []) + ([f"device={device}"] if device else []))
-        dev = pick_device(points[0][1].device)
-        out_dir = out or Path("results") / points[0][1].name
+        suite = plan_suite(config, {"device": device} if device else {}, set_ or [],
+                           sweep=True)
+        dev = pick_device(suite.cfg.device)
+        out_dir = out or default_out(suite)
         check_out(out_dir, create=not dry_run)
-        runners = [Runner(cfg, out_dir, dev, config_file=str(config), force=force, sweep=assign)
-                   for assign, cfg in points]
+        runners = suite.runners(out_dir, dev, force=force)
     except (ConfigError, RegistryError, ValueError) as err:
         fail(str(err))
-    total = sum(len(r.plan.runs()) for r in runners)
-    console.print(f"sweep {config}: {len(points)} grid point(s), {total} run(s) in all")
+    total = sum(len(p.runs()) for p in suite.plans)
+    console.print(f"sweep {config}: {len(suite.points)} grid point(s), {total} run(s) in all")
     if dry_run:
-        for r in runners:
-            console.print(f"# {r.plan.sweep or '(no grid keys)'}: {len(r.plan.runs())} run(s)")
+        for p in suite.plans:
+            console.print(f"# {p.sweep or '(no grid keys)'}: {len(p.runs())} run(s)")
         return
-    launch(runners, out_dir, opts, plugin, str(config), force,
+    launch(suite, runners, out_dir, dev, opts, plugin, force,
            f"Nothing to do: all {total} runs of this sweep already have ok records; nothing "
            "was trained (use --force to rerun).")
-
-
-def check_out(out_dir: Path, create: bool) -> None:
-    """A results folder that cannot hold results fails before any work (``ConfigError``): a
-    file in its place or on its path, or a folder this process cannot write. With ``create``
-    the folder is made and a probe file written and removed; without (a dry run), the nearest
-    existing folder is checked for write permission."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir}: is a file, not a folder; give a folder for the "
-                          "results")
-    parent = out_dir
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"--out {out_dir}: {parent} is a file, so the folder cannot be made")
-    if not create:
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"--out {out_dir}: {parent} is not writable")
-        return
-    probe = out_dir / f".write-probe-{os.getpid()}"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"--out {out_dir}: cannot write there ({err.strerror or err}); "
-                          "give a writable folder") from None
 
 
 def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 0.0,
@@ -188,8 +164,7 @@ def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 
     scale the plan down. Nothing is asked: the run proceeds."""
     console.print("[dim]· estimating the wall-clock from a few measured steps …[/]")
     try:
-        est = estimate(runner.plan, device, runner.done(),
-                       None if runner.force else runner.models.store.steps_done)
+        est = estimate_runs(runner)
     except Exception as err:  # e.g. missing dataset files: the runs will record the reason
         console.print(f"# no estimate: {type(err).__name__}: {err}", markup=False)
         return
@@ -204,21 +179,6 @@ def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 
         console.print("# this is long for a CPU; to scale it down: "
                       + ", ".join(scale_down_hints(runner.plan)) + "."
                       + (" Proceeding." if proceeding else ""), markup=False)
-
-
-def scale_down_hints(plan: Plan) -> list[str]:
-    """Ways to shrink a long CPU plan, only those that would change it: a smaller UNet preset
-    than the one in use, a smaller image dataset than MNIST or CIFAR-10."""
-    hints = ["--set train.steps=N", "--set eval.n_samples=N", "fewer --seeds or --methods"]
-    names = [split_key(d)[0] for d in plan.datasets]
-    if any(DATASETS.entry(n).meta.get("kind") == "images" for n in names):
-        presets = list(UNET_PRESETS)  # smallest first
-        unet = unet_preset(plan.cfg.net)
-        if unet in presets and presets.index(unet) > 0:
-            hints.append(f"a smaller network (--set net.unet={presets[presets.index(unet) - 1]})")
-        if any(n in ("mnist", "cifar10") for n in names):
-            hints.append("a smaller dataset (-d mnist5k)")
-    return hints + ["a GPU (--device cuda)"]
 
 
 def flag_overrides(**flags: str | None) -> dict[str, Any]:
@@ -237,66 +197,40 @@ def flag_overrides(**flags: str | None) -> dict[str, Any]:
     return out
 
 
-def launch(runners: list[Runner], out_dir: Path, opts: ExecutorOptions,
-           plugin: list[Path] | None, config_file: str | None, force: bool,
+def launch(suite: Suite, runners: list[Runner], out_dir: Path, device: torch.device,
+           opts: ExecutorOptions, plugin: list[Path] | None, force: bool,
            nothing_to_do: str) -> None:
-    """Execute the runners' work units as ``opts`` says, then summarise their records (exit 1
-    if any run failed)."""
-    if opts.in_process:
-        written: list[RunRecord] = []
-        for i, r in enumerate(runners, 1):
-            label = (f" [{i}/{len(runners)}] " + ", ".join(f"{k}={v}" for k, v in
-                                                           r.plan.sweep.items())
-                     if len(runners) > 1 else "")
-            written += execute(r, out_dir, label)
-        if not written:
-            console.print(nothing_to_do)
-            return
-        conclude(written, out_dir)
-        return
-    units = [u for r in runners for u in r.plan.units()]
-    plugins = [str(p) for p in plugin or []]
-    device = runners[0].plan.cfg.device
-    if opts.executor == "slurm":
-        executors.submit_slurm(units, out_dir, device, config_file, force, plugins,
-                               opts.cluster, opts.slurm_params(), opts.waits, log)
-        if not opts.waits:
-            console.print(f"submitted {len(units)} job(s); `bench status {out_dir}` shows "
-                          "them, and the same command again collects: finished runs are "
-                          "skipped.")
-            return
-    else:
-        try:
-            executors.run_local(units, out_dir, device, config_file, force, plugins,
-                                opts.workers, log)
-        except KeyboardInterrupt as err:
-            interrupted(err)
-        except OSError as err:
-            stop_if_disk_full(err)
-    keys = {(u.dataset, u.seed, json.dumps(u.sweep, sort_keys=True)) for u in units}
-    latest: dict[tuple[str, str, int], RunRecord] = {}  # an earlier attempt's failure is over
-    for r in read_records(out_dir / RECORDS_FILE).records:
-        if (r.dataset, r.seed, json.dumps(r.sweep, sort_keys=True)) in keys:
-            latest[(r.config_hash, r.method, r.seed)] = r
-    conclude(list(latest.values()), out_dir)
-
-
-def execute(runner: Runner, out_dir: Path, label: str = "") -> list[RunRecord]:
-    """Run ``runner`` in this process with a progress bar; Ctrl-C or SIGTERM exits 130 after
-    saving."""
-    plan = runner.plan
-    console.print(f"[bold]{plan.cfg.name}[/]{label}: {len(plan.methods)} method(s) × "
-                  f"{len(plan.datasets)} dataset(s) × {len(plan.cfg.seeds)} seed(s) on "
-                  f"{runner.device} → {out_dir / RECORDS_FILE}")
-    progress = progress_bar()
-    runner.set_reporter(RichReporter(progress))
+    """Execute the suite as ``opts`` says (``bench.suite.execute``), then summarise its
+    records (exit 1 if any run failed; 130 when stopped)."""
     try:
-        with executors.stop_on_signals(), progress:  # SIGTERM (kill PID) acts as Ctrl-C
-            return runner.run()
+        records = execute(suite, out_dir, device=device, force=force, executor=opts,
+                          plugins=[str(p) for p in plugin or []], display=show_progress,
+                          log=log, runners=runners)
     except KeyboardInterrupt as err:
         interrupted(err)
     except OSError as err:
         stop_if_disk_full(err)
+    if opts.executor == "slurm" and not opts.waits:
+        console.print(f"submitted {len(suite.units())} job(s); `bench status {out_dir}` shows "
+                      "them, and the same command again collects: finished runs are "
+                      "skipped.")
+        return
+    if opts.in_process and not records:
+        console.print(nothing_to_do)
+        return
+    conclude(records, out_dir)
+
+
+@contextmanager
+def show_progress(plan: Plan, label: str, device: torch.device, records: Path
+                  ) -> Iterator[RichReporter]:
+    """A grid point run in this process: its header line, then a progress bar."""
+    console.print(f"[bold]{plan.cfg.name}[/]{label}: {len(plan.methods)} method(s) × "
+                  f"{len(plan.datasets)} dataset(s) × {len(plan.cfg.seeds)} seed(s) on "
+                  f"{device} → {records}")
+    progress = progress_bar()
+    with progress:
+        yield RichReporter(progress)
 
 
 def stop_if_disk_full(err: OSError) -> NoReturn:

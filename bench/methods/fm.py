@@ -4,7 +4,9 @@ coupling object as ``otnfm-minibatch``), each sampled by several ODE solvers.
 
 The velocity v(x_t, t) is regressed onto dx_t/dt along the configured path (``path.kind``;
 the straight line by default, target x1 - x0). The path is ``bench.paths`` (shared with the
-neural flows, so a path ablation changes one thing). Samplers, part of each method's name:
+neural flows, so a path ablation changes one thing). Samplers, an axis of each family
+(``fm@euler7``, ``otcfm@heun3``, ``loomcfm@dopri5``: any step count; the registered
+combinations below keep their names, ``fm@euler100`` is ``fm-euler100``):
 ``-euler{N}`` (the ``rectified-flow`` package's ``EulerSampler``, N NFE), ``-midpoint{N}`` and
 ``-heun{N}`` (torchdiffeq's fixed-grid ``midpoint`` and ``heun2``, N steps of 2 NFE each, so
 NFE 2, 4 and 10 for N = 1, 2, 5: equal NFE with Euler 2, 4, 10), and ``-dopri5`` (torchdiffeq's
@@ -19,15 +21,23 @@ neural flows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bench.config import PathConfig
 from bench.couplings import Coupling
-from bench.methods.base import Batch, BuildContext, Method, SampleOut, uniform_t
+from bench.methods.base import (
+    Batch,
+    BuildContext,
+    Method,
+    SampleOut,
+    register_sampled_family,
+    uniform_t,
+)
 from bench.paths import interpolate
-from bench.registry import register_method
 from bench.seeding import Streams
 
 EULER_STEPS = (1, 2, 4, 10, 100)
@@ -107,22 +117,41 @@ class FlowMatching(Method):
         return SampleOut(x[-1], nfe=2 * self.steps)
 
 
-def _register(family: str, coupling: str, sampler: str, n: int, paper: str) -> None:
-    def factory(ctx: BuildContext) -> Method:
+def _build(coupling: str) -> Callable[[BuildContext, str, int], Method]:
+    def build(ctx: BuildContext, sampler: str, n: int) -> Method:
         return FlowMatching(ctx.net(time_inputs=1), ctx.coupling(coupling), ctx.data.shape,
                             steps=n, path=ctx.cfg.path, sampler=sampler)
 
-    if sampler == "dopri5":
-        name, how = f"{family}-dopri5", "adaptive dopri5 at atol = rtol = 1e-5 (NFE counted)"
-    else:
-        name = f"{family}-{sampler}{n}"
-        nfe = n if sampler == "euler" else 2 * n
-        how = f"{n} {sampler} step{'s' if n > 1 else ''} (NFE {nfe})"
-    grid = {} if sampler != "euler" else {1: {"grid": ("fm1", coupling)},
-                                          100: {"grid": ("fm100", coupling)}}.get(n, {})
-    register_method(name, recipe=family,
-                    help=f"{paper}, {how}; shares the '{family}' checkpoint", **grid)(factory)
+    return build
 
+
+def _describe(family: str, paper: str) -> Callable[[str, int], str]:
+    def describe(sampler: str, n: int) -> str:
+        if sampler == "dopri5":
+            how = "adaptive dopri5 at atol = rtol = 1e-5 (NFE counted)"
+        else:
+            nfe = n if sampler == "euler" else 2 * n
+            how = f"{n} {sampler} step{'s' if n > 1 else ''} (NFE {nfe})"
+        return f"{paper}, {how}; shares the '{family}' checkpoint"
+
+    return describe
+
+
+def _name(family: str) -> Callable[[str, int], str]:
+    return lambda sampler, n: f"{family}-{sampler}{n if sampler != 'dopri5' else ''}"
+
+
+def _grid(coupling: str) -> Callable[[str, int], dict]:
+    cells = {("euler", 1): "fm1", ("euler", 100): "fm100"}
+    return lambda sampler, n: ({"grid": (cells[sampler, n], coupling)}
+                               if (sampler, n) in cells else {})
+
+
+#: the registered combinations of every family (names ``{family}-{sampler}{N}``,
+#: ``{family}-dopri5``); ``{family}@{sampler}{N}`` asks for any other N
+REGISTERED = ([("euler", n) for n in EULER_STEPS]
+              + [(s, n) for s in ("midpoint", "heun") for n in TWO_STAGE_STEPS]
+              + [("dopri5", 0)])
 
 for _family, _coupling, _paper in (
     ("fm", "independent", "Flow matching (independent pairs)"),
@@ -132,9 +161,7 @@ for _family, _coupling, _paper in (
     ("otcfm-global", "global-ot", "Flow matching on one exact OT assignment of the whole "
                                   "training set"),
 ):
-    for _n in EULER_STEPS:
-        _register(_family, _coupling, "euler", _n, _paper)
-    for _sampler in ("midpoint", "heun"):
-        for _n in TWO_STAGE_STEPS:
-            _register(_family, _coupling, _sampler, _n, _paper)
-    _register(_family, _coupling, "dopri5", 0, _paper)
+    register_sampled_family(
+        _family, _build(_coupling), {"euler": 1, "midpoint": 2, "heun": 2, "dopri5": None},
+        _paper, registered=REGISTERED, name=_name(_family),
+        describe=_describe(_family, _paper), extra=_grid(_coupling))

@@ -128,6 +128,13 @@ def _build(ctx: BuildContext, steps: int) -> Method:
     return Shortcut(ctx.net(time_inputs=2), ctx.coupling("independent"), steps)
 
 
+def _check(steps: int) -> str | None:
+    """``shortcut@step{N}``: the step sizes it was trained on (powers of two up to 2^7)."""
+    if 2 ** round(math.log2(steps)) != steps or steps > 2 ** MAX_LEVEL:
+        return f"shortcut samples with a power-of-two number of steps <= {2 ** MAX_LEVEL}"
+    return None
+
+
 register_step_family("shortcut", (1, 2, 4), _build,
                      "Shortcut model (Frans et al., ICLR 2025): step-size-conditioned, "
-                     "EMA-teacher bootstrap targets")
+                     "EMA-teacher bootstrap targets", check=_check)
