@@ -78,11 +78,12 @@ def _step_seconds(name: str, data: DataBundle, cfg: Config, device: torch.device
         method.coupling = MinibatchOT(data.source, cfg.coupling.solver)  # minibatch OT's:
         # timing it so spares building the whole bank (gigabytes on CIFAR-10)
     gens = Streams(0, device)
-    trainer = Trainer(method, small.train, device.type)  # attaches an EMA teacher if wanted
+    # this process alone (rank 0 under torchrun); attaches an EMA teacher if wanted
+    trainer = Trainer(method, small.train, device.type, distributed=False)
     bs = method.coupling.data_batch_size(b) if method.coupling is not None else b
     batches = batch_indices(data.train.shape[0], bs, gens["data"], device)
     seconds = 0.0
-    with training_net(method, small.train):
+    with training_net(method, small.train, distributed=False):
         for _ in range(2):  # the first is a warm-up (and compiles, with train.compile)
             idx = next(batches)
             sync(device)

@@ -76,12 +76,12 @@ def step_breakdown(method: Method, data: DataBundle, cfg: Config, device: torch.
     AMP, compile, schedule and EMA as configured), each part timed between synchronisations."""
     gens = Streams(seed, device)
     tc = cfg.train
-    trainer = Trainer(method, tc, device.type)
+    trainer = Trainer(method, tc, device.type, distributed=False)
     bs = method.coupling.data_batch_size(tc.batch_size) if method.coupling else tc.batch_size
     batches = batch_indices(data.train.shape[0], bs, gens["data"], device)
     parts: dict[str, list[float]] = {k: [] for k in
                                      ("data", "coupling", "forward", "backward", "optimizer")}
-    with training_net(method, tc):
+    with training_net(method, tc, distributed=False):
         for i in range(warmup + repeats):
             t_data, batch = _timed(lambda: (lambda j: Batch(data.train[j], j))(next(batches)),
                                    device)

@@ -51,3 +51,13 @@ def load_entry_points() -> list[str]:
         ep.load()
         names.append(ep.name)
     return names
+
+
+def origin(obj: object) -> str | None:
+    """The ``--plugin`` file (absolute path) whose module defined ``obj``; None for anything
+    else (the built-ins, installed packages)."""
+    module = getattr(obj, "__module__", None)
+    for path, mod in _loaded.items():
+        if mod.__name__ == module:
+            return path
+    return None

@@ -40,6 +40,8 @@ class RunRecord:
     #: the sweep grid point this run belongs to (dotted config key -> value), if any
     sweep: dict[str, Any] = field(default_factory=dict)
     config_file: str | None = None
+    #: the ``--plugin`` file that registered the method (None: built in or installed)
+    plugin: str | None = None
     recipe: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     config_hash: str = ""

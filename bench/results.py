@@ -18,6 +18,7 @@ from bench.distributed import is_main
 from bench.env import git_commit, library_versions, now
 from bench.io import DiskFull, atomic_write
 from bench.planner import RunSpec
+from bench.plugins import origin
 from bench.progress import Reporter, SilentReporter
 from bench.records import (  # noqa: F401  (re-exported: bench.results is where callers look)
     RECORDS_FILE,
@@ -34,6 +35,7 @@ from bench.records import (  # noqa: F401  (re-exported: bench.results is where 
     ok_keys,
     read_records,
 )
+from bench.registry import METHODS, RegistryError
 from bench.vocab import Status
 
 
@@ -57,7 +59,8 @@ class RecordWriter:
         return RunRecord(
             method=spec.method, dataset=spec.dataset, seed=spec.seed, status="running",
             run_id=spec.run_id, suite=self.suite, sweep=spec.sweep,
-            config_file=self.config_file, recipe=spec.recipe, config=spec.config,
+            config_file=self.config_file, plugin=method_plugin(spec.method),
+            recipe=spec.recipe, config=spec.config,
             config_hash=spec.config_hash, recipe_hash=spec.recipe_hash,
             git_commit=self.commit, versions=self.versions, device=str(self.device),
             threads=torch.get_num_threads(), started_at=now(), data_info=data_info or {},
@@ -111,3 +114,11 @@ class RecordWriter:
         arr = x[:n].cpu().numpy().astype(np.float32)
         atomic_write(self.out / rel, lambda tmp: np.save(tmp, arr))
         return str(rel)
+
+
+def method_plugin(method: str) -> str | None:
+    """The ``--plugin`` file that registered ``method`` (``bench.plugins.origin``), if any."""
+    try:
+        return origin(METHODS.get(method))
+    except RegistryError:  # the data floor, or a name resolved elsewhere
+        return None

@@ -161,14 +161,14 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 @contextlib.contextmanager
-def training_net(method: Method, cfg: TrainConfig) -> Iterator[None]:
+def training_net(method: Method, cfg: TrainConfig, distributed: bool = True) -> Iterator[None]:
     """The network as training runs it: ``torch.compile(method.net)`` with ``cfg.compile``,
-    split across the ranks under torchrun (the global batch is kept); the plain module is put
-    back afterwards."""
+    split across the ranks under torchrun (the global batch is kept) unless ``distributed``
+    is off (a step this process times alone); the plain module is put back afterwards."""
     plain = method.net
     if cfg.compile:
         method.net = torch.compile(plain)
-    if world()[1] > 1:  # torchrun: split the network work, keep the global batch
+    if distributed and world()[1] > 1:  # torchrun: split the network work, keep the batch
         method.net = ShardedNet(method.net)
     try:
         yield
@@ -203,8 +203,11 @@ class Trainer:
     that takes its targets from an EMA teacher gets the teacher attached here. Wrap the steps in
     ``training_net`` for ``cfg.compile`` (``train`` does)."""
 
-    def __init__(self, method: Method, cfg: TrainConfig, device_type: str) -> None:
-        self.method, self.cfg = method, cfg
+    def __init__(self, method: Method, cfg: TrainConfig, device_type: str,
+                 distributed: bool = True) -> None:
+        #: ``distributed`` off: no gradient all-reduce under torchrun (the estimate and perf
+        #: time a step on rank 0 alone; a collective would wait for the other ranks forever)
+        self.method, self.cfg, self.distributed = method, cfg, distributed
         self.autocast = (torch.autocast(device_type=device_type, dtype=torch.bfloat16)
                          if cfg.amp == "bf16" else contextlib.nullcontext())
         method.train()
@@ -238,7 +241,8 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
         with timer("optimizer"):
-            average_gradients(method.parameters())
+            if self.distributed:
+                average_gradients(method.parameters())
             norm = nn.utils.clip_grad_norm_(
                 method.parameters(), self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf"))
             self.opt.step()

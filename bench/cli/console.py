@@ -42,6 +42,43 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+PLUGIN_HINT = ("If it is a plugin's, load its file: --plugin path/to/file.py (repeatable; "
+               "installed plugin packages load by themselves).")
+
+
+def unknown_name_hint(message: str, results: Path | None = None, method: str | None = None
+                      ) -> str:
+    """``message`` with a way out when it says a name is unknown: the ``--plugin`` file that
+    the records of ``results`` name for ``method`` (where a run of it recorded one), else,
+    without a close match, the general ``--plugin`` hint. Other messages come back as they
+    are."""
+    if not message.startswith("unknown "):
+        return message
+    if results is not None and method is not None:
+        files = plugin_files(results, method)
+        if files:
+            return (f"{message} Its runs in {results} name the plugin file that registered "
+                    f"it: --plugin {' --plugin '.join(files)}")
+    if "Did you mean" in message:
+        return message
+    return f"{message} {PLUGIN_HINT}"
+
+
+def plugin_files(results: Path, method: str) -> list[str]:
+    """The ``--plugin`` files that the records under ``results`` (a folder or a records file)
+    name as the origin of ``method``, oldest first."""
+    from bench.results import read_records
+
+    paths = [results] if results.is_file() else (
+        sorted(results.rglob(RECORDS_FILE)) if results.is_dir() else [])
+    files: list[str] = []
+    for path in paths:
+        for r in read_records(path).records:
+            if r.method == method and r.plugin and r.plugin not in files:
+                files.append(r.plugin)
+    return files
+
+
 def load_plugins(plugins: list[Path] | None) -> None:
     """Installed entry points, then the ``--plugin`` files, on top of the built-ins."""
     try:

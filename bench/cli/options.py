@@ -17,21 +17,21 @@ SetOpt = Annotated[list[str] | None, typer.Option(
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", "-o", help="Results folder (default results/<suite name>)")]
 PluginOpt = Annotated[list[Path] | None, typer.Option(
-    help="Python file registering extra methods/datasets/metrics (repeatable)")]
+    help="Python file that registers methods, datasets or metrics (repeatable)")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
 DataRootOpt = Annotated[str | None, typer.Option(
     "--data-root", help="Folder with dataset files (sets data.root)")]
 ForceOpt = Annotated[bool, typer.Option(
-    help="Re-run (and retrain) even if an ok record / checkpoint exists")]
+    help="Redo runs that have an ok record, and retrain checkpoints")]
 
 ExecutorOpt = Annotated[str, typer.Option(
-    help="local (this machine) or slurm (one submitit job per dataset x seed)")]
+    help="local: this machine. slurm: one job per dataset x seed")]
 WorkersOpt = Annotated[int, typer.Option(help="Local worker processes")]
 ClusterOpt = Annotated[str | None, typer.Option(
-    help="submitit cluster: slurm, or local (submitit's local executor)")]
+    help="submitit cluster: slurm, or local (for tests)")]
 PartitionOpt = Annotated[str | None, typer.Option(help="Slurm partition")]
 GpusOpt = Annotated[int | None, typer.Option(help="GPUs per Slurm job")]
-TimeOpt = Annotated[int, typer.Option(help="Slurm time limit per job (minutes)")]
+TimeOpt = Annotated[int, typer.Option(help="Time limit per Slurm job, minutes")]
 MemOpt = Annotated[int | None, typer.Option(help="Memory per Slurm job (GB)")]
 WaitOpt = Annotated[bool, typer.Option(help="Wait for Slurm jobs and collect them")]
 

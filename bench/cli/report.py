@@ -27,7 +27,9 @@ def report_cmd(
     results: Annotated[list[Path] | None, typer.Argument(
         help="Results folders or records.jsonl files (default: results/)")] = None,
     out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Markdown file to write (figures go to <stem>/ beside it)")] = None,
+        "--out", "-o", help="File to write. Markdown: default report.md in the first "
+                            "folder, figures in <stem>/ beside it. json, csv: default "
+                            "stdout")] = None,
     title: Annotated[str | None, typer.Option(help="Report title")] = None,
     compare: Annotated[list[str] | None, typer.Option(
         help="Paired comparison A:B over common seeds (repeatable), drawn in addition to the "
@@ -91,7 +93,11 @@ def report_cmd(
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     else:
-        atomic_write_text(target, as_json(sources) if fmt == "json" else as_csv(sources))
+        text = as_json(sources) if fmt == "json" else as_csv(sources)
+        if out is None:  # json and csv go to stdout unless --out names a file
+            typer.echo(text, nl=not text.endswith("\n"))
+            return
+        atomic_write_text(target, text)
     n = sum(len(s.records) for s in sources)
     console.print(f"wrote {target} from {n} record(s) in {len(sources)} file(s)")
 

@@ -24,6 +24,7 @@ from bench.cli.console import (
     load_plugins,
     log,
     progress_bar,
+    unknown_name_hint,
 )
 from bench.cli.options import (
     ClusterOpt,
@@ -50,7 +51,7 @@ from bench.estimate import human
 from bench.io import DiskFull, is_disk_full
 from bench.planner import Plan
 from bench.registry import RegistryError
-from bench.results import RECORDS_FILE
+from bench.results import RECORDS_FILE, RunRecord, read_records
 from bench.runner import Runner
 from bench.suite import (
     Suite,
@@ -98,7 +99,7 @@ def run_cmd(
         check_out(out_dir, create=not dry_run)
         runners = suite.runners(out_dir, dev, force=force)
     except (ConfigError, RegistryError, ValueError) as err:
-        fail(str(err))
+        fail(unknown_name_hint(str(err)))
     runner = runners[0]
     if dry_run:
         console.print(yaml.safe_dump(to_dict(suite.cfg), sort_keys=False), end="", markup=False)
@@ -146,7 +147,7 @@ def sweep_cmd(
         check_out(out_dir, create=not dry_run)
         runners = suite.runners(out_dir, dev, force=force)
     except (ConfigError, RegistryError, ValueError) as err:
-        fail(str(err))
+        fail(unknown_name_hint(str(err)))
     total = sum(len(p.runs()) for p in suite.plans)
     console.print(f"sweep {config}: {len(suite.points)} grid point(s), {total} run(s) in all")
     if dry_run:
@@ -254,16 +255,42 @@ def number(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, (int, float)) else "?"
 
 
+def record_counts(results: Path) -> list[dict[str, Any]]:
+    """Per dataset and method, the runs whose latest record is ok / failed / interrupted (a
+    run: its config hash, method and seed; a retried run counts once)."""
+    latest: dict[tuple[str, str, str, int], RunRecord] = {}
+    for r in read_records(results / RECORDS_FILE).records:
+        latest[(r.dataset, r.method, r.config_hash, r.seed)] = r
+    counts: dict[tuple[str, str], dict[str, Any]] = {}
+    for (ds, m, _, _), r in latest.items():
+        row = counts.setdefault((ds, m), {"dataset": ds, "method": m, "ok": 0, "failed": 0,
+                                          "interrupted": 0})
+        if r.status in ("ok", "failed", "interrupted"):
+            row[r.status] += 1
+    return list(counts.values())
+
+
 def status_cmd(
-    results: Annotated[Path, typer.Argument(help="Results folder of a submitted suite")],
+    results: Annotated[Path, typer.Argument(help="Results folder of a suite")],
 ) -> None:
-    """Runs training now (from their live logs) and jobs submitted with --executor slurm
-    (scheduler state and runs ok / failed / missing)."""
+    """Runs training now (from their live logs), jobs submitted with --executor slurm
+    (scheduler state and runs ok / failed / missing), else the runs the records hold."""
     rows = jobs.status(results)
     training = in_training(results)
-    if not rows and not training:
-        fail(f"nothing to show in {results}: no recipe is training there (no live log without "
-             f"a finished checkpoint) and nothing was submitted ({jobs.JOBS_FILE})")
+    counts = record_counts(results) if not rows else []
+    if not rows and not training and not counts:
+        fail(f"nothing to show in {results}: no records ({RECORDS_FILE}), no recipe is "
+             "training there (no live log without a finished checkpoint) and nothing was "
+             f"submitted ({jobs.JOBS_FILE})")
+    if counts:
+        table = Table(title=f"runs recorded in {results / RECORDS_FILE} (latest record of "
+                            "each run)")
+        for col in ("dataset", "method", "ok", "failed", "interrupted"):
+            table.add_column(col)
+        for c in counts:
+            table.add_row(c["dataset"], c["method"], str(c["ok"]), str(c["failed"]),
+                          str(c["interrupted"]))
+        console.print(table)
     if training:
         live = Table(title=f"unfinished recipes in {results} (live logs in stats/; training = "
                            "a process holds its claim now)")

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from bench.api import ModelNotFound, load
-from bench.cli.console import console, fail, load_plugins
+from bench.cli.console import console, fail, load_plugins, unknown_name_hint
 from bench.cli.options import DeviceOpt, PluginOpt
 from bench.io import atomic_write
 from bench.metrics.extractors import to_uint8
@@ -31,9 +31,10 @@ def sample_cmd(
         help="Recipe hash (or its start) when the folder holds several configs")] = None,
     n: Annotated[int, typer.Option("-n", help="Number of samples")] = 1000,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write")] = Path("samples"),
-    fmt: Annotated[str, typer.Option("--format", help="png (one file per image) or npz (one "
-                                     "uint8 array [n, H, W, C], as clean-fid and EDM's "
-                                     "fid.py read)")] = "png",
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="png (one file per image) or npz (one array: uint8 [n, H, W, C] "
+                         "images, as clean-fid and EDM's fid.py read, or float32 points). "
+                         "Default: png for images, npz for points")] = None,
     noise_seed: Annotated[int, typer.Option(help="Seed of the noise")] = 0,
     batch: Annotated[int, typer.Option(help="Sampling batch size")] = 500,
     device: DeviceOpt = None,
@@ -41,15 +42,18 @@ def sample_cmd(
 ) -> None:
     """Sample a trained method (counted NFE) and write PNG files or one .npz."""
     load_plugins(plugin)
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         fail(f"--format {fmt!r}: choices: {', '.join(FORMATS)}")
     try:
         model = load(results, method, dataset=dataset, seed=seed, device=device or "auto",
                      recipe_hash=recipe_hash)
     except (ModelNotFound, RegistryError, ValueError) as err:
-        fail(str(err))
+        fail(unknown_name_hint(str(err), results, method))
+    if fmt is None:
+        fmt = "png" if model.data.kind == "images" else "npz"
     if model.data.kind != "images" and fmt == "png":
-        fail(f"{model.dataset} holds {model.data.kind}, not images: use --format npz")
+        fail(f"{model.dataset} holds {model.data.kind}, not images: --format png writes "
+             "images only; use --format npz (the default for points)")
     gen = torch.Generator(device=model.device).manual_seed(noise_seed)
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
