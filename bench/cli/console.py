@@ -19,7 +19,7 @@ from bench.evaluate import metric_vocabulary
 from bench.plugins import PluginError, load_entry_points, load_plugin
 from bench.registry import RegistryError
 from bench.report.stats import fmt_num, summarize
-from bench.results import RECORDS_FILE, RunRecord
+from bench.results import RECORDS_FILE, RunRecord, read_records
 
 
 def _width(stream) -> int | None:
@@ -67,8 +67,6 @@ def unknown_name_hint(message: str, results: Path | None = None, method: str | N
 def plugin_files(results: Path, method: str) -> list[str]:
     """The ``--plugin`` files that the records under ``results`` (a folder or a records file)
     name as the origin of ``method``, oldest first."""
-    from bench.results import read_records
-
     paths = [results] if results.is_file() else (
         sorted(results.rglob(RECORDS_FILE)) if results.is_dir() else [])
     files: list[str] = []
