@@ -254,8 +254,6 @@ def hash_rules(cls: type, prefix: tuple[str, ...] = ()) -> tuple[list[tuple[str,
     late: dict[tuple[str, ...], Any] = {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name == "sections" and cls is Config:
-            continue
         rule = f.metadata.get("hash", True)
         if rule is False:
             drop.append((*prefix, f.name))
@@ -274,9 +272,9 @@ def hash_rules(cls: type, prefix: tuple[str, ...] = ()) -> tuple[list[tuple[str,
     return drop, late
 
 
-def hashed(d: dict[str, Any], cls: type = None) -> dict[str, Any]:  # type: ignore[assignment]
+def hashed(d: dict[str, Any]) -> dict[str, Any]:
     """``d`` (``to_dict`` of a ``Config``) without what ``hash_rules`` keeps out of a hash."""
-    drop, late = hash_rules(cls or Config)
+    drop, late = hash_rules(Config)
     for path in drop:
         _pop(d, path)
     for path, default in late.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import traceback
@@ -119,7 +120,10 @@ class RecordError(ValueError):
     """A line of a records file that is not a valid run record."""
 
 
+@functools.cache
 def _field_types() -> dict[str, Any]:
+    """RunRecord's field annotations, resolved once (resolving costs ~0.6 ms: per record
+    read, it would dominate reading a records file)."""
     return typing.get_type_hints(RunRecord)
 
 

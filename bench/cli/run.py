@@ -51,7 +51,8 @@ from bench.estimate import human
 from bench.io import DiskFull, is_disk_full
 from bench.planner import Plan
 from bench.registry import RegistryError
-from bench.results import RECORDS_FILE, RunRecord, read_records
+from bench.report.model import latest_only
+from bench.results import RECORDS_FILE, read_records
 from bench.runner import Runner
 from bench.suite import (
     Suite,
@@ -258,13 +259,11 @@ def number(value: Any, spec: str) -> str:
 def record_counts(results: Path) -> list[dict[str, Any]]:
     """Per dataset and method, the runs whose latest record is ok / failed / interrupted (a
     run: its config hash, method and seed; a retried run counts once)."""
-    latest: dict[tuple[str, str, str, int], RunRecord] = {}
-    for r in read_records(results / RECORDS_FILE).records:
-        latest[(r.dataset, r.method, r.config_hash, r.seed)] = r
+    latest, _ = latest_only(read_records(results / RECORDS_FILE).records)
     counts: dict[tuple[str, str], dict[str, Any]] = {}
-    for (ds, m, _, _), r in latest.items():
-        row = counts.setdefault((ds, m), {"dataset": ds, "method": m, "ok": 0, "failed": 0,
-                                          "interrupted": 0})
+    for r in latest:
+        row = counts.setdefault((r.dataset, r.method), {
+            "dataset": r.dataset, "method": r.method, "ok": 0, "failed": 0, "interrupted": 0})
         if r.status in ("ok", "failed", "interrupted"):
             row[r.status] += 1
     return list(counts.values())
