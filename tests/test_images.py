@@ -199,6 +199,36 @@ def test_domain_extractor_is_cached_and_deterministic(tmp_path, monkeypatch):
     assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
 
 
+def test_domain_extractor_id_names_its_weights_and_ignores_the_thread_count(tmp_path,
+                                                                            monkeypatch):
+    """The id carries a hash of the weights; one and two caller threads train the same weights;
+    a cached file whose weights were swapped is retrained (with a warning), not trusted."""
+    from bench.metrics import extractors
+
+    data = load("digits", n_train=200)
+    ids = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            monkeypatch.setenv("BENCH_CACHE", str(tmp_path / f"t{n}"))
+            path, info = extractors.domain_extractor("digits", data.train, data.train_labels, 10)
+            ids.append(info["id"])
+            assert torch.get_num_threads() == n  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(threads)
+    assert ids[0] == ids[1]
+    blob = torch.load(path, weights_only=True)
+    assert ids[0].endswith("-w" + extractors.state_digest(blob["state"]))
+    blob["state"] = {k: v + 0.01 for k, v in blob["state"].items()}
+    torch.save(blob, path)
+    with pytest.warns(UserWarning, match="do not match its id"):
+        _, again = extractors.domain_extractor("digits", data.train, data.train_labels, 10)
+    assert again["id"] == ids[0]
+    fixed = torch.load(path, weights_only=True)
+    assert extractors.state_digest(fixed["state"]) == ids[0].rsplit("-w", 1)[1]
+
+
 def test_inception_fid_is_opt_in():
     from bench.evaluate import metric_names
 

@@ -1,11 +1,18 @@
 """Feature extractors for image metrics, registered with torch-fidelity when first needed.
 
 - ``bench-domain``: a small CNN classifier trained once per dataset on its training split
-  (fixed seed, fixed recipe, CPU seconds), cached on disk under ``$BENCH_CACHE/extractors``
-  (default ``~/.cache/otnfm-bench``). Its 128-d penultimate features feed torch-fidelity's FID /
-  KID / precision-recall code: the result is a Frechet distance in *this* feature space,
-  recorded as ``fd_domain`` with the extractor's id, never called FID. Its logits give the class
-  histogram of generated samples.
+  (fixed seed, fixed recipe, one CPU thread, CPU seconds), cached on disk under
+  ``$BENCH_CACHE/extractors`` (default ``~/.cache/otnfm-bench``). Its 128-d penultimate features
+  feed torch-fidelity's FID / KID / precision-recall code: the result is a Frechet distance in
+  *this* feature space, recorded as ``fd_domain`` with the extractor's id, never called FID. Its
+  logits give the class histogram of generated samples.
+
+  The id is ``fd-<dataset>-cnn-<training data hash>-w<weights hash>``: two records with the
+  same id were scored by the same weights, bit for bit. (Ids before version 3 hashed only the
+  training data, and one such id covered classifiers trained on different machines; the report
+  tells those apart by their held-out accuracy.) Training runs on one thread so that the
+  thread count of the calling process does not change the weights; other CPUs or libraries may
+  still round differently, which the weights hash then shows.
 - Inception (``--metrics fid``) lives in ``bench.metrics.inception``: it finds the weights
   offline, checks them and provides the faster ``inception-v3-fast`` extractor; the harness
   never downloads them.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -28,7 +36,7 @@ from bench.io import atomic_torch_save
 
 DOMAIN_NAME = "bench-domain"
 #: bump when the classifier or its training recipe changes (invalidates cached extractors)
-DOMAIN_VERSION = 2
+DOMAIN_VERSION = 3
 
 
 def cache_dir() -> Path:
@@ -82,45 +90,68 @@ def train_domain_classifier(x: torch.Tensor, y: torch.Tensor, classes: int,
     """Deterministic (seed 0, CPU) Adam training on uint8-rounded images, ``epochs`` passes
     (100 to 3,000 steps); small random shifts keep it from memorising the training set."""
     steps = int(min(3000, max(100, epochs * x.shape[0] // batch)))
+    threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        x = from_uint8(to_uint8(x.cpu()), x.shape[1])
-        y = y.cpu()
-        net = DomainCNN(x.shape[1], classes)
-        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-        g = torch.Generator().manual_seed(0)
-        for _ in range(steps):
-            idx = torch.randint(0, x.shape[0], (batch,), generator=g)
-            xb = x[idx]
-            dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
-            xb = torch.roll(xb, shifts=(dx, dy), dims=(2, 3))
-            loss = F.cross_entropy(net(xb), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+        torch.set_num_threads(1)  # reductions in one order whatever the caller's thread count
+        try:
+            torch.manual_seed(0)
+            x = from_uint8(to_uint8(x.cpu()), x.shape[1])
+            y = y.cpu()
+            net = DomainCNN(x.shape[1], classes)
+            opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+            g = torch.Generator().manual_seed(0)
+            for _ in range(steps):
+                idx = torch.randint(0, x.shape[0], (batch,), generator=g)
+                xb = x[idx]
+                dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
+                xb = torch.roll(xb, shifts=(dx, dy), dims=(2, 3))
+                loss = F.cross_entropy(net(xb), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+        finally:
+            torch.set_num_threads(threads)
     return net.eval()
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's tensors (names, shapes, float32 values), first 12 hex digits."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().to(torch.float32).contiguous()
+        h.update(f"{k}:{tuple(v.shape)};".encode())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def domain_extractor(dataset: str, data: torch.Tensor, labels: torch.Tensor, classes: int,
                      eval_x: torch.Tensor | None = None, eval_y: torch.Tensor | None = None
                      ) -> tuple[Path, dict]:
     """Path of the cached classifier for this training set (trained on first use) and its info
-    (id, held-out accuracy)."""
+    (id with the weights hash, held-out accuracy). A cached file whose weights do not match the
+    hash in its id is retrained, with a warning."""
     key = _digest(data, labels)
     path = cache_dir() / "extractors" / f"{dataset}-{key}.pt"
-    if not path.exists():
+    blob = None
+    if path.exists():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("id") != f"fd-{dataset}-cnn-{key}-w{state_digest(blob['state'])}":
+            warnings.warn(f"{path}: its weights do not match its id {blob.get('id')!r}; "
+                          "training the classifier again", stacklevel=2)
+            blob = None
+    if blob is None:
         net = train_domain_classifier(data, labels, classes)
         acc = None
         if eval_x is not None and eval_y is not None:
             with torch.no_grad():
                 pred = net(from_uint8(to_uint8(eval_x.cpu()), net.channels)).argmax(1)
             acc = float((pred == eval_y.cpu()).float().mean())
-        atomic_torch_save(path, {"channels": net.channels, "classes": classes,
-                                 "state": net.state_dict(), "id": f"fd-{dataset}-cnn-{key}",
-                                 "eval_accuracy": acc})
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+        state = net.state_dict()
+        blob = {"channels": net.channels, "classes": classes, "state": state,
+                "id": f"fd-{dataset}-cnn-{key}-w{state_digest(state)}", "eval_accuracy": acc}
+        atomic_torch_save(path, blob)
     return path, {"id": blob["id"], "eval_accuracy": blob["eval_accuracy"]}
 
 
