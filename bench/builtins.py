@@ -7,8 +7,9 @@ no method, and a method module can import any other ``bench`` module at its top.
 
 from bench.datasets import images as image_datasets
 from bench.datasets import toy2d
-from bench.methods import fm, meanflow, nfm, reflow, shortcut
+from bench.methods import ect, fm, meanflow, nfm, reflow, shortcut
 from bench.metrics import images as image_metrics
 from bench.metrics import points
 
-MODULES = (toy2d, image_datasets, nfm, fm, meanflow, reflow, shortcut, points, image_metrics)
+MODULES = (toy2d, image_datasets, nfm, fm, meanflow, reflow, shortcut, ect, points,
+           image_metrics)

@@ -162,7 +162,7 @@ class Models:
               else contextlib.nullcontext()):
             t_trained = self.get(t_spec, data, planned)
         teacher = self.restore(t_spec, data, t_trained)
-        self.reporter.log(f"{label}: generating pairs with {spec.teacher}")
+        self.reporter.log(f"{label}: starting from {spec.teacher}")
         prep = method.prepare(teacher, data.train.shape[0], gens,
                               partial=self.store.pairs_path(spec))
         return {"breakdown": {"teacher_seconds": t_trained.state["train"]["seconds"],
