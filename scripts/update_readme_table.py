@@ -1,18 +1,26 @@
 #!/usr/bin/env python
-"""Copy the per-dataset tables of a rendered report into README.md between marker comments.
+"""Copy tables of rendered reports into Markdown files between marker comments.
 
-    python scripts/update_readme_table.py reports/quick.md README.md quick-table
-    python scripts/update_readme_table.py reports/peers2d.md README.md peers-table
-    python scripts/update_readme_table.py reports/mnist5k.md README.md mnist5k-table
-    python scripts/update_readme_table.py reports/ladder2d.md README.md ladder2d-grid
-    python scripts/update_readme_table.py reports/ladder-across.md README.md ladder-across
-    python scripts/update_readme_table.py reports/curves-digits.md README.md curves-digits-gap
+Run from the repository root after re-rendering reports (``bench report ...``):
 
-Only columns named in COLUMNS are kept; a marker ending in ``-grid`` copies the report's
-coupling x parametrisation grids with their generated sentences instead, one ending in
-``-across`` its "Across datasets" section, one ending in ``-gap`` its learning curves' gap
-tables (each method's score over fm-euler100's at every curve step). Every number comes
-from the report, which names the run it was built from.
+    python scripts/update_readme_table.py --all     # every block of README.md, reports/README.md
+    python scripts/update_readme_table.py --check   # exit 1 if a block differs from its report
+
+Every block starts ``From `reports/<name>.md`.``: that is the report it is taken from, and
+what ``--all`` renders it again from. One block at a time (also a new one):
+
+    python scripts/update_readme_table.py reports/peers-mnist5k.md README.md headline
+    python scripts/update_readme_table.py reports/quick.md reports/README.md quick-table
+    python scripts/update_readme_table.py reports/ladder2d.md reports/README.md ladder2d-grid
+
+The marker's name picks what is copied. ``headline``: the first dataset table's data floor,
+one-step rows (NFE 1), peers (PEERS, at every step count) and reference (fm-euler100), with
+NFE, the headline metric's mean and 95% interval, and the mean sampling time and training
+FLOPs. A name ending in ``-grid``: the report's coupling x parametrisation grids with their
+generated sentences; ``-across``: its "Across datasets" section; ``-gap``: its learning
+curves' gap tables (each method's score over fm-euler100's at every curve step); any other:
+every dataset table, with only the columns named in COLUMNS. Every number comes from the
+report, which names the run it was built from.
 """
 
 from __future__ import annotations
@@ -96,9 +104,62 @@ def across(report: str) -> str:
     return "\n".join(lines[start:end]).strip()
 
 
-def main(report_path: str, readme_path: str, marker: str) -> None:
+#: the one-step peers: their rows stay in the headline table at every step count
+PEERS = ("meanflow", "shortcut", "reflow")
+#: a table's headline metric: the first of these it has
+HEADLINE_METRICS = ("fid ↓", "fd_domain ↓", "w2 ↓")
+#: the headline table's reference row (the multi-step baseline) and the data floor's row
+REFERENCE, FLOOR = "fm-euler100", "data (floor)"
+
+
+def headline(report: str) -> str:
+    """The first dataset table of the report cut to the headline: the data floor, every
+    one-step row (NFE 1), the peers at every step count and the reference, each with its
+    seeds, NFE, the headline metric's mean and 95% interval, and the mean sampling time and
+    training FLOPs over seeds."""
+    found = tables(report)
+    if not found:
+        sys.exit("the report has no per-dataset table (method | seeds | ...) to take from")
+    section, rows = found[0]
+    header = rows[0]
+    metric = next((c for c in HEADLINE_METRICS if c in header), None)
+    missing = [c for c in ("NFE", "sample ms/1k", "train FLOPs") if c not in header]
+    if metric is None or missing:
+        lacks = ", ".join(missing) or " or ".join(HEADLINE_METRICS)
+        sys.exit(f"the report's first table has no {lacks} column")
+    lines = [f"**{section}**", "",
+             f"| method | seeds | NFE | {metric} [95% interval] | sample ms/1k | train FLOPs |",
+             "|---|---|---|---|---|---|"]
+    for row in rows[2:]:
+        cell = dict(zip(header, row, strict=True))
+        method = cell["method"]
+        if not (cell["NFE"] == "1" or method.split("-")[0] in PEERS
+                or method in (REFERENCE, FLOOR)):
+            continue
+        name = method if method == FLOOR else f"`{method}`"
+        lines.append(f"| {name} | {cell['seeds']} | {cell['NFE']} | {_interval(cell[metric])} | "
+                     f"{_mean(cell['sample ms/1k'])} | {_mean(cell['train FLOPs'])} |")
+    return "\n".join(lines)
+
+
+def _interval(cell: str) -> str:
+    """``55.4 ± 0.9 [53.1, 57.6]`` -> ``55.4 [53.1, 57.6]`` (a one-seed cell stays as it is)."""
+    return re.sub(r" ± \S+ (?=\[)", " ", cell)
+
+
+def _mean(cell: str) -> str:
+    """``1.67e+03 ± 3.3e+02`` -> ``1.67e+03``."""
+    return cell.split(" ± ")[0]
+
+
+def render(report_path: str, marker: str) -> str:
+    """The text that goes between the markers: where it comes from, then the tables."""
     report = Path(report_path).read_text()
-    if marker.endswith("-grid"):
+    built = next((ln for ln in report.splitlines() if ln.startswith("Built from")), "")
+    if marker == "headline" or marker.endswith("-headline"):
+        body = headline(report)
+        built = re.sub(r"; commits: [^;]*", "", built)  # the report lists them
+    elif marker.endswith("-grid"):
         body = "\n\n".join(grids(report))
     elif marker.endswith("-across"):
         body = across(report)
@@ -106,8 +167,35 @@ def main(report_path: str, readme_path: str, marker: str) -> None:
         body = "\n\n".join(gaps(report))
     else:
         body = "\n\n".join(compact(s, r) for s, r in tables(report))
-    built = next((ln for ln in report.splitlines() if ln.startswith("Built from")), "")
-    block = f"From `{report_path}`. {built}\n\n{body}\n"
+    return f"From `{report_path}`. {built}\n\n{body}\n"
+
+
+#: the Markdown files --all and --check go through (paths from the repository root)
+TARGETS = ("README.md", "reports/README.md")
+BLOCK = re.compile(r"<!-- ([\w.-]+):start -->\n(.*?)<!-- \1:end -->", re.S)
+SOURCE = re.compile(r"From `([^`]+)`\. ")
+
+
+def refresh(text: str) -> tuple[str, list[str]]:
+    """``text`` with every marker block that names its report (``From `report.md`.``)
+    rendered again from that report, and the markers whose block changed."""
+    changed: list[str] = []
+
+    def again(m: re.Match) -> str:
+        marker, old = m.group(1), m.group(2)
+        source = SOURCE.match(old)
+        if source is None:
+            return m.group(0)
+        new = render(source.group(1), marker)
+        if new != old:
+            changed.append(marker)
+        return f"<!-- {marker}:start -->\n{new}<!-- {marker}:end -->"
+
+    return BLOCK.sub(again, text), changed
+
+
+def update(report_path: str, readme_path: str, marker: str) -> None:
+    block = render(report_path, marker)
     readme = Path(readme_path).read_text()
     pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
     if not pattern.search(readme):
@@ -115,5 +203,29 @@ def main(report_path: str, readme_path: str, marker: str) -> None:
     Path(readme_path).write_text(pattern.sub(lambda m: m.group(1) + block + m.group(2), readme))
 
 
+def main(argv: list[str]) -> int:
+    """``REPORT FILE MARKER`` fills one block; ``--all [FILE ...]`` refreshes every block of
+    the files (default: TARGETS) from the report each names; ``--check [FILE ...]`` writes
+    nothing and exits 1 when a block differs from its report. Run from the repository
+    root: the paths in the blocks are relative to it."""
+    if argv and argv[0] in ("--all", "--check"):
+        stale = []
+        for name in argv[1:] or TARGETS:
+            path = Path(name)
+            text, changed = refresh(path.read_text())
+            stale += [f"{name}: {marker}" for marker in changed]
+            if argv[0] == "--all" and changed:
+                path.write_text(text)
+        verb = "refreshed" if argv[0] == "--all" else "out of date with its report"
+        for line in stale:
+            print(f"{verb}: {line}")
+        return 1 if stale and argv[0] == "--check" else 0
+    if len(argv) != 3:
+        sys.exit("usage: update_readme_table.py REPORT FILE MARKER | --all [FILE ...] | "
+                 "--check [FILE ...]")
+    update(*argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    sys.exit(main(sys.argv[1:]))

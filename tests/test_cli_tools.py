@@ -19,12 +19,14 @@ from tests.conftest import IMAGE_SETS, tiny_args
 
 cli = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+#: the page that holds the Python API example (docs/usage-and-configuration.md)
+API_DOC = ROOT / "docs" / "usage-and-configuration.md"
 
 
 def test_dataset_presets_apply_without_a_config_and_yield_to_set_and_files(tmp_path):
     res = cli.invoke(app, ["run", "-m", "otnfm-online", "-d", "mnist5k", "--dry-run",
-                           "--out", str(tmp_path), "--set", "train.batch_size=64"])
+                           "--show-config", "--out", str(tmp_path), "--set",
+                           "train.batch_size=64"])
     assert res.exit_code == 0, res.output
     assert "# preset: mnist5k" in res.output and "unet: s" in res.output
     assert "steps: 1200" in res.output and "batch_size: 64" in res.output  # --set wins
@@ -32,7 +34,7 @@ def test_dataset_presets_apply_without_a_config_and_yield_to_set_and_files(tmp_p
     assert "# estimate: about" in res.output
     # a config file replaces the preset: the file's values, the defaults under it
     res = cli.invoke(app, ["run", "--config", "configs/quick.yaml", "-d", "mnist5k",
-                           "--dry-run", "--out", str(tmp_path)])
+                           "--dry-run", "--show-config", "--out", str(tmp_path)])
     assert res.exit_code == 0 and "# preset: none" in res.output and "steps: 2500" in res.output
     cfg = resolve(raw={"train": {"steps": 3}}, preset={"train": {"steps": 9, "lr": 0.5}},
                   sets=["train.lr=0.25"])
@@ -48,7 +50,7 @@ def test_the_headline_command_on_cifar10_shows_its_preset_and_estimate(tmp_path)
     root = write_cifar(tmp_path / "data")
     res = cli.invoke(app, ["run", "-m", "otnfm-online,fm-euler100", "-d", "cifar10",
                            "--data-root", str(root), "--set", "data.checksum=false",
-                           "--dry-run", "--out", str(tmp_path / "res")])
+                           "--dry-run", "--show-config", "--out", str(tmp_path / "res")])
     assert res.exit_code == 0, res.output
     assert "# preset: cifar10" in res.output and "unet: cifar" in res.output
     assert "steps: 400000" in res.output and "n_samples: 50000" in res.output
@@ -123,8 +125,8 @@ def test_live_stats_and_status(digits_run, tmp_path):
         moved.rename(ckpt)
 
 
-def test_readme_api_example_runs(tmp_path, monkeypatch):
-    text = README.read_text()
+def test_the_documented_api_example_runs(tmp_path, monkeypatch):
+    text = API_DOC.read_text()
     block = text.split("<!-- api-example:start -->")[1].split("<!-- api-example:end -->")[0]
     code = block.split("```python")[1].split("```")[0]
     monkeypatch.chdir(tmp_path)
@@ -133,7 +135,7 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert len(code.strip().splitlines()) <= 6
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (our own README's example)
+    exec(compile(code, API_DOC.name, "exec"), scope)  # noqa: S102 (our own docs' example)
     assert tuple(scope["x"].shape) == (1000, 2) and scope["model"].nfe == 1
 
 
