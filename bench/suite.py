@@ -84,11 +84,14 @@ class Suite:
 
 
 def plan_suite(config_path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-               sets: list[str] | tuple[str, ...] = (), sweep: bool = False) -> Suite:
+               sets: list[str] | tuple[str, ...] = (), sweep: bool = False,
+               check: bool = True) -> Suite:
     """Resolve a suite: defaults <- the datasets' preset (only without ``config_path``) <- the
     suite file <- ``overrides`` (flags, e.g. ``{"datasets": "digits", "seeds": "0,1"}``) <-
     ``sets`` (``"train.steps=500"``). ``sweep``: the file has a ``sweep:`` grid (one config per
-    point). Raises ``ConfigError``, ``RegistryError`` or ``ValueError`` for a bad suite."""
+    point). Raises ``ConfigError``, ``RegistryError`` or ``ValueError`` for a bad suite; with
+    ``check`` off, missing prerequisites are left to ``Plan.problems`` (``bench run`` lists
+    them all)."""
     overrides = dict(overrides or {})
     if sweep:
         if config_path is None:
@@ -100,7 +103,7 @@ def plan_suite(config_path: str | Path | None = None, overrides: dict[str, Any] 
         names = names.split(",") if isinstance(names, str) else list(names)
         preset_name, preset = (None, {}) if config_path else preset_of(expand_datasets(names))
         points = [({}, resolve(config_path, overrides, sets, preset=preset))]
-    return Suite(tuple(points), tuple(Plan.of(cfg, assign) for assign, cfg in points),
+    return Suite(tuple(points), tuple(Plan.of(cfg, assign, check) for assign, cfg in points),
                  str(config_path) if config_path else None, preset_name)
 
 
@@ -129,7 +132,8 @@ def check_out(out_dir: Path, create: bool) -> None:
         raise ConfigError(f"--out {out_dir}: {parent} is a file, so the folder cannot be made")
     if not create:
         if not os.access(parent, os.W_OK | os.X_OK):
-            raise ConfigError(f"--out {out_dir}: {parent} is not writable")
+            raise ConfigError(f"--out {out_dir}: cannot write there ({parent} is not "
+                              "writable)")
         return
     probe = out_dir / f".write-probe-{os.getpid()}"
     try:

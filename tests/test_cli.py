@@ -80,7 +80,7 @@ def test_bad_config_key_is_a_clear_error(tmp_path):
 
 def test_dry_run_prints_config_and_plan(tmp_path):
     res = runner.invoke(app, ["run", "-m", "otnfm-m*,otnfm-o*", "--seeds", "0,1", "--dry-run",
-                              "--out", str(tmp_path), "--set", "train.steps=5"])
+                              "--show-config", "--out", str(tmp_path), "--set", "train.steps=5"])
     assert res.exit_code == 0, res.output
     assert "steps: 5" in res.output and res.output.count("# run moons") == 4
     assert not (tmp_path / "records.jsonl").exists()

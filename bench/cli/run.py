@@ -44,12 +44,12 @@ from bench.cli.options import (
     WaitOpt,
     WorkersOpt,
 )
-from bench.config import ConfigError, to_dict
+from bench.config import ConfigError
 from bench.distributed import init_from_env, is_main, shutdown
 from bench.env import pick_device
 from bench.estimate import human
 from bench.io import DiskFull, is_disk_full
-from bench.planner import Plan
+from bench.planner import Plan, Problem
 from bench.registry import RegistryError
 from bench.report.model import latest_only
 from bench.results import RECORDS_FILE, read_records
@@ -81,7 +81,11 @@ def run_cmd(
         "--inception-weights", help="Inception weights file for --metrics fid "
         "(sets eval.inception_weights)")] = None,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print the resolved config and the planned runs, run nothing")] = False,
+        "--dry-run", help="Print the planned runs and everything they miss (data files, "
+        "weights), run nothing; exit 2 if anything is missing")] = False,
+    show_config: Annotated[bool, typer.Option(
+        "--show-config", help="Print the resolved config of each dataset's runs (only the "
+        "sections they use)")] = False,
     force: ForceOpt = False,
     executor: ExecutorOpt = "local", workers: WorkersOpt = 1, cluster: ClusterOpt = None,
     partition: PartitionOpt = None, gpus: GpusOpt = None, time_min: TimeOpt = 240,
@@ -94,22 +98,24 @@ def run_cmd(
                                data_root=data_root, metrics=metrics,
                                inception_weights=inception_weights)
     try:
-        suite = plan_suite(config, overrides, set_ or [])
-        dev = init_from_env() or pick_device(suite.cfg.device)  # torchrun: this rank's device
-        out_dir = out or default_out(suite)
+        suite = plan_suite(config, overrides, set_ or [], check=False)
+    except (ConfigError, RegistryError, ValueError) as err:
+        fail(unknown_name_hint(str(err)))
+    out_dir = out or default_out(suite)
+    dev, problems = preflight(suite, out_dir)
+    if show_config:
+        print_configs(suite)
+    if dry_run:
+        print_plan(suite, dev, out_dir)
+    if problems or dev is None:
+        refuse(problems)
+    try:
         check_out(out_dir, create=not dry_run)
         runners = suite.runners(out_dir, dev, force=force)
     except (ConfigError, RegistryError, ValueError) as err:
         fail(unknown_name_hint(str(err)))
     runner = runners[0]
     if dry_run:
-        console.print(yaml.safe_dump(to_dict(suite.cfg), sort_keys=False), end="", markup=False)
-        console.print(f"# preset: {suite.preset or 'none'} (a dataset's default recipe, used "
-                      "without --config; the config file and --set override it)", markup=False)
-        console.print(f"# device: {dev}   results: {out_dir / RECORDS_FILE}", markup=False)
-        for s in runner.plan.runs():
-            console.print(f"# run {s.dataset} {s.method} seed {s.seed} "
-                          f"(recipe {s.recipe}, config {s.config_hash})", markup=False)
         show_estimate(runner, dev)
         return
     # only for runs in this process: Slurm jobs and worker processes run on other devices,
@@ -158,6 +164,58 @@ def sweep_cmd(
     launch(suite, runners, out_dir, dev, opts, plugin, force,
            f"Nothing to do: all {total} runs of this sweep already have ok records; nothing "
            "was trained (use --force to rerun).")
+
+
+def preflight(suite: Suite, out_dir: Path) -> tuple[torch.device | None, list[Problem]]:
+    """This process's device (None when it cannot be had) and every problem that would stop
+    the suite: its plans' (``Plan.problems``: metric prerequisites, data files), a results
+    folder that cannot be written, a device that is not there. Nothing is created."""
+    problems: list[Problem] = []
+    for plan in suite.plans:
+        problems += [p for p in plan.problems() if p not in problems]
+    try:
+        check_out(out_dir, create=False)
+    except ConfigError as err:
+        problems.append(Problem(str(err), "the records are written there",
+                                "give --out a folder you can write"))
+    dev = init_from_env()  # torchrun: this rank's device
+    if dev is None:
+        try:
+            dev = pick_device(suite.cfg.device)
+        except (ValueError, RuntimeError) as err:  # no CUDA; not a device name
+            problems.append(Problem(str(err), "the runs train and sample there",
+                                    "--device cpu, or auto (CUDA when there is one)"))
+    return dev, problems
+
+
+def print_configs(suite: Suite) -> None:
+    """``--show-config``: the resolved config of each dataset's runs (``Plan.shown_config``)."""
+    for plan in suite.plans:
+        for d in plan.datasets:
+            console.print(f"# config of the {d} runs", markup=False)
+            console.print(yaml.safe_dump(plan.shown_config(d), sort_keys=False), end="",
+                          markup=False)
+
+
+def print_plan(suite: Suite, device: torch.device | None, out_dir: Path) -> None:
+    """The dry run's plan: the preset underneath, the device, the results file, each run."""
+    console.print(f"# preset: {suite.preset or 'none'} (a dataset's default recipe, used "
+                  "without --config; the config file and --set override it)", markup=False)
+    console.print(f"# device: {device or suite.cfg.device + ' (not available)'}   results: "
+                  f"{out_dir / RECORDS_FILE}", markup=False)
+    for plan in suite.plans:
+        for s in plan.runs():
+            console.print(f"# run {s.dataset} {s.method} seed {s.seed} "
+                          f"(recipe {s.recipe}, config {s.config_hash})", markup=False)
+
+
+def refuse(problems: list[Problem]) -> NoReturn:
+    """List the problems (what, why, the fix) and exit 2: nothing is run."""
+    err_console.print(f"Problems ({len(problems)}):", markup=False, highlight=False)
+    for i, p in enumerate(problems, 1):
+        err_console.print(f"  {i}. {p.what}\n     why: {p.why}\n     fix: {p.fix}",
+                          markup=False, highlight=False)
+    fail(f"{len(problems)} problem(s), listed above; nothing was run")
 
 
 def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 0.0,
