@@ -269,3 +269,247 @@ def test_the_reference_method_is_a_setting(tmp_path):
     suite.write_text("methods: [otnfm-online, nfm-random]\nreport:\n  reference: nfm-random\n")
     assert suite_reference([suite_configs(suite)]) == "nfm-random"
     assert suite_reference([]) == REFERENCE_METHOD
+
+
+VERDICT_GOLDEN = Path(__file__).parent / "golden" / "report-verdict.md"
+LEGACY_ID = "fd-mnist5k-cnn-04408539c0ec"
+
+
+def _image_record(method, seed, fd, accuracy, extractor=LEGACY_ID, nfe=1, ms=2.0):
+    """An mnist5k record scored by the domain classifier ``extractor`` of held-out accuracy
+    ``accuracy`` (legacy ids carry no weights hash: the accuracy tells classifiers apart)."""
+    floor = method == "data"
+    return RunRecord(
+        method=method, dataset="mnist5k", seed=seed, status="ok",
+        run_id=f"mnist5k.{method}.s{seed}", suite="verdict", config_hash=f"{method[:6]}-h",
+        device="cpu", threads=1, nfe=None if floor else nfe,
+        sample_ms_per_1k=None if floor else ms + 0.1 * seed,
+        train_seconds=0.0 if floor else 100.0, train_steps=0 if floor else 100,
+        metrics={"fd_domain": fd, "prec_domain": 0.8 + 0.01 * seed},
+        metric_info={"n_samples": 1000, "n_reference": 1000, "fd_extractor": extractor,
+                     "fd_extractor_eval_accuracy": accuracy},
+        data_info={"kind": "images", "resolution": 28, "channels": 1, "range": "[-1, 1]",
+                   "n_train": 5000, "n_eval": 1000, "floor": "held-out images",
+                   "description": "5000 MNIST digits"})
+
+
+def _verdict_records(path: Path) -> None:
+    """Two datasets the golden verdict report reads.
+
+    moons, two seeds: otnfm-online against fm-euler100 differs by noise alone (not significant,
+    an interval on two seeds), a precision interval spills above 1 and the floor's w2_sq below
+    0; the two methods sit on no common grid row or column, so no grid, no grid sentences, no
+    learning-curve section. mnist5k, three seeds: reflow's seed 0 was scored by a domain
+    classifier of another held-out accuracy than fm-euler100's seed 0 under one legacy id, so
+    that seed is left out of their pair, and fm-euler100's own seeds mix two classifiers."""
+    w2 = {"fm-euler100": (0.26, 0.30), "otnfm-online": (0.25, 0.22)}
+    for seed in (0, 1):
+        append_record(path, RunRecord(
+            method="data", dataset="moons", seed=seed, status="ok", run_id=f"moons.data.s{seed}",
+            suite="verdict", config_hash="data-h", device="cpu", threads=1,
+            metrics={"w2": 0.1 + 0.02 * seed, "w2_sq": 0.01 + 0.02 * seed, "precision": 0.98},
+            data_info={"kind": "points", "source": "gaussian", "n_train": 1000, "n_eval": 1000,
+                       "description": "Two moons."}))
+        for method, nfe, ms in (("otnfm-online", 1, 3.0), ("fm-euler100", 100, 300.0)):
+            append_record(path, RunRecord(
+                method=method, dataset="moons", seed=seed, status="ok",
+                run_id=f"moons.{method}.s{seed}", suite="verdict", config_hash=f"{method[:6]}-h",
+                device="cpu", threads=1, nfe=nfe, sample_ms_per_1k=ms + seed,
+                train_seconds=10.0, train_steps=100,
+                metrics={"w2": w2[method][seed], "precision": (0.99, 0.95)[seed]
+                         if method == "otnfm-online" else 0.9},
+                data_info={"kind": "points", "source": "gaussian", "n_train": 1000,
+                           "n_eval": 1000, "description": "Two moons."}))
+    for seed in (0, 1, 2):
+        acc = 0.96 if seed == 0 else 0.952
+        append_record(path, _image_record("data", seed, 0.2, acc))
+        append_record(path, _image_record("fm-euler100", seed, 1.7 + 0.1 * seed, acc, nfe=100,
+                                          ms=300.0))
+        append_record(path, _image_record("reflow", seed, (9.0, 4.2, 4.0)[seed], 0.952))
+
+
+def test_verdict_report_matches_golden(tmp_path, monkeypatch):
+    """The verdict sentences, their warnings and the sections left out, as rendered."""
+    monkeypatch.chdir(tmp_path)
+    _verdict_records(Path("res/records.jsonl"))
+    text = render_report([Source("res/records.jsonl", read_records("res/records.jsonl").records)],
+                         Path("out/report.md"), metric_vocabulary(), grid=grid_cells(),
+                         plots_on=False)
+    if os.environ.get("UPDATE_GOLDEN"):
+        VERDICT_GOLDEN.write_text(text)
+    assert text == VERDICT_GOLDEN.read_text()
+
+
+def test_a_two_seed_comparison_says_not_significant_and_warns(tmp_path):
+    _verdict_records(tmp_path / "records.jsonl")
+    text = render_report([Source("r", read_records(tmp_path / "records.jsonl").records)],
+                         tmp_path / "r.md", metric_vocabulary(), grid=grid_cells(),
+                         plots_on=False)
+    moons = text[text.index("## moons"):text.index("## Runs")]
+    verdict = moons[moons.index("### Verdict"):moons.index("| method |")]
+    d = summarize([0.25 - 0.26, 0.22 - 0.30])  # seed by seed; t(1) = 12.7 makes it wide
+    assert d.lo < 0 < d.hi
+    speed = ((300.0 + 301.0) / 2) / ((3.0 + 4.0) / 2)  # mean sample ms/1k, B over A
+    assert (f"- `otnfm-online` is not significantly different from `fm-euler100` on `w2` "
+            f"(Δ {fmt_num(d.mean)} [{fmt_num(d.lo)}, {fmt_num(d.hi)}] over 2 paired seeds: the "
+            f"interval includes 0) and samples {round(speed)}× faster (NFE 1 vs 100).") in verdict
+    assert "The interval on `w2` rests on 2 paired seeds: it is wide and unreliable." in verdict
+    # the intervals that spill past the metric's range are named under the table
+    assert ("`w2_sq` (≥ 0): data (floor) (below 0); `precision` (0 to 1): otnfm-online "
+            "(above 1)") in moons
+    assert "± is the sample standard deviation over seeds, [ ] the 95% confidence" in moons
+    # no grid applies (no two cells share a row or a column), so neither it nor its sentences
+    assert "Coupling × parametrisation" not in moons and "Paired differences" not in moons
+    assert "### Learning curves" not in moons
+
+
+def test_seeds_scored_in_different_feature_spaces_are_not_paired(tmp_path):
+    """reflow's seed 0 and fm-euler100's seed 0 were scored by classifiers of different
+    held-out accuracy under one id: the pair rests on seeds 1 and 2 alone, and says so."""
+    from bench.report.pairing import feature_space, pair_seeds
+
+    _verdict_records(tmp_path / "records.jsonl")
+    recs = read_records(tmp_path / "records.jsonl").records
+    text = render_report([Source("r", recs)], tmp_path / "r.md", metric_vocabulary(),
+                         plots_on=False)
+    images = text[text.index("## mnist5k"):text.index("## moons")]
+    # seeds 1 and 2 alone: 4.2 - 1.8 and 4.0 - 1.9 (seed 0, 9.0 - 1.7, would triple the mean)
+    d = summarize([4.2 - 1.8, 4.0 - 1.9])
+    interval = f"{fmt_num(d.mean)} [{fmt_num(d.lo)}, {fmt_num(d.hi)}]"
+    assert (f"`reflow` is worse than `fm-euler100` on `fd_domain` (Δ {interval} over 2 paired "
+            "seeds)") in images
+    note = ("Seed 0 left out of `reflow` − `fm-euler100` (`fd_domain`): scored by different "
+            f"domain classifiers (`{LEGACY_ID}`, held-out accuracy 0.952 vs 0.96).")
+    assert note in images
+    assert (f"| reflow | fm-euler100 | 3 | **{fmt_num(d.mean)} ± {fmt_num(d.std, 2)} "
+            f"[{fmt_num(d.lo)}, {fmt_num(d.hi)}]** (2 seeds) |") in images
+    # fm-euler100's (and the floor's) own seeds mix two classifiers: marked in the table
+    assert "| fm-euler100 † | 3 | 100 |" in images and "| reflow | 3 | 1 |" in images
+    assert "fm-euler100 (seed 0: 0.96 / seeds 1, 2: 0.952)" in images
+    # ids with a weights hash tell classifiers apart by the id alone (the accuracy is no part)
+    fm = [r for r in recs if r.method == "fm-euler100" and r.dataset == "mnist5k"]
+
+    def hashed(weights, accuracy):
+        return [RunRecord(**{**r.__dict__, "metric_info": {
+            **r.metric_info, "fd_extractor": f"{LEGACY_ID}-w{weights(r.seed)}",
+            "fd_extractor_eval_accuracy": accuracy}}) for r in fm]
+
+    a = hashed(lambda seed: "ab" * 6 if seed else "cd" * 6, 0.5)
+    b = hashed(lambda seed: "ab" * 6, 0.9)
+    pairing = pair_seeds(a, b, "fd_domain", "domain")
+    assert pairing.seeds == [1, 2] and list(pairing.left_out) == [0]
+    assert (f"(`{LEGACY_ID}-wcdcdcdcdcdcd` vs `{LEGACY_ID}-wabababababab`)"
+            in pairing.left_out[0])
+    pairing = pair_seeds(a, fm, "fd_domain", "domain")
+    assert sorted(pairing.left_out) == [0, 1, 2]  # new ids against legacy ones: never one space
+    # metrics outside a learned feature space pair every common seed
+    assert pair_seeds(fm, a, "w2", None).seeds == [0, 1, 2]
+    assert feature_space(fm[0], "inception") is None
+
+
+def test_the_committed_study_refuses_exactly_the_pairs_scored_in_different_spaces():
+    """Over the committed mnist5k study records: every default comparison (each method vs
+    fm-euler100) leaves out exactly the seeds whose two records' classifier fingerprints
+    (id, and held-out accuracy for ids without a weights hash) differ, computed here from the
+    records' metric_info."""
+    from bench.report.model import DatasetView, by_config, latest_only
+    from bench.report.pairing import pair_seeds
+    from bench.report.tables import default_compare, labelled_groups
+
+    path = Path(__file__).resolve().parents[1] / "reports/data/mnist5k-study/records.jsonl"
+    records, _ = latest_only(read_records(path).records)
+    ok = [r for r in records if r.status == "ok"]
+    view = DatasetView.of("mnist5k", ok, by_config(ok), {}, Path("."), Path("."))
+    groups = labelled_groups(view)
+
+    def fingerprint(r):
+        info = r.metric_info
+        return (info["fd_extractor"], info["fd_extractor_eval_accuracy"])
+
+    refused = 0
+    for a, b in default_compare(view):
+        pairing = pair_seeds(groups[a], groups[b], "fd_domain", "domain")
+        by_b = {r.seed: r for r in groups[b]}
+        expected = sorted(r.seed for r in groups[a]
+                          if r.seed in by_b and fingerprint(r) != fingerprint(by_b[r.seed]))
+        assert sorted(pairing.left_out) == expected, (a, b)
+        assert sorted(pairing.seeds + expected) == sorted(
+            {r.seed for r in groups[a]} & set(by_b)), (a, b)
+        refused += len(expected)
+    assert refused > 0  # the study does hold records of two classifiers under one id
+    reflow = {r.seed: r for r in groups["reflow"]}
+    fm = {r.seed: r for r in groups["fm-euler100"]}
+    pairing = pair_seeds(groups["reflow"], groups["fm-euler100"], "fd_domain", "domain")
+    assert (0 in pairing.left_out) == (fingerprint(reflow[0]) != fingerprint(fm[0]))
+
+
+def test_every_pairing_over_seeds_goes_through_pair_seeds():
+    """The report modules compare two groups over seeds only through
+    bench.report.pairing.pair_seeds (stats.paired is its arithmetic)."""
+    root = Path(__file__).resolve().parents[1] / "bench" / "report"
+    for f in root.glob("*.py"):
+        if f.name in ("pairing.py", "stats.py"):
+            continue
+        text = f.read_text()
+        assert "paired(" not in text and "by_seed(" not in text, f.name
+
+
+def test_a_grid_that_compares_nothing_has_no_sentences_heading(tmp_path):
+    """A full grid without a neural-flow row is drawn, but with no 'Paired differences'
+    heading over an empty list; cells on no common row or column draw no grid at all."""
+    from bench.report.grid import grid_section, reading
+
+    path = tmp_path / "records.jsonl"
+    for seed in (0, 1, 2):
+        for method, w in (("otmap-online", 0.2), ("loomcfm-euler1", 0.21),
+                          ("otmap-minibatch", 0.3), ("otcfm-euler1", 0.31),
+                          ("otnfm-global", 0.25), ("fm-euler100", 0.2)):
+            append_record(path, RunRecord(
+                method=method, dataset="spiral" if method in ("otnfm-global", "fm-euler100")
+                else "checkerboard", seed=seed, status="ok", run_id=f"{method}.s{seed}",
+                config_hash=f"{method}-h", metrics={"w2": w + 0.01 * seed}))
+    text = render_report([Source(str(path), read_records(path).records)], tmp_path / "r.md",
+                         metric_vocabulary(), grid=grid_cells(), plots_on=False)
+    assert "### Coupling × parametrisation (checkerboard)" in text
+    assert "Paired differences" not in text
+    assert "Coupling × parametrisation (spiral)" not in text  # two cells, nothing in common
+    assert grid_section(None) == []
+    from bench.report.grid import Grid
+    empty = Grid("d", "w2", "min", None, {}, 0, "linear", [], [])
+    assert reading(empty) == []
+
+
+def test_the_cost_figure_draws_each_sampler_as_a_labelled_point(tmp_path, monkeypatch):
+    """fm-euler1 ... fm-euler100 share one recipe (and one training): separate points, each
+    named, in one colour, with no line through them; the axis says which way is better."""
+    from bench.report import plots
+
+    kept = {}
+
+    def keep(fig, path):
+        kept["fig"] = fig
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    series = {"fm": [(f"fm-euler{n}", n, 3.0 * n, 10.0, 1.0 / n, 0.01, 2e11)
+                     for n in (1, 10, 100)],
+              "otnfm-online": [("otnfm-online", 1, 3.0, 12.0, 0.2, 0.01, 2e11)]}
+    plots.quality_vs_cost(series, "w2 (lower is better)", tmp_path / "c.png", "t")
+    for ax in kept["fig"].axes:
+        assert all(len(line.get_xdata()) <= 1 for line in ax.lines)  # points, never a line
+        names = {t.get_text() for t in ax.texts}
+        assert {"fm-euler1", "fm-euler10", "fm-euler100", "otnfm-online"} <= names
+        assert ax.get_ylabel() == "w2 (lower is better)"
+    legend = kept["fig"].axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["fm", "otnfm-online"]
+    import matplotlib.pyplot as plt
+
+    plt.close(kept["fig"])
+
+
+def test_the_vocabulary_declares_ranges_and_feature_spaces():
+    vocab = metric_vocabulary()
+    assert vocab.ranges["w2"] == (0, None) and vocab.ranges["prec_domain"] == (0, 1)
+    assert "mmd" not in vocab.ranges and "kid" not in vocab.ranges  # unbiased: can read < 0
+    assert vocab.features["fd_domain"] == vocab.features["rec_domain"] == "domain"
+    assert vocab.features["fid"] == "inception" and "w2" not in vocab.features

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from bench.report import plots
 from bench.report.model import DatasetView, label
+from bench.report.pairing import left_out_notes, pair_seeds
 from bench.report.stats import Summary, fmt_num, summarize
+from bench.report.tables import BETTER
 from bench.vocab import FLOOR_LABEL, FLOOR_METHOD, REFERENCE_METHOD, MetricVocabulary
 
 #: the methods whose final scores set time-to-quality targets after the report's reference
@@ -104,7 +106,9 @@ def curves_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
     if not series:
         return None
     floor = curve_floor(view, metric)
-    return plots.learning_curves(series, metric, view.fig_dir / f"{view.dataset}_curves.png",
+    better = BETTER.get(vocab.directions.get(metric, ""))
+    axis = f"{metric} ({better})" if better else metric
+    return plots.learning_curves(series, axis, view.fig_dir / f"{view.dataset}_curves.png",
                                  f"{view.dataset}: {metric} during training (EMA weights; "
                                  "band: 95% CI over seeds)",
                                  floor=(f"{FLOOR_LABEL} at this sample count", floor.mean)
@@ -225,7 +229,8 @@ def gap_table(view: DatasetView, vocab: MetricVocabulary,
     """Whether the gap to ``reference`` closes with training: at each curve step the reference
     also scored, every method's score divided by the reference's, seed by seed (the same
     samples and noise on both sides), as the mean ratio over the common seeds with its 95%
-    interval. Only for metrics where lower is better (a ratio of 1 is parity)."""
+    interval; seeds whose two records were scored in different feature spaces are left out,
+    and said so. Only for metrics where lower is better (a ratio of 1 is parity)."""
     metric = curve_metric(view, vocab)
     if metric is None or vocab.directions.get(metric, "min") != "min":
         return []
@@ -248,19 +253,26 @@ def gap_table(view: DatasetView, vocab: MetricVocabulary,
              "interval where there are two or more; 1 is parity, a falling ratio a closing gap.",
              "", "| method | seeds | " + " | ".join(f"step {s}" for s in steps) + " |",
              "|---|---|" + "---|" * len(steps)]
+    found = []
     for lab, runs in rows.items():
         if lab == reference:
             continue
+        pairing = pair_seeds(runs, ref, metric, vocab.features.get(metric))
+        paired = set(pairing.seeds)
         pts = points(runs)
         cells = []
         for s in steps:
-            common = sorted(set(pts.get(s, {})) & set(ref_pts[s]))
+            common = sorted(set(pts.get(s, {})) & set(ref_pts[s]) & paired)
             ratios = [pts[s][seed] / ref_pts[s][seed] for seed in common if ref_pts[s][seed] > 0]
             cells.append(ratio_cell(summarize(ratios)))
         if any(c != "–" for c in cells):
-            seeds = len({r.seed for r in runs} & {r.seed for r in ref})
-            lines.append(f"| {lab} | {seeds} | " + " | ".join(cells) + " |")
-    return [*lines, ""] if len(lines) > 5 else []
+            found.append((lab, reference, pairing))
+            lines.append(f"| {lab} | {len(paired)} | " + " | ".join(cells) + " |")
+    if len(lines) == 5:
+        return []
+    for note in left_out_notes(found):
+        lines += ["", note]
+    return [*lines, ""]
 
 
 def ratio_cell(s: Summary) -> str:

@@ -14,7 +14,7 @@ from bench.records import RunRecord
 from bench.report import plots
 from bench.report.model import DatasetView, SkippedFile, sweep_label
 from bench.report.stats import summarize
-from bench.report.tables import train_flops
+from bench.report.tables import BETTER, train_flops
 from bench.vocab import FLOOR_LABEL, FLOOR_METHOD, MetricVocabulary
 
 #: the coupling's consistency, drawn in sweep panels after the key metrics
@@ -57,9 +57,17 @@ def cost_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
             summarize([train_flops(r) for r in runs]).mean))
     if not series:
         return None
-    return plots.quality_vs_cost(series, metric, view.fig_dir / f"{view.dataset}_cost.png",
+    return plots.quality_vs_cost(series, axis_label(metric, vocab),
+                                 view.fig_dir / f"{view.dataset}_cost.png",
                                  f"{view.dataset}: {metric} vs NFE, sampling time, training "
-                                 "time and training compute")
+                                 "time and training compute (mean over seeds, error bars ± std; "
+                                 "colour: recipe)")
+
+
+def axis_label(metric: str, vocab: MetricVocabulary) -> str:
+    """A metric's axis label, with which way is better: "w2 (lower is better)"."""
+    better = BETTER.get(vocab.directions.get(metric, ""))
+    return f"{metric} ({better})" if better else metric
 
 
 def sweep_figure(view: DatasetView, vocab: MetricVocabulary, skey: str) -> Path | None:
@@ -67,8 +75,9 @@ def sweep_figure(view: DatasetView, vocab: MetricVocabulary, skey: str) -> Path 
     swept value, one line per method with its 95% band over seeds."""
     present = {k for r in view.records for k in r.metrics}
     getters: list[tuple[str, Callable[[RunRecord], float | None]]] = [
-        (m, lambda r, m=m: r.metrics.get(m)) for m in vocab.key if m in present]
-    getters.append((TARGET_VARIANCE,
+        (axis_label(m, vocab), lambda r, m=m: r.metrics.get(m)) for m in vocab.key
+        if m in present]
+    getters.append((f"{TARGET_VARIANCE} (0: consistent)",
                     lambda r: r.coupling_diagnostics.get("target_var_ratio")))
     panels = []
     for name, getter in getters:

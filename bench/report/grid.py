@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from bench.records import RunRecord
 from bench.report.model import DatasetView
-from bench.report.stats import Summary, fmt_num, paired, summarize
-from bench.report.tables import by_seed
+from bench.report.pairing import Pairing, left_out_notes, pair_seeds
+from bench.report.stats import Summary, fmt_num, summarize
+from bench.report.tables import BETTER
 from bench.vocab import GRID_COLUMNS, GRID_ROWS, MetricVocabulary
 
 #: method -> (row label, column label)
@@ -68,6 +69,8 @@ class Grid:
     dataset: str
     metric: str
     direction: str  # "min" | "max" (vocabulary direction of the metric)
+    #: the metric's feature-space kind (``MetricVocabulary.features``), None outside any
+    space: str | None
     present: dict[tuple[str, str], Cell]
     others: int
     path: str
@@ -76,7 +79,9 @@ class Grid:
 
 
 def dataset_grid(view: DatasetView, vocab: MetricVocabulary, cells: Cells) -> Grid | None:
-    """The grid of one dataset; None when fewer than two rows and two columns are present."""
+    """The grid of one dataset; None when it does not apply: fewer than two rows or two
+    columns present, or no two cells in one row or one column (nothing to read across: a
+    table of dashes)."""
     metric = vocab.headline_of(k for r in view.records for k in r.metrics)
     if metric is None:
         return None
@@ -85,15 +90,19 @@ def dataset_grid(view: DatasetView, vocab: MetricVocabulary, cells: Cells) -> Gr
     cols = [c for c in GRID_COLUMNS.values() if any(k[1] == c for k in present)]
     if len(rows) < 2 or len(cols) < 2:
         return None
-    return Grid(view.dataset, metric, vocab.directions.get(metric, "min"), present, others,
-                path, rows, cols)
+    shared = (any(sum(k[0] == r for k in present) > 1 for r in rows)
+              or any(sum(k[1] == c for k in present) > 1 for c in cols))
+    if not shared:
+        return None
+    return Grid(view.dataset, metric, vocab.directions.get(metric, "min"),
+                vocab.features.get(metric), present, others, path, rows, cols)
 
 
 def grid_section(grid: Grid | None) -> list[str]:
     """The grid table and its generated reading."""
     if grid is None:
         return []
-    arrow = {"min": "lower is better", "max": "higher is better"}.get(grid.direction, "")
+    arrow = BETTER.get(grid.direction, "")
     same = ("the first three rows give" if grid.path == "linear" else
             f"the map and the neural flow give (on the `{grid.path}` path one Euler step of FM "
             "does not)")
@@ -113,8 +122,8 @@ def grid_section(grid: Grid | None) -> list[str]:
             c = grid.present.get((row, col))
             out.append("–" if c is None else f"{c.summary.fmt(ci=True)}<br>`{c.method}`")
         lines.append(f"| {row} | " + " | ".join(out) + " |")
-    lines += ["", *reading(grid), ""]
-    return lines
+    lines += ["", *reading(grid)]
+    return lines + [""] if lines[-1] else lines
 
 
 @dataclass
@@ -126,6 +135,8 @@ class Comparison:
     b: Cell
     diff: Summary
     direction: str
+    #: the seeds paired, and those left out (scored in different feature spaces)
+    pairing: Pairing
     #: place among a full grid's comparisons (inside the columns first, then along the flow
     #: row), so that every dataset's table lists them in one order
     rank: tuple[int, int, int] = (0, 0, 0)
@@ -144,12 +155,14 @@ class Comparison:
         a, b, d = self.a, self.b, self.diff
         head = (f"`{a.method}` {fmt_num(a.summary.mean)} vs `{b.method}` "
                 f"{fmt_num(b.summary.mean)}")
+        left = "".join(f"; {n[0].lower()}{n[1:-1]}"
+                       for n in left_out_notes([(a.method, b.method, self.pairing)]))
         if d.n < 2:
-            return f"{head} ({d.n} common seed: no interval)"
+            return f"{head} ({d.n} common seed: no interval){left}"
         verdict = ("not significant" if self.verdict == "n.s." else
                    f"significant: `{a.method}` is {self.verdict}")
         return (f"{head}: Δ {fmt_num(d.mean)} [{fmt_num(d.lo)}, {fmt_num(d.hi)}] over {d.n} "
-                f"seeds, {verdict}")
+                f"seeds, {verdict}{left}")
 
 
 def comparisons(grid: Grid) -> list[Comparison]:
@@ -157,9 +170,8 @@ def comparisons(grid: Grid) -> list[Comparison]:
     each coupling against the previous one."""
 
     def compare(label: str, a: Cell, b: Cell, rank: tuple[int, int, int]) -> Comparison:
-        return Comparison(label, a, b, paired(by_seed(a.runs, grid.metric),
-                                              by_seed(b.runs, grid.metric)), grid.direction,
-                          rank)
+        pairing = pair_seeds(a.runs, b.runs, grid.metric, grid.space)
+        return Comparison(label, a, b, pairing.diff(), grid.direction, pairing, rank)
 
     cols = list(GRID_COLUMNS.values())
     out = []
@@ -179,10 +191,13 @@ def comparisons(grid: Grid) -> list[Comparison]:
 
 
 def reading(grid: Grid) -> list[str]:
-    """Generated sentences, one per comparison."""
+    """Generated sentences, one per comparison; nothing when the grid compares nothing."""
+    found = comparisons(grid)
+    if not found:
+        return []
     return [f"Paired differences of `{grid.metric}` over common seeds (A − B, 95% interval; "
             "significant when the interval excludes 0):",
-            *(f"- {c.label}: {c.sentence()}." for c in comparisons(grid))]
+            *(f"- {c.label}: {c.sentence()}." for c in found)]
 
 
 def across_section(grids: list[Grid]) -> list[str]:

@@ -1,6 +1,7 @@
-"""Render run records into a Markdown report: per dataset a table (mean ± std and 95% CI
-over seeds), paired comparisons, coupling diagnostics and figures; then failed runs and the
-list of every run the report was built from."""
+"""Render run records into a Markdown report: per dataset its verdict in words, a table (mean ±
+std and 95% CI over seeds), paired comparisons, coupling diagnostics and figures; then failed
+runs and the list of every run the report was built from. A section with nothing to show is
+left out, heading and all."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from bench.report.tables import (
     pairs_table,
     sweep_notes,
 )
+from bench.report.verdict import verdict_section
 from bench.vocab import FLOOR_METHOD, REFERENCE_METHOD, MetricVocabulary
 
 EXPLANATION = (
@@ -84,23 +86,17 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
         mline = metric_line(view.records)
         if mline:
             lines += [mline, ""]
-        lines += main_table(view, metrics, vocab.directions) + [""]
-        pairs = ((default_compare(view, reference) if default_pairs else [])
-                 + list(compare or []))
-        pair_lines = pairs_table(view, metrics, vocab, list(dict.fromkeys(pairs)))
+        pairs = list(dict.fromkeys((default_compare(view, reference) if default_pairs else [])
+                                   + list(compare or [])))
+        lines += verdict_section(view, vocab, pairs)
+        lines += main_table(view, metrics, vocab) + [""]
+        pair_lines = pairs_table(view, metrics, vocab, pairs)
         if pair_lines:
             lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
         lines += grid_section(g)
         lines += (compute_table(view) + diagnostics_table(view) + bank_gap_table(view)
                   + sweep_notes(view))
-        if any(r.curve for r in view.records):
-            lines += ["### Learning curves", ""]
-            fig = curves_figure(view, vocab) if plots_on else None
-            if fig is not None:
-                lines += [f"![{dataset}: learning curves]"
-                          f"({fig.relative_to(view.root).as_posix()})", ""]
-            lines += (curve_table(view, vocab) + time_to_quality(view, vocab, reference)
-                      + gap_table(view, vocab, reference) + curve_overhead(view))
+        lines += learning_curves(view, vocab, reference, plots_on)
         if plots_on:
             lines += figures(view, vocab)
     across = across_section(grids)
@@ -111,6 +107,19 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
     text = "\n".join(lines)
     atomic_write_text(out, text)
     return text
+
+
+def learning_curves(view: DatasetView, vocab: MetricVocabulary, reference: str,
+                    plots_on: bool) -> list[str]:
+    """The learning-curve section: its figure and tables, none of it without curve points."""
+    if not any(r.curve for r in view.records):
+        return []
+    fig = curves_figure(view, vocab) if plots_on else None
+    body = ([f"![{view.dataset}: learning curves]({fig.relative_to(view.root).as_posix()})", ""]
+            if fig is not None else [])
+    body += (curve_table(view, vocab) + time_to_quality(view, vocab, reference)
+             + gap_table(view, vocab, reference) + curve_overhead(view))
+    return ["### Learning curves", "", *body] if body else []
 
 
 def header(sources: list[Source], records: list[RunRecord], ok: list[RunRecord],

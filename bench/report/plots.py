@@ -101,25 +101,31 @@ def quality_vs_cost(series: dict[str, list[tuple[str, float, float, float, float
     """Four panels: ``metric`` vs counted NFE, vs sampling ms/1k, vs training seconds and vs
     counted training FLOPs (everything a method's training used: teacher and pairs too).
 
-    ``series``: recipe -> [(method, nfe, ms_per_1k, train_s, mean, std, train_flops)]; methods
-    of one recipe (the fm-euler family ...) are joined by a line, single methods are points.
-    The metric axis is logarithmic when the values span a decade or more (FD).
+    ``series``: recipe -> [(method, nfe, ms_per_1k, train_s, mean, std, train_flops)]. Every
+    method is a point of its own, labelled with its name, with ± std error bars; the methods
+    of one recipe (fm-euler1 ... fm-euler100 read one checkpoint) share a colour and a legend
+    entry, never a line: they share one training, so a line through them would zig-zag on the
+    training axes. ``metric`` is the y axis label (the metric and which way is better). An
+    axis is logarithmic when its values span a decade or more (FD, NFE, sampling time).
     """
     plt = _plt()
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     log_y = spans_decades([r[4] for rows in series.values() for r in rows])
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (col, label) in zip(axes, ((1, "counted NFE"), (2, "sampling ms / 1k samples"),
                                        (3, "training s"), (6, "training FLOPs (counted)")),
                                 strict=True):
-        for recipe, rows in series.items():
-            rows = sorted(rows, key=lambda r: r[col])
-            xs, ys, es = [r[col] for r in rows], [r[4] for r in rows], [r[5] for r in rows]
-            style = "-o" if len(rows) > 1 else "o"
-            ax.errorbar(xs, ys, yerr=es, fmt=style, ms=4, capsize=2, label=recipe)
-            if len(rows) == 1:
-                ax.annotate(rows[0][0], (xs[0], ys[0]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
-        if col in (1, 2, 6):
+        for i, (recipe, rows) in enumerate(series.items()):
+            colour = colours[i % len(colours)]
+            for j, row in enumerate(sorted(rows, key=lambda r: r[1])):
+                x, y = row[col], row[4]
+                ax.errorbar([x], [y], yerr=[row[5]], fmt="o", ms=4, capsize=2, color=colour,
+                            label=recipe if j == 0 else None)
+                if x is not None and np.isfinite(x) and np.isfinite(y):
+                    ax.annotate(row[0], (x, y), fontsize=6, xytext=(3, 3),
+                                textcoords="offset points")
+        if col in (1, 2, 6) and spans_decades([r[col] for rows in series.values()
+                                               for r in rows]):
             ax.set_xscale("log")
         if log_y:
             ax.set_yscale("log")
@@ -127,7 +133,7 @@ def quality_vs_cost(series: dict[str, list[tuple[str, float, float, float, float
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=7)
+        axes[0].legend(fontsize=7, title="recipe", title_fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 

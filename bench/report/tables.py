@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from bench.records import RunRecord
 from bench.report.model import DatasetView, label
-from bench.report.stats import fmt_num, paired, summarize
+from bench.report.pairing import left_out_notes, mixed_note, pair_seeds, spaces_of
+from bench.report.stats import fmt_num, summarize
 from bench.vocab import FLOOR_METHOD, REFERENCE_METHOD, MetricVocabulary
 
 ARROWS = {"min": "↓", "max": "↑", "one": "→1"}
+#: how a figure's axis or a sentence says which way a metric is better
+BETTER = {"min": "lower is better", "max": "higher is better", "one": "best at 1"}
+
+#: the line under a table of means over seeds: what its ± and [ ] are
+ERROR_BARS = ("± is the sample standard deviation over seeds, [ ] the 95% confidence interval "
+              "of the mean (Student t, n − 1 degrees of freedom); one seed has neither.")
+
+
 def train_flops(r: RunRecord) -> float | None:
     """Everything a record's training counted (a teacher's and its pairs' included); None for
     records written before compute was counted."""
@@ -77,13 +87,21 @@ def metric_line(ds_records: list[RunRecord]) -> str:
              f"{mi.get('n_reference')} {against} images, computed by torch-fidelity on uint8 "
              "images."]
     if "fd_extractor" in mi:
-        acc = mi.get("fd_extractor_eval_accuracy")
+        classifiers = list(dict.fromkeys(
+            (r.metric_info["fd_extractor"], r.metric_info.get("fd_extractor_eval_accuracy"))
+            for r in ds_records if r.metric_info.get("fd_extractor")))
+        accs = [fmt_num(acc, 3) if acc is not None else "?" for _, acc in classifiers]
+        named = "; ".join(f"`{cid}`, held-out accuracy {acc}"
+                          for (cid, _), acc in zip(classifiers, accs, strict=True))
+        which = (f"the domain classifier `{classifiers[0][0]}` (a small CNN trained on the "
+                 f"training split; held-out accuracy {accs[0]})" if len(classifiers) == 1 else
+                 f"a domain classifier (small CNNs trained on the training split; these records "
+                 f"were scored by {len(classifiers)}: {named}; records scored by two different "
+                 "ones are never paired)")
         parts.append(
-            f"`fd_domain`, `kid_domain`, `prec_domain`, `rec_domain` use the features of the "
-            f"domain classifier `{mi['fd_extractor']}` (a small CNN trained on the training "
-            f"split; held-out accuracy {fmt_num(acc, 3) if acc is not None else '?'}): a "
-            "Fréchet distance in those features, **not Inception FID**. `class_entropy` is the "
-            "entropy of its class histogram of the samples over log 10 (0 = one class), "
+            f"`fd_domain`, `kid_domain`, `prec_domain`, `rec_domain` use the features of {which}:"
+            " a Fréchet distance in those features, **not Inception FID**. `class_entropy` is the"
+            " entropy of its class histogram of the samples over log 10 (0 = one class), "
             "`class_coverage` the share of classes holding at least half their uniform share.")
     if "fid_extractor" in mi:
         parts.append(f"`fid`, `kid`, `prec_inception`, `rec_inception`: torch-fidelity "
@@ -96,55 +114,122 @@ def metric_line(ds_records: list[RunRecord]) -> str:
     return " ".join(parts)
 
 
-def by_seed(runs: list[RunRecord], metric: str) -> dict[int, float]:
-    return {r.seed: r.metrics[metric] for r in runs if metric in r.metrics}
-
-
-def main_table(view: DatasetView, metrics: list[str], directions: dict[str, str]) -> list[str]:
-    header = (["method", "seeds", "NFE"] + [header_name(m, directions) for m in metrics]
+def main_table(view: DatasetView, metrics: list[str], vocab: MetricVocabulary) -> list[str]:
+    """One row per config group: mean ± std [95% interval] over seeds of every metric, the
+    counted NFE and the costs; under it what ± and [ ] are, the groups whose seeds were scored
+    in different feature spaces (marked †) and the intervals that reach past a metric's
+    range."""
+    header = (["method", "seeds", "NFE"] + [header_name(m, vocab.directions) for m in metrics]
               + [h for _, h, _ in COST_COLUMNS])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    kinds: dict[str, list[str]] = {}
+    for m in metrics:
+        if m in vocab.features:
+            kinds.setdefault(vocab.features[m], []).append(m)
+    mixed: dict[str, list[tuple[str, dict]]] = {}
     for key, group in view.rows():
         runs = sorted(group, key=lambda r: r.seed)
-        row = [label(runs[0]), str(len(runs)), nfe_cell(runs)]
+        lab = label(runs[0])
+        spaces = {kind: found for kind in kinds if len(found := spaces_of(runs, kind)) > 1}
+        for kind, found in spaces.items():
+            mixed.setdefault(kind, []).append((lab, found))
+        if spaces:
+            lab += " †"
+        row = [lab, str(len(runs)), nfe_cell(runs)]
         row += [summarize([r.metrics.get(m) for r in runs]).fmt(ci=True) for m in metrics]
         if key[1] == FLOOR_METHOD:
             row += ["–"] * len(COST_COLUMNS)
         else:
             row += [summarize([get(r) for r in runs]).fmt() for _, _, get in COST_COLUMNS]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", ERROR_BARS]
+    notes = [mixed_note(kind, kinds[kind], rows) for kind, rows in mixed.items()]
+    for note in [*notes, *range_notes(view, metrics, vocab)]:
+        lines += ["", note]
     return lines
+
+
+def range_text(lo: float | None, hi: float | None) -> str:
+    """"≥ 0", "≤ 1", "0 to 1": the values a metric can take."""
+    if lo is not None and hi is not None:
+        return f"{fmt_num(lo)} to {fmt_num(hi)}"
+    return f"≥ {fmt_num(lo)}" if lo is not None else f"≤ {fmt_num(hi)}"
+
+
+def past_range(lo: float, hi: float, bounds: tuple[float | None, float | None]) -> str:
+    """"below 0" / "above 1" when the interval [lo, hi] reaches past ``bounds``, else ""."""
+    low, high = bounds
+    parts = ([f"below {fmt_num(low)}"] if low is not None and lo < low else []) + (
+        [f"above {fmt_num(high)}"] if high is not None and hi > high else [])
+    return " and ".join(parts)
+
+
+def range_notes(view: DatasetView, metrics: list[str], vocab: MetricVocabulary) -> list[str]:
+    """The main table's 95% intervals that reach past the range their metric can take (below 0
+    for a distance, above 1 for a precision), in one sentence."""
+    found = []
+    for m in metrics:
+        bounds = vocab.ranges.get(m)
+        if bounds is None:
+            continue
+        rows = []
+        for _, runs in view.rows():
+            s = summarize([r.metrics.get(m) for r in runs])
+            if s.n > 1 and math.isfinite(s.ci95) and (where := past_range(s.lo, s.hi, bounds)):
+                rows.append(f"{label(runs[0])} ({where})")
+        if rows:
+            found.append(f"`{m}` ({range_text(*bounds)}): {', '.join(rows)}")
+    if not found:
+        return []
+    return ["Intervals reaching past the values a metric can take (a t-interval is symmetric "
+            "about the mean and knows no bound; on few or spread seeds it spills over): "
+            + "; ".join(found) + "."]
+
+
+def labelled_groups(view: DatasetView) -> dict[str, list[RunRecord]]:
+    """Config groups by table label; a label two configs share (e.g. records from two code
+    versions) names neither, so nothing compares them."""
+    by_label: dict[str, list[RunRecord] | None] = {}
+    for _, group in view.rows():
+        lab = label(group[0])
+        by_label[lab] = None if lab in by_label else group
+    return {lab: group for lab, group in by_label.items() if group is not None}
 
 
 def pairs_table(view: DatasetView, metrics: list[str], vocab: MetricVocabulary,
                 compare: list[tuple[str, str]]) -> list[str]:
-    """Paired differences A - B over the seeds both have, with 95% t-intervals."""
-    by_label: dict[str, list[RunRecord] | None] = {}
-    for _, group in view.rows():
-        # two configs with one label (e.g. records from two code versions): compare neither
-        lab = label(group[0])
-        by_label[lab] = None if lab in by_label else group
-    pairs = [(a, b) for a, b in compare if by_label.get(a) and by_label.get(b)]
+    """Paired differences A − B over the seeds both have (in one feature space), with 95%
+    t-intervals; pairs with no seed in common are left out, and so are seeds scored in
+    different feature spaces, each said under the table."""
+    groups = labelled_groups(view)
+    pairs = [(a, b) for a, b in compare if a in groups and b in groups]
     metrics = [m for m in vocab.key if m in metrics]
-    if not pairs or not metrics:
-        return []
-    lines = ["Paired over common seeds: mean difference A − B with its 95% interval; **bold** "
-             "where the interval excludes 0.", "",
-             "| A | B | seeds | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
-             "|" + "---|" * (3 + len(metrics))]
+    rows, found = [], []
     for a, b in pairs:
-        ra, rb = by_label[a], by_label[b]
-        assert ra is not None and rb is not None
+        ra, rb = groups[a], groups[b]
+        common = len({r.seed for r in ra} & {r.seed for r in rb})
         cells = []
-        n = 0
         for m in metrics:
-            s = paired(by_seed(ra, m), by_seed(rb, m))
-            n = s.n
+            pairing = pair_seeds(ra, rb, m, vocab.features.get(m))
+            found.append((a, b, pairing))
+            s = pairing.diff()
             cell = s.fmt(ci=True)
             if s.n > 1 and (s.lo > 0 or s.hi < 0):
                 cell = f"**{cell}**"
+            if 1 < s.n < common:
+                cell += f" ({s.n} seeds)"
             cells.append(cell)
-        lines.append(f"| {a} | {b} | {n} | " + " | ".join(cells) + " |")
+        if any(c != "–" for c in cells):
+            rows.append(f"| {a} | {b} | {common} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    lines = ["Paired over common seeds: mean difference A − B ± its std over seeds [95% "
+             "interval]; **bold** where the interval excludes 0; a cell over fewer seeds than "
+             "the pair has in common says how many.", "",
+             "| A | B | seeds | " + " | ".join(f"Δ {m}" for m in metrics) + " |",
+             "|" + "---|" * (3 + len(metrics)), *rows]
+    for note in left_out_notes(found):
+        lines += ["", note]
     return lines
 
 
