@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from bench.config import EvalConfig, curve_samples
+from bench.couplings import Coupling
 from bench.datasets.base import DataBundle
 from bench.methods.base import Method
 from bench.metrics.base import MetricContext
@@ -155,6 +156,26 @@ def curve_scores(methods: dict[str, Method], data: DataBundle, cfg: EvalConfig, 
                                     Streams(seed, "cpu")["metrics"], data.name, data=data,
                                     device=device)
     return out, n
+
+
+def curve_bank_scores(methods: dict[str, Method], coupling: Coupling | None, data: DataBundle,
+                      cfg: EvalConfig, seed: int, device: torch.device
+                      ) -> dict[str, dict[str, float]]:
+    """The bank gap at a curve point: each method's curve metrics on as many samples of the
+    noise it was trained on (``eval.curve_samples`` entries of the bank, from the seed's
+    ``bank`` stream), scored exactly as the fresh side is; {} for a coupling without a bank or
+    with ``eval.bank_gap`` off."""
+    if coupling is None or not coupling.has_bank or not cfg.bank_gap:
+        return {}
+    n, ccfg = _curve_eval(data, cfg)
+    x0 = coupling.bank_noise(n, Streams(seed, device)["bank"])
+    out = {}
+    for name, method in methods.items():
+        x, _ = generate(method, x0, cfg.batch_size)
+        out[name] = compute_metrics(x.cpu(), reference(data, cfg).cpu(), data.kind, ccfg,
+                                    Streams(seed, "cpu")["metrics"], data.name, data=data,
+                                    device=device)
+    return out
 
 
 def _curve_eval(data: DataBundle, cfg: EvalConfig) -> tuple[int, EvalConfig]:

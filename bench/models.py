@@ -20,7 +20,7 @@ from bench.config import Config, curve_steps
 from bench.datasets.base import DataBundle
 from bench.distributed import is_main
 from bench.env import now
-from bench.evaluate import curve_scores
+from bench.evaluate import curve_bank_scores, curve_scores
 from bench.methods.base import BuildContext, Method
 from bench.nets import n_params
 from bench.planner import Plan, RunSpec
@@ -144,9 +144,12 @@ class Models:
 
         def score(step: int, seconds: float, flops: float | None) -> dict[str, Any]:
             scores, n = curve_scores(variants, data, cfg.eval, seed, self.device)
-            return {"step": step, "train_seconds": seconds_before + seconds,
-                    "train_flops": add_flops(flops_before, flops), "samples": n,
-                    "metrics": scores}
+            point = {"step": step, "train_seconds": seconds_before + seconds,
+                     "train_flops": add_flops(flops_before, flops), "samples": n,
+                     "metrics": scores}
+            bank = curve_bank_scores(variants, method.coupling, data, cfg.eval, seed,
+                                     self.device)
+            return {**point, "bank": bank} if bank else point
 
         return CurveHook(at, score)
 

@@ -180,8 +180,9 @@ def train_facts(rec: RunRecord, trained: Trained) -> None:
     rec.net_params = trained.state["net_params"]
     rec.train_breakdown = tr.get("breakdown", {})
     rec.train_compute = tr.get("compute", {})
-    rec.curve = [{**{k: v for k, v in p.items() if k != "metrics"},
-                  "metrics": p["metrics"].get(rec.method, {})}
+    rec.curve = [{**{k: v for k, v in p.items() if k not in ("metrics", "bank")},
+                  "metrics": p["metrics"].get(rec.method, {}),
+                  **({"bank": p["bank"][rec.method]} if rec.method in p.get("bank", {}) else {})}
                  for p in tr.get("curve", []) if rec.method in p["metrics"]]
     rec.curve_seconds = tr.get("curve_seconds", 0.0)
     rec.coupling_diagnostics = tr.get("diagnostics", {})

@@ -56,7 +56,7 @@ lane1() {
 # the peers but reflow, whose 16,000 dopri5 pairs take about 2.5 h per seed on one core
 PEERS_FIRST=otnfm-online,otnfm-minibatch,otmap-online,loomcfm-euler1,otcfm-euler1,otcfm-euler2
 PEERS_FIRST=$PEERS_FIRST,otcfm-midpoint1,otcfm-heun1,otcfm-dopri5,meanflow,meanflow-2step
-PEERS_FIRST=$PEERS_FIRST,shortcut,shortcut-2step,fm-euler100
+PEERS_FIRST=$PEERS_FIRST,shortcut,shortcut-2step,ect,fm-euler100
 lane2() {
   trap 'exit 143' TERM
   rc=0

@@ -46,6 +46,11 @@ def test_curve_points_are_recorded_and_change_no_final_number(tmp_path):
     assert 0 < floor["metrics"]["w2"] < min(with_curve[m].curve[-1]["metrics"]["w2"]
                                             for m in ("otnfm-online", "fm-euler1", "fm-euler10"))
     assert floor["metrics"]["w2"] != with_curve["data"].metrics["w2"]  # 200 points, not 300
+    # the bank gap at every point: the online coupling's own noise, scored as the fresh side
+    bank = with_curve["otnfm-online"].curve
+    assert all(set(p["bank"]) == set(p["metrics"]) for p in bank)
+    assert all(p["bank"]["w2"] != p["metrics"]["w2"] for p in bank)
+    assert all("bank" not in p for p in with_curve["fm-euler1"].curve)  # no bank, no gap
     # the two samplers of one checkpoint each get their own curve
     assert with_curve["fm-euler1"].curve[-1]["metrics"] != \
         with_curve["fm-euler10"].curve[-1]["metrics"]
@@ -211,7 +216,9 @@ def test_the_curve_floor_is_scored_like_a_curve_point(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "compute_metrics", spy)
     recs = _run(tmp_path, CURVE)
     points = sum(len(r.curve) for r in recs.values())
-    assert points == 6 and len(seen) == points + 1 and len(set(seen)) == 1
+    banks = sum("bank" in p for r in recs.values() for p in r.curve)  # the bank gap's scores
+    assert points == 6 and banks == 2 and len(seen) == points + banks + 1
+    assert len(set(seen)) == 1
 
 
 def test_a_failed_curve_floor_keeps_the_floor_and_is_not_retried(tmp_path):

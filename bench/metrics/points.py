@@ -19,6 +19,7 @@ import torch
 
 from bench.distances import sq_dists
 from bench.metrics.base import MAX_QUADRATIC_SAMPLES, MetricContext, chunks, subsample
+from bench.metrics.copying import copy_metric
 from bench.registry import register_metric
 from bench.vocab import BUILTIN_METRICS
 
@@ -108,3 +109,7 @@ def collapse(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext) -> dict[str
     x, ref = x.flatten(1).double(), ref.flatten(1).double()
     var_ratio = float(x.var(0).sum() / ref.var(0).sum())
     return {"var_ratio": var_ratio, "mean_dist": float((x.mean(0) - ref.mean(0)).norm())}
+
+
+# memorisation (bench.metrics.copying), for images too; registered last: the column order
+register_metric("copy", kinds=("images", "points"), **BUILTIN_METRICS["copy"])(copy_metric)
