@@ -132,11 +132,12 @@ def headline(report: str) -> str:
              "|---|---|---|---|---|---|"]
     for row in rows[2:]:
         cell = dict(zip(header, row, strict=True))
-        method = cell["method"]
+        method = cell["method"].removesuffix(" †")  # † : the row's seeds mix feature spaces
+        mark = cell["method"][len(method):]
         if not (cell["NFE"] == "1" or method.split("-")[0] in PEERS
                 or method in (REFERENCE, FLOOR)):
             continue
-        name = method if method == FLOOR else f"`{method}`"
+        name = (method if method == FLOOR else f"`{method}`") + mark
         lines.append(f"| {name} | {cell['seeds']} | {cell['NFE']} | {_interval(cell[metric])} | "
                      f"{_mean(cell['sample ms/1k'])} | {_mean(cell['train FLOPs'])} |")
     return "\n".join(lines)
