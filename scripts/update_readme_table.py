@@ -20,12 +20,14 @@ FLOPs. A name ending in ``-grid``: the report's coupling x parametrisation grids
 generated sentences; ``-across``: its "Across datasets" section; ``-gap``: its learning
 curves' gap tables (each method's score over fm-euler100's at every curve step); any other:
 every dataset table, with only the columns named in COLUMNS. Every number comes from the
-report, which names the run it was built from.
+report, which names the run it was built from. The reports rendered from committed records
+(reports/data) are listed in RENDERS with their ``bench report`` arguments.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -169,6 +171,30 @@ def render(report_path: str, marker: str) -> str:
     else:
         body = "\n\n".join(compact(s, r) for s, r in tables(report))
     return f"From `{report_path}`. {built}\n\n{body}\n"
+
+
+#: the command of every report rendered from committed records (scripts/render_reports.sh
+#: runs them): a line per report, its name, then the arguments of ``bench report``
+RENDERS = "reports/render.txt"
+
+
+def renders(path: str = RENDERS) -> dict[str, list[str]]:
+    """``path`` (default RENDERS) as report name -> the arguments of ``bench report`` that
+    make ``reports/<name>.md`` (``--out`` left out); ``#`` starts a comment."""
+    out: dict[str, list[str]] = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError as err:  # an unclosed quote
+            sys.exit(f"{path}:{n}: {err}")
+        if not words:
+            continue
+        name, *args = words
+        if not args or name in out:
+            sys.exit(f"{path}:{n}: {name!r} " + ("again" if args else "without arguments")
+                     + ": expected one line per report, NAME then the arguments of bench report")
+        out[name] = args
+    return out
 
 
 #: the Markdown files --all and --check go through (paths from the repository root)

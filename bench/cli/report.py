@@ -42,9 +42,10 @@ def report_cmd(
         "--reference", help="The reference method: every method is compared with it, and "
                             "learning curves measure their gap to it (default: the suite "
                             "files' report.reference, else " + REFERENCE_METHOD + ")")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="markdown (with figures), json or csv "
-                                     "(one row per dataset x method: mean, std and 95% "
-                                     "interval of every metric, NFE, costs)")] = "markdown",
+    fmt: Annotated[str, typer.Option("--format", help="markdown (with figures unless "
+                                     "--no-figures), json or csv (one row per dataset x "
+                                     "method: mean, std and 95% interval of every metric, "
+                                     "NFE, costs)")] = "markdown",
     methods: Annotated[str | None, typer.Option(
         "--methods", "-m", help="Only these methods: comma-separated names or globs (each "
                                 "dataset's data floor stays)")] = None,
@@ -59,6 +60,10 @@ def report_cmd(
         "--across-only", help="Only the 'Across datasets' verdict table (the grid comparisons "
                               "of every dataset side by side) and the list of records read")
     ] = False,
+    figures: Annotated[bool, typer.Option(
+        "--figures/--no-figures",
+        help="Draw the figures (PNG files in <stem>/ beside the report, linked from it); "
+             "--no-figures writes the Markdown alone, without figures or their links")] = True,
     plugin: PluginOpt = None,
 ) -> None:
     """Render a report from run records alone (never trains)."""
@@ -84,7 +89,7 @@ def report_cmd(
                 render_report(sources, target, metric_vocabulary(), title=title,
                               compare=parse_pairs(compare), grid=grid_cells(),
                               across_only=across_only, default_pairs=default_compare,
-                              reference=reference)
+                              reference=reference, plots_on=figures)
         except ReportError as err:
             fail(str(err))
         for w in caught:
