@@ -271,3 +271,18 @@ def test_floor_due_follows_the_records(tmp_path):
     assert all_recorded(unit, ok_keys(path), path)
     write(None)
     assert not all_recorded(unit, ok_keys(path), path)  # a Slurm resume submits the floor
+
+
+def test_the_report_shows_the_bank_gap_beside_the_curves(tmp_path):
+    recs = _run(tmp_path / "res", CURVE)
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "res"), "--no-figures",
+                                   "--out", str(tmp_path / "r.md")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "r.md").read_text()
+    section = text[text.index("### Bank gap during training"):]
+    section = section[: section.index("\n\n", section.index("| method"))]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ") and "method" not in ln]
+    assert [r.split(" | ")[0] for r in rows] == ["| otnfm-online"]  # only the bank method
+    last = recs["otnfm-online"].curve[-1]
+    fresh, bank = last["metrics"]["w2"], last["bank"]["w2"]
+    assert f"{fresh:.3g} / {bank:.3g} (gap {fresh - bank:.3g} (1 seed))" in rows[0]

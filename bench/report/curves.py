@@ -151,6 +151,48 @@ def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     return [*lines, ""]
 
 
+def bank_curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
+    """The bank gap along the curve: for the rows trained on a noise bank, the curve metric on
+    fresh noise and on the bank's own noise at every curve step (mean over seeds), and the gap
+    fresh - bank with its interval. Nothing when no curve point was scored on bank noise."""
+    metric = curve_metric(view, vocab)
+    if metric is None:
+        return []
+    rows, steps = [], set()
+    for lab, runs in curved_rows(view):
+        pts = {s: [p for _, p in sp if metric in p.get("bank", {})]
+               for s, sp in by_step(runs).items()}
+        pts = {s: v for s, v in pts.items() if v}
+        if pts:
+            steps |= set(pts)
+            rows.append((lab, len(runs), pts))
+    if not rows:
+        return []
+    cols = sorted(steps)
+    better = "higher" if vocab.directions.get(metric) == "max" else "lower"
+    lines = ["### Bank gap during training", "",
+             f"`{metric}` on fresh noise / on noise from the model's own bank (the noise it was "
+             f"trained on), same sample count, then the gap fresh − bank with its 95% interval "
+             f"over seeds. A bank score much {better}-is-better than the fresh one means the "
+             "model answers its training noise with what it memorised for it.", "",
+             "| method | seeds | " + " | ".join(f"step {s}" for s in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for lab, n, pts in rows:
+        cells = []
+        for s in cols:
+            got = pts.get(s, [])
+            if not got:
+                cells.append("–")
+                continue
+            fresh = summarize([p["metrics"][metric] for p in got])
+            bank = summarize([p["bank"][metric] for p in got])
+            gap = summarize([p["metrics"][metric] - p["bank"][metric] for p in got])
+            cells.append(f"{fmt_num(fresh.mean)} / {fmt_num(bank.mean)} "
+                         f"(gap {gap.fmt(ci=True)})")
+        lines.append(f"| {lab} | {n} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def time_to_quality(view: DatasetView, vocab: MetricVocabulary,
                     reference: str = REFERENCE_METHOD) -> list[str]:
     """For each method with a curve: the first step, training seconds and FLOPs at which it
