@@ -109,7 +109,8 @@ def test_train_estimate_and_perf_all_run_the_one_training_step(monkeypatch, tiny
     plan = Plan.of(resolve(raw={"methods": ["fm-euler1"], "datasets": ["moons"], "seeds": [0]},
                            sets=TINY_SETS))
     assert estimate_mod.estimate(plan, cpu).train_seconds > 0
-    assert len(calls) == 2  # one warm-up and one timed step
+    # untimed warm-up steps (one where the first is slow), then at least one timed step
+    assert 2 <= len(calls) <= estimate_mod.WARMUP_STEPS + estimate_mod.MAX_TIMED_STEPS
 
     calls.clear()
     method = build_method("otnfm-online", data, cfg, cpu, 0)

@@ -47,7 +47,7 @@ from bench.cli.options import (
 from bench.config import ConfigError
 from bench.distributed import init_from_env, is_main, shutdown
 from bench.env import pick_device
-from bench.estimate import human
+from bench.estimate import human, human_range
 from bench.io import DiskFull, is_disk_full
 from bench.planner import Plan, Problem
 from bench.registry import RegistryError
@@ -230,10 +230,11 @@ def show_estimate(runner: Runner, device: torch.device, only_if_longer: float = 
         return
     if est.total < only_if_longer:
         return
-    console.print(f"# estimate: about {human(est.total)} on {device} (training "
-                  f"{human(est.train_seconds)}, sampling {human(est.sample_seconds)}, metrics "
-                  f"{human(est.metric_seconds)})", markup=False)
-    for line in est.lines:
+    console.print(f"# estimate: about {human(est.total)} on {device} (range "
+                  f"{human_range(est.low, est.high)}; training {human(est.train_seconds)}, "
+                  f"sampling {human(est.sample_seconds)}, metrics {human(est.metric_seconds)})",
+                  markup=False)
+    for line in est.lines + est.eval_lines:
         console.print(f"#   {line}", markup=False)
     if est.total >= 3600 and device.type == "cpu":
         console.print("# this is long for a CPU; to scale it down: "

@@ -85,11 +85,25 @@ def _digest(data: torch.Tensor, labels: torch.Tensor) -> str:
     return h.hexdigest()[:12]
 
 
+#: the classifier's training passes over its training set and batch size
+DOMAIN_EPOCHS, DOMAIN_BATCH = 30, 128
+
+
+def domain_steps(n_train: int, epochs: int = DOMAIN_EPOCHS, batch: int = DOMAIN_BATCH) -> int:
+    """The classifier's training steps: ``epochs`` passes over ``n_train`` images, 100 to 3,000."""
+    return int(min(3000, max(100, epochs * n_train // batch)))
+
+
+def domain_path(dataset: str, data: torch.Tensor, labels: torch.Tensor) -> Path:
+    """Where the classifier of this training set is cached (``domain_extractor``)."""
+    return cache_dir() / "extractors" / f"{dataset}-{_digest(data, labels)}.pt"
+
+
 def train_domain_classifier(x: torch.Tensor, y: torch.Tensor, classes: int,
-                            epochs: int = 30, batch: int = 128) -> DomainCNN:
+                            epochs: int = DOMAIN_EPOCHS, batch: int = DOMAIN_BATCH) -> DomainCNN:
     """Deterministic (seed 0, CPU) Adam training on uint8-rounded images, ``epochs`` passes
     (100 to 3,000 steps); small random shifts keep it from memorising the training set."""
-    steps = int(min(3000, max(100, epochs * x.shape[0] // batch)))
+    steps = domain_steps(x.shape[0], epochs, batch)
     threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
         torch.set_num_threads(1)  # reductions in one order whatever the caller's thread count
@@ -132,8 +146,8 @@ def domain_extractor(dataset: str, data: torch.Tensor, labels: torch.Tensor, cla
     """Path of the cached classifier for this training set (trained on first use) and its info
     (id with the weights hash, held-out accuracy). A cached file whose weights do not match the
     hash in its id is retrained, with a warning."""
-    key = _digest(data, labels)
-    path = cache_dir() / "extractors" / f"{dataset}-{key}.pt"
+    path = domain_path(dataset, data, labels)
+    key = path.stem.rsplit("-", 1)[1]
     blob = None
     if path.exists():
         blob = torch.load(path, map_location="cpu", weights_only=True)
