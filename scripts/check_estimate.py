@@ -53,9 +53,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def measured(records: list[RunRecord], wall: float) -> dict[str, float]:
     """Training seconds of the checkpoints trained now, and the rest of the wall-clock."""
-    trained = [r for r in records if r.status == "ok" and not r.checkpoint_reused
-               and r.train_steps]
-    train = sum(r.train_seconds or 0.0 for r in trained)
+    # one checkpoint serves every sampler of a family (fm-euler1 ... fm-euler100): its
+    # training counts once
+    trained = {r.checkpoint or r.run_id: r.train_seconds or 0.0 for r in records
+               if r.status == "ok" and not r.checkpoint_reused and r.train_steps}
+    train = sum(trained.values())
     return {"training": train, "evaluation": wall - train, "total": wall}
 
 

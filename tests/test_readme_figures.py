@@ -28,8 +28,6 @@ RENDERS = script.renders(str(ROOT / script.RENDERS))
 #: "page: marker" of the blocks whose report was built from records that were never committed,
 #: with why; such a block is checked against its report only (tests/test_docs.py)
 NO_RECORDS = {
-    "reports/README.md: quick-table": "reports/quick.md was rendered from results/quick "
-                                      "(configs/quick.yaml), whose records were not kept",
     "reports/README.md: mnist5k-table": "reports/mnist5k.md was rendered from results/mnist5k "
                                         "(configs/mnist5k.yaml), whose records were not kept",
 }
