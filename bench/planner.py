@@ -13,6 +13,7 @@ process or a Slurm job executes.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import os
@@ -152,6 +153,9 @@ class Problem:
     what: str
     why: str
     fix: str
+    #: the dataset whose files are missing (None: a problem of the whole suite). A real run
+    #: goes on without it: that dataset's runs are recorded failed with the reason
+    dataset: str | None = None
 
     @property
     def message(self) -> str:
@@ -315,7 +319,8 @@ def data_problems(cfg: Config, datasets: tuple[str, ...]) -> list[Problem]:
     for key in datasets:
         check = DATA_CHECKS.get(split_key(key)[0])
         if check is not None:
-            out += check(key, dataset_config(cfg, key).data)
+            out += [dataclasses.replace(p, dataset=key)
+                    for p in check(key, dataset_config(cfg, key).data)]
     return out
 
 

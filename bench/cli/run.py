@@ -107,6 +107,11 @@ def run_cmd(
         print_configs(suite)
     if dry_run:
         print_plan(suite, dev, out_dir)
+    if not dry_run:  # a dataset without its files: its runs are recorded failed, the rest go on
+        for p in (p for p in problems if p.dataset is not None):
+            err_console.print(f"warning: {p.message}; its runs will be recorded failed with "
+                              "this reason", markup=False, highlight=False)
+        problems = [p for p in problems if p.dataset is None]
     if problems or dev is None:
         refuse(problems)
     try:
