@@ -34,8 +34,10 @@ def test_dataset_presets_apply_without_a_config_and_yield_to_set_and_files(tmp_p
     assert "# estimate: about" in res.output
     # a config file replaces the preset: the file's values, the defaults under it
     res = cli.invoke(app, ["run", "--config", "configs/quick.yaml", "-d", "mnist5k",
-                           "--dry-run", "--show-config", "--out", str(tmp_path)])
+                           "--dry-run", "--show-config", "--no-estimate", "--out",
+                           str(tmp_path)])
     assert res.exit_code == 0 and "# preset: none" in res.output and "steps: 2500" in res.output
+    assert "estimat" not in res.output  # --no-estimate: no step was timed
     cfg = resolve(raw={"train": {"steps": 3}}, preset={"train": {"steps": 9, "lr": 0.5}},
                   sets=["train.lr=0.25"])
     assert (cfg.train.steps, cfg.train.lr) == (3, 0.25)  # preset < config < --set

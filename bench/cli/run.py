@@ -86,6 +86,9 @@ def run_cmd(
     show_config: Annotated[bool, typer.Option(
         "--show-config", help="Print the resolved config of each dataset's runs (only the "
         "sections they use)")] = False,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate/--no-estimate", help="Measure the wall-clock estimate (a few training "
+        "steps, the sampling and the metrics on this machine: seconds to a minute)")] = True,
     force: ForceOpt = False,
     executor: ExecutorOpt = "local", workers: WorkersOpt = 1, cluster: ClusterOpt = None,
     partition: PartitionOpt = None, gpus: GpusOpt = None, time_min: TimeOpt = 240,
@@ -121,11 +124,12 @@ def run_cmd(
         fail(unknown_name_hint(str(err)))
     runner = runners[0]
     if dry_run:
-        show_estimate(runner, dev)
+        if estimate:
+            show_estimate(runner, dev)
         return
     # only for runs in this process: Slurm jobs and worker processes run on other devices,
     # and a method's code runs in the jobs' isolation, never in the submitting process
-    if dev.type == "cpu" and is_main() and opts.in_process:
+    if estimate and dev.type == "cpu" and is_main() and opts.in_process:
         show_estimate(runner, dev, only_if_longer=3600, proceeding=True)
     if not is_main():  # torchrun: the other ranks train their share and stay quiet
         runner.run()
