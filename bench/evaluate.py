@@ -149,13 +149,7 @@ def curve_scores(methods: dict[str, Method], data: DataBundle, cfg: EvalConfig, 
     score's noise (the seed's ``eval`` stream); returns them and the sample count."""
     n, ccfg = _curve_eval(data, cfg)
     x0 = data.source(cfg.n_samples, Streams(seed, device)["eval"])[:n]
-    out = {}
-    for name, method in methods.items():
-        x, _ = generate(method, x0, cfg.batch_size)
-        out[name] = compute_metrics(x.cpu(), reference(data, cfg).cpu(), data.kind, ccfg,
-                                    Streams(seed, "cpu")["metrics"], data.name, data=data,
-                                    device=device)
-    return out, n
+    return _score_each(methods, x0, data, cfg, ccfg, seed, device), n
 
 
 def curve_bank_scores(methods: dict[str, Method], coupling: Coupling | None, data: DataBundle,
@@ -169,6 +163,13 @@ def curve_bank_scores(methods: dict[str, Method], coupling: Coupling | None, dat
         return {}
     n, ccfg = _curve_eval(data, cfg)
     x0 = coupling.bank_noise(n, Streams(seed, device)["bank"])
+    return _score_each(methods, x0, data, cfg, ccfg, seed, device)
+
+
+def _score_each(methods: dict[str, Method], x0: torch.Tensor, data: DataBundle,
+                cfg: EvalConfig, ccfg: EvalConfig, seed: int, device: torch.device
+                ) -> dict[str, dict[str, float]]:
+    """Each method's samples of noise ``x0`` scored with a curve point's settings ``ccfg``."""
     out = {}
     for name, method in methods.items():
         x, _ = generate(method, x0, cfg.batch_size)
