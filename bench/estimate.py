@@ -66,7 +66,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from bench.config import Config, EvalConfig, curve_samples, curve_steps
 from bench.couplings import GlobalOT, Independent, MinibatchOT, OnlineOT
@@ -77,9 +76,12 @@ from bench.metrics.base import MetricContext
 from bench.metrics.extractors import (
     DOMAIN_BATCH,
     DomainCNN,
+    domain_optimizer,
     domain_path,
+    domain_step,
     domain_steps,
     from_uint8,
+    one_thread,
     to_uint8,
 )
 from bench.metrics.inception import FAST_NAME, InceptionWeightsMissing
@@ -484,27 +486,19 @@ def _domain_seconds(data: DataBundle) -> Span:
     """The domain classifier's training (``train_domain_classifier``): a few of its steps at
     its batch on one thread, as it trains, times its step count."""
     assert data.train_labels is not None
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.set_num_threads(1)
-        try:
-            x = from_uint8(to_uint8(data.train[:DOMAIN_BATCH].cpu()), data.shape[0])
-            y = data.train_labels[:DOMAIN_BATCH].cpu()
-            net = DomainCNN(data.shape[0], data.num_classes)
-            opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-            times: list[float] = []
-            for i in range(1 + MAX_TIMED_STEPS):  # the first is a warm-up
-                start = time.perf_counter()
-                loss = F.cross_entropy(net(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if i:
-                    times.append(time.perf_counter() - start)
-                if sum(times) >= PROBE_SECONDS / 2:
-                    break
-        finally:
-            torch.set_num_threads(threads)
+    with torch.random.fork_rng(devices=[]), one_thread():
+        x = from_uint8(to_uint8(data.train[:DOMAIN_BATCH].cpu()), data.shape[0])
+        y = data.train_labels[:DOMAIN_BATCH].cpu()
+        net = DomainCNN(data.shape[0], data.num_classes)
+        opt = domain_optimizer(net)
+        times: list[float] = []
+        for i in range(1 + MAX_TIMED_STEPS):  # the first is a warm-up
+            start = time.perf_counter()
+            domain_step(net, opt, x, y)
+            if i:
+                times.append(time.perf_counter() - start)
+            if sum(times) >= PROBE_SECONDS / 2:
+                break
     return Span.of(times) * domain_steps(data.train.shape[0])
 
 

@@ -53,7 +53,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from bench.env import git_commit, library_versions
 from bench.io import atomic_write_text
@@ -201,19 +200,6 @@ def checkpoint_sets(results: str, method: str, seed: int | None, n: int
             "nfe": model.nfe}
     return (model.dataset, to_uint8(model.data.train), to_uint8(model.data.eval),
             to_uint8(x.cpu()), info)
-
-
-class U8(Dataset):
-    """uint8 [3, H, W] tensors, as torch-fidelity takes them."""
-
-    def __init__(self, u8: torch.Tensor) -> None:
-        self.x = u8
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.x[i]
 
 
 def write_pngs(u8: torch.Tensor, folder: Path) -> Path:
@@ -377,6 +363,7 @@ def run_torch_fidelity(sets: dict[str, torch.Tensor], pairs: list[str], weights,
     from torch_fidelity import calculate_metrics
     from torch_fidelity.metric_fid import KEY_METRIC_FID
 
+    from bench.metrics.images import Uint8Images
     from bench.metrics.inception import COMPAT_NAME, load_checked, sha256_file, weights_digest
 
     state, _ = load_checked(weights.path)
@@ -389,7 +376,8 @@ def run_torch_fidelity(sets: dict[str, torch.Tensor], pairs: list[str], weights,
         for pair in pairs:
             t0 = time.perf_counter()
             res = calculate_metrics(
-                input1=U8(sets[pair]), input2=U8(sets["reference"]), fid=True,
+                input1=Uint8Images(to_unit(sets[pair])),
+                input2=Uint8Images(to_unit(sets["reference"])), fid=True,
                 feature_extractor=COMPAT_NAME, feature_extractor_weights_path=str(path),
                 cache=False, cuda=False, batch_size=batch, verbose=False, save_cpu_ram=True)
             out["seconds"][pair] = time.perf_counter() - t0

@@ -23,9 +23,11 @@ here: importing it takes seconds, and ``bench list`` imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -99,34 +101,50 @@ def domain_path(dataset: str, data: torch.Tensor, labels: torch.Tensor) -> Path:
     return cache_dir() / "extractors" / f"{dataset}-{_digest(data, labels)}.pt"
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread in the block (reductions in one order whatever the caller's thread
+    count), the caller's count restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def domain_optimizer(net: DomainCNN) -> torch.optim.Optimizer:
+    return torch.optim.Adam(net.parameters(), lr=2e-3)
+
+
+def domain_step(net: DomainCNN, opt: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor) -> None:
+    """One training step of the classifier: cross-entropy, backward, Adam."""
+    loss = F.cross_entropy(net(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def train_domain_classifier(x: torch.Tensor, y: torch.Tensor, classes: int,
                             epochs: int = DOMAIN_EPOCHS, batch: int = DOMAIN_BATCH) -> DomainCNN:
-    """Deterministic (seed 0, CPU) Adam training on uint8-rounded images, ``epochs`` passes
-    (100 to 3,000 steps); small random shifts keep it from memorising the training set."""
+    """Deterministic (seed 0, CPU, one thread) Adam training on uint8-rounded images,
+    ``epochs`` passes (100 to 3,000 steps); small random shifts keep it from memorising the
+    training set."""
     steps = domain_steps(x.shape[0], epochs, batch)
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
-        torch.set_num_threads(1)  # reductions in one order whatever the caller's thread count
-        try:
-            torch.manual_seed(0)
-            x = from_uint8(to_uint8(x.cpu()), x.shape[1])
-            y = y.cpu()
-            net = DomainCNN(x.shape[1], classes)
-            opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-            g = torch.Generator().manual_seed(0)
-            for _ in range(steps):
-                idx = torch.randint(0, x.shape[0], (batch,), generator=g)
-                xb = x[idx]
-                dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
-                xb = torch.roll(xb, shifts=(dx, dy), dims=(2, 3))
-                loss = F.cross_entropy(net(xb), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-        finally:
-            torch.set_num_threads(threads)
+    with torch.random.fork_rng(devices=[]), one_thread():
+        torch.manual_seed(0)
+        x = from_uint8(to_uint8(x.cpu()), x.shape[1])
+        y = y.cpu()
+        net = DomainCNN(x.shape[1], classes)
+        opt = domain_optimizer(net)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(steps):
+            idx = torch.randint(0, x.shape[0], (batch,), generator=g)
+            dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
+            domain_step(net, opt, torch.roll(x[idx], shifts=(dx, dy), dims=(2, 3)), y[idx])
+            sched.step()
     return net.eval()
 
 
