@@ -16,10 +16,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.config import (
@@ -31,7 +29,7 @@ from bench.config import (
     stable_hash,
     to_dict,
 )
-from bench.datasets.base import dataset_config, split_key
+from bench.datasets.base import data_root, dataset_config, split_key
 from bench.datasets.cifar import FOLDER as CIFAR_FOLDER
 from bench.datasets.cifar import CifarFormatError, CifarMissing, load_cifar10
 from bench.metrics.inception_weights import (
@@ -241,12 +239,6 @@ CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
-
-
-def data_root(cfg: DataConfig) -> Path:
-    """The folder the file-backed datasets are read from, as their loaders resolve it
-    (``bench.datasets.images``): ``data.root``, else ``$BENCH_DATA``, else ``./data``."""
-    return Path(cfg.root or os.environ.get("BENCH_DATA", "data")).expanduser()
 
 
 def root_hint(holds: str) -> str:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench.config import Config, ConfigError
+from bench.config import Config, ConfigError, DataConfig
 from bench.registry import DATASETS
 
 #: Held-out evaluation data is drawn from this seed, never from the run seed, so every run of a
@@ -98,3 +100,9 @@ def preset_of(keys: list[str] | tuple[str, ...]) -> tuple[str | None, dict[str, 
                           "run them separately, or give a --config that sets the recipe")
     name = sorted(found)[0]
     return name, found[name]
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """The folder the file-backed datasets are read from: ``data.root``, else ``$BENCH_DATA``,
+    else ``./data``."""
+    return Path(cfg.root or os.environ.get("BENCH_DATA", "data")).expanduser()

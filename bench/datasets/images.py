@@ -17,14 +17,13 @@ is downloaded unless ``data.download`` is true.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.config import ConfigError, DataConfig
-from bench.datasets.base import DataBundle, gaussian_source
+from bench.datasets.base import DataBundle, data_root, gaussian_source
 from bench.datasets.cifar import FOLDER as CIFAR_FOLDER
 from bench.datasets.cifar import CifarFormatError, CifarMissing, load_cifar10
 from bench.registry import register_dataset
@@ -66,10 +65,6 @@ def _splits(cls, root: Path, download: bool, missing: str):
                 cls(str(root), train=False, download=download))
     except RuntimeError as err:
         raise DatasetUnavailable(f"{missing} ({err})") from None
-
-
-def _root(cfg: DataConfig) -> Path:
-    return Path(cfg.root or os.environ.get("BENCH_DATA", "data")).expanduser()
 
 
 #: The default recipe of each image dataset: what ``bench run -d <dataset>`` uses when no
@@ -163,7 +158,7 @@ def _interleave(idx: np.ndarray, y: np.ndarray) -> np.ndarray:
 def mnist(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     from torchvision.datasets import MNIST
 
-    root = _root(cfg)
+    root = data_root(cfg)
     tr, te = _splits(MNIST, root, cfg.download, (
         f"MNIST not found under {root / 'MNIST' / 'raw'} (torchvision wants the four "
         "uncompressed IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
@@ -181,7 +176,7 @@ def mnist(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
 def cifar10(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     """The archive's pickles are read by ``bench.datasets.cifar``'s restricted unpickler (no
     code in a planted file runs, md5 check or not); the arrays are torchvision's."""
-    root = _root(cfg)
+    root = data_root(cfg)
     try:
         data = load_cifar10(root, checksum=cfg.checksum, download_missing=cfg.download)
     except CifarMissing as err:
