@@ -51,6 +51,10 @@ class DataConfig:
     download: bool = False
     #: verify CIFAR-10's md5 checksums (torchvision's check); off only for generated test folders
     checksum: bool = True
+    #: hyperparameter selection: hold back the last n items of the training split (after
+    #: ``n_train``), train on the rest and score against the held-back n instead of the eval
+    #: split, which is then never looked at (0 = off: score against the eval split)
+    validation: int = field(default=0, metadata=HASHED_IF_SET)
 
 
 @dataclass(frozen=True)
@@ -488,6 +492,11 @@ def validate(cfg: Config) -> None:
         (cfg.coupling.batch_size < 0, "coupling.batch_size must be >= 0 (0 = train.batch_size)"),
         (cfg.coupling.caches < 1, "coupling.caches must be >= 1"),
         (cfg.path.t_beta <= 0, "path.t_beta must be > 0"),
+        (cfg.data.validation < 0, "data.validation must be >= 0 (0 = score against the eval "
+                                  "split)"),
+        (cfg.data.validation > 0 and cfg.eval.reference != "eval",
+         f"data.validation={cfg.data.validation} scores against the held-back training items; "
+         f"it cannot be combined with eval.reference={cfg.eval.reference!r}"),
         (cfg.eval.n_samples < 1 or cfg.eval.batch_size < 1,
          "eval.n_samples and eval.batch_size must be >= 1"),
         (any(c <= 0 for c in cfg.eval.curve) or cfg.eval.curve_samples < 0,

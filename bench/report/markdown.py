@@ -21,6 +21,7 @@ from bench.report.curves import (
 from bench.report.figures import figures
 from bench.report.grid import Cells, Grid, across_section, dataset_grid, grid_section
 from bench.report.model import DatasetView, Source, by_config, latest_only
+from bench.report.ranking import ranking_section
 from bench.report.stats import fmt_num
 from bench.report.tables import (
     bank_gap_table,
@@ -96,7 +97,7 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
             lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
         lines += grid_section(g)
         lines += (compute_table(view) + diagnostics_table(view) + bank_gap_table(view)
-                  + sweep_notes(view))
+                  + sweep_notes(view) + ranking_section(view, vocab))
         lines += learning_curves(view, vocab, reference, plots_on)
         if plots_on:
             lines += figures(view, vocab)

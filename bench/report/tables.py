@@ -60,15 +60,18 @@ def nfe_cell(runs: list[RunRecord]) -> str:
 
 def data_line(r: RunRecord) -> str:
     info = r.data_info
+    held = "validation" if info.get("validation") else "held-out"
     if info.get("kind") == "points":
         return (f"2-D {r.dataset} ({info.get('description', '')}); source "
                 f"`{info.get('source')}`; {info.get('n_train')} training points from each run's "
-                f"seed, {info.get('n_eval')} held-out points from a fixed seed.")
+                "seed, " + (f"{info.get('n_eval')} validation points held back from them."
+                            if info.get("validation") else
+                            f"{info.get('n_eval')} held-out points from a fixed seed."))
     if info.get("kind") == "images":
         return (f"{r.dataset}: {info.get('description', '')}. Resolution "
                 f"{info.get('resolution')}, {info.get('channels')} channel(s), scaled to "
                 f"{info.get('range')}; {info.get('n_train')} training / {info.get('n_eval')} "
-                f"held-out images; floor = {info.get('floor')}.")
+                f"{held} images; floor = {info.get('floor')}.")
     shape = "×".join(str(s) for s in info.get("shape", []))
     return f"{r.dataset}: {shape} {info.get('description', '')}".strip()
 
@@ -78,7 +81,8 @@ def metric_line(ds_records: list[RunRecord]) -> str:
               next((r.metric_info for r in ds_records if r.metric_info), {}))
     if not mi:
         return ""
-    against = "training" if mi.get("reference") == "train" else "held-out"
+    against = {"train": "training", "validation": "validation (held back from training; the "
+               "eval split unused)"}.get(mi.get("reference"), "held-out")
     if "w2_samples" in mi:
         return (f"Metrics on {mi.get('n_samples')} samples against {mi.get('n_reference')} "
                 f"{against} points ({mi.get('features')}); W2 on {mi.get('w2_samples')} per "

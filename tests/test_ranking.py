@@ -1,0 +1,80 @@
+"""The report's "Ranking across settings" section (bench/report/ranking.py)."""
+
+from __future__ import annotations
+
+from bench.evaluate import metric_vocabulary
+from bench.report.markdown import render_report
+from bench.report.model import Source
+from bench.results import RunRecord
+
+EXTRACTOR = "fd-mnist5k-cnn-aaaaaaaaaaaa-wbbbbbbbbbbbb"
+
+
+def _rec(method, seed, fd, lr, reference="validation", extractor=EXTRACTOR):
+    return RunRecord(
+        method=method, dataset="mnist5k", seed=seed, status="ok",
+        run_id=f"mnist5k.{method}.s{seed}.{lr}", suite="sens", config_hash=f"{method}-{lr}",
+        device="cpu", threads=1, nfe=1, sample_ms_per_1k=2.0, train_seconds=10.0,
+        train_steps=100, sweep={"train.lr": lr}, metrics={"fd_domain": fd},
+        metric_info={"n_samples": 100, "n_reference": 100, "reference": reference,
+                     "fd_extractor": extractor, "fd_extractor_eval_accuracy": 0.9},
+        data_info={"kind": "images", "resolution": "28x28", "channels": 1, "range": "[-1, 1]",
+                   "n_train": 300, "n_eval": 100, "floor": "first 100 training items",
+                   "validation": 100, "description": "digits"})
+
+
+def _render(tmp_path, records):
+    out = tmp_path / "r.md"
+    return render_report([Source("x/records.jsonl", records)], out, metric_vocabulary(),
+                         plots_on=False)
+
+
+def _section(text):
+    return text.split("### Ranking across settings (mnist5k)")[1].split("\n## ")[0]
+
+
+def test_an_order_that_holds_everywhere_is_said_so(tmp_path):
+    recs = [_rec(m, s, base + lr * 1000 + s * 0.1, lr)
+            for m, base in (("a", 1.0), ("b", 5.0)) for lr in (0.001, 0.003) for s in (0, 1, 2)]
+    sec = _section(_render(tmp_path, recs))
+    assert "The order is the same at all 2 settings: `a` > `b`." in sec
+    assert "| train.lr=0.001 | 2.1 ± 0.1 (1) | 6.1 ± 0.1 (2) | `a` > `b` |" in sec
+    assert "Each at its own best setting: `a` 2.1 at train.lr=0.001; `b` 6.1 at train.lr=0.001." \
+           " Order: `a` > `b`, as at every setting." in sec
+    assert "validation split held back from training" in sec
+    assert "can flip with more seeds" not in sec
+
+
+def test_an_order_that_moves_is_said_so_and_tuning_each_is_ranked(tmp_path):
+    # a is best at lr 0.001, b only at lr 0.003, where it beats a's best
+    fds = {("a", 0.001): 2.0, ("a", 0.003): 9.0, ("b", 0.001): 4.0, ("b", 0.003): 1.5}
+    recs = [_rec(m, s, fd + 0.01 * s, lr) for (m, lr), fd in fds.items() for s in (0, 1)]
+    sec = _section(_render(tmp_path, recs))
+    assert "The order moves: 2 different orders over 2 settings; first place goes to `a`, `b`." \
+        in sec
+    assert "Each at its own best setting: `b` 1.5 at train.lr=0.003; `a` 2 at train.lr=0.001." \
+           " Order: `b` > `a`." in sec
+    assert "Means over 2 seeds: an order between close means can flip with more seeds." in sec
+
+
+def test_scores_on_the_eval_split_warn_that_choosing_on_them_tunes_on_it(tmp_path):
+    recs = [_rec(m, 0, fd, lr, reference="eval")
+            for m, fd in (("a", 1.0), ("b", 2.0)) for lr in (0.001, 0.003)]
+    assert "choosing a setting by them would tune on the data the methods are evaluated on" \
+        in _section(_render(tmp_path, recs))
+
+
+def test_records_of_two_feature_spaces_are_not_ranked(tmp_path):
+    recs = [_rec("a", 0, 1.0, 0.001), _rec("b", 0, 2.0, 0.001),
+            _rec("a", 0, 1.0, 0.003), _rec("b", 0, 2.0, 0.003,
+                                            extractor=EXTRACTOR.replace("wb", "wc"))]
+    sec = _section(_render(tmp_path, recs))
+    assert "Not ranked: these records' `fd_domain` was scored in 2 feature spaces" in sec
+    assert "|" not in sec
+
+
+def test_no_section_without_two_settings_and_two_methods(tmp_path):
+    one_setting = [_rec(m, 0, 1.0, 0.001) for m in ("a", "b")]
+    one_method = [_rec("a", 0, 1.0, lr) for lr in (0.001, 0.003)]
+    for recs in (one_setting, one_method):
+        assert "Ranking across settings" not in _render(tmp_path, recs)
