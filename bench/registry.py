@@ -17,7 +17,11 @@ import difflib
 import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from bench.config import DataConfig
+    from bench.problems import Problem
 
 T = TypeVar("T")
 
@@ -191,5 +195,22 @@ DATASETS: Registry[Any] = Registry("dataset")
 METRICS: Registry[Any] = Registry("metric")
 
 register_method = METHODS.register
-register_dataset = DATASETS.register
 register_metric = METRICS.register
+
+
+def register_dataset(name: str, *, help: str | None = None,
+                     check: Callable[[str, DataConfig], list[Problem]] | None = None,
+                     **meta: Any) -> Callable[[T], T]:
+    """Register a dataset loader ``(cfg: DataConfig, seed, device) -> DataBundle`` as ``name``
+    (metadata: ``kind``, "points" or "images"; ``preset``, its default recipe). ``check``:
+    what is checked of it before any work, e.g. that its files are there. ``check(key,
+    data_cfg)`` (``key`` is the dataset as named, ``name`` or ``name@source``) returns a list
+    of ``bench.problems.Problem`` (what is wrong, why, the fix), empty when nothing is:
+    ``bench run --dry-run`` lists them, and a real run records that dataset's runs failed
+    with the reason. It must be quick and download nothing."""
+    if check is not None:
+        if not callable(check):
+            raise RegistryError(f"dataset {name!r}: check must be a function (key, data "
+                                f"config) -> list of problems, not {type(check).__name__}")
+        meta["check"] = check
+    return DATASETS.register(name, help=help, **meta)

