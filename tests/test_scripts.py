@@ -294,3 +294,62 @@ def test_threads_vs_processes_script_times_three_setups():
                                     "2 processes x 1 thread"]
     assert len(rows[2][1].split(", ")) == 2
     assert all(float(ms) > 0 for r in rows for ms in r[1].split(", "))
+
+
+def _referee(tmp_path, body):
+    """scripts/referee_mnist5k.sh started with a stand-in `bench` whose body is ``body``."""
+    from tests.conftest import sigint_default
+
+    log = tmp_path / "calls"
+    fake = tmp_path / "bench"
+    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n{body}\n")
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "BENCH": str(fake), "OUT": str(tmp_path / "v3"),
+           "CURVES": str(tmp_path / "curves")}
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "referee_mnist5k.sh")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_default)
+    return proc, log
+
+
+def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
+    proc, log = _referee(tmp_path, "")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    calls = [c.split(" --out ")[0] for c in log.read_text().splitlines()]
+    assert calls == [
+        "run --config configs/peers-mnist5k.yaml -m ect,fm-euler100",
+        "sweep --config configs/t-sampling-mnist5k.yaml",
+        "sweep --config configs/sensitivity-mnist5k.yaml --set seeds=[0]",
+        "run --config configs/peers-mnist5k.yaml -m " + PEERS_BUT_REFLOW,
+        "sweep --config configs/ladder-mnist5k-k1.yaml",
+        "run --config configs/peers-mnist5k.yaml",
+        "sweep --config configs/sensitivity-mnist5k.yaml",
+        "run --config configs/curves-mnist5k.yaml -m "
+        "otnfm-online,otmap-online,loomcfm-euler1,fm-euler100 --seeds 0,1,2",
+        "sweep --config configs/curves-mnist5k-k1.yaml --set seeds=[0,1,2]"]
+    lines = log.read_text().splitlines()
+    assert all(f"--out {tmp_path / ('curves' if 'curves' in c else 'v3')} " in c for c in lines)
+
+
+def test_referee_script_goes_on_after_failed_runs_and_stops_on_a_kill(tmp_path):
+    import signal
+    import time
+
+    proc, log = _referee(tmp_path, 'case "$*" in *t-sampling*) exit 1;; esac')
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out
+    assert "curves-mnist5k-k1" in log.read_text()
+
+    (tmp_path / "calls").unlink()
+    proc, log = _referee(tmp_path, f"trap 'sleep 1; echo saved >> {log}; exit 130' TERM; "
+                                   "sleep 30 >/dev/null 2>&1 & wait")
+    deadline = time.time() + 20
+    while time.time() < deadline and not log.exists():
+        time.sleep(0.1)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    calls = log.read_text()
+    assert proc.returncode == 130 and "run again to resume" in out
+    assert calls.count("saved") == 1 and calls.count("--config") == 1
