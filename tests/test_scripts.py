@@ -145,20 +145,26 @@ PEERS_BUT_REFLOW = ",".join(
     if not m.startswith("reflow"))
 
 
-def _study(tmp_path, body):
-    """scripts/mnist5k_study.sh started with a stand-in `bench` whose body is ``body``."""
+def _run_script(tmp_path, script, body, **folders):
+    """scripts/<script> started with a stand-in `bench` whose body is ``body`` (each call's
+    arguments appended to ``tmp_path/calls``); ``folders``: env name -> folder under tmp_path."""
     from tests.conftest import sigint_default
 
     log = tmp_path / "calls"
     fake = tmp_path / "bench"
     fake.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n{body}\n")
     fake.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "BENCH": str(fake), "STUDY": str(tmp_path / "study"),
-           "CURVES": str(tmp_path / "curves")}
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "mnist5k_study.sh")], env=env,
+    env = {"PATH": "/usr/bin:/bin", "BENCH": str(fake),
+           **{k: str(tmp_path / v) for k, v in folders.items()}}
+    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / script)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=sigint_default)
     return proc, log
+
+
+def _study(tmp_path, body):
+    """scripts/mnist5k_study.sh started with a stand-in `bench` whose body is ``body``."""
+    return _run_script(tmp_path, "mnist5k_study.sh", body, STUDY="study", CURVES="curves")
 
 
 def test_mnist5k_study_goes_on_after_a_suite_with_failed_runs_and_says_so(tmp_path):
@@ -298,18 +304,7 @@ def test_threads_vs_processes_script_times_three_setups():
 
 def _referee(tmp_path, body):
     """scripts/referee_mnist5k.sh started with a stand-in `bench` whose body is ``body``."""
-    from tests.conftest import sigint_default
-
-    log = tmp_path / "calls"
-    fake = tmp_path / "bench"
-    fake.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n{body}\n")
-    fake.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "BENCH": str(fake), "OUT": str(tmp_path / "v3"),
-           "CURVES": str(tmp_path / "curves")}
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "referee_mnist5k.sh")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=sigint_default)
-    return proc, log
+    return _run_script(tmp_path, "referee_mnist5k.sh", body, OUT="v3", CURVES="curves")
 
 
 def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
