@@ -43,6 +43,8 @@ EXECUTORS = ("local", "slurm")
 
 #: runs as records identify them: (config hash, method, seed)
 RunKeys = set[tuple[str, str, int]]
+#: those runs -> the sweep point each belongs to in one suite file ({} outside a sweep)
+RunPoints = dict[tuple[str, str, int], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,19 @@ class Suite:
 
     def run_keys(self) -> RunKeys:
         """Every run, data floors included, as records identify them."""
-        keys: RunKeys = set()
+        return set(self.run_points())
+
+    def run_points(self) -> RunPoints:
+        """Every run, data floors included, as records identify them -> its sweep point in
+        this suite (a run two suites share, e.g. a peers run that is also one point of a
+        sweep, is recorded with the point of the suite that made it; a report of this suite
+        labels it with this one's)."""
+        points: RunPoints = {}
         for plan in self.plans:
-            keys |= {s.key for s in plan.runs()}
-            keys |= {plan.floor(d, seed).key for d in plan.datasets for seed in plan.cfg.seeds}
-        return keys
+            for key in [s.key for s in plan.runs()] + [
+                    plan.floor(d, seed).key for d in plan.datasets for seed in plan.cfg.seeds]:
+                points.setdefault(key, dict(plan.sweep))
+        return points
 
     def runners(self, out: str | Path, device: torch.device, force: bool = False
                 ) -> list[Runner]:

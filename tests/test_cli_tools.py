@@ -216,3 +216,41 @@ def test_scale_down_hints_name_only_what_would_change_the_plan(datasets, unet, h
     assert ("net.unet" in text) == any("net.unet" in h for h in hints)
     assert ("-d mnist5k" in text) == ("-d mnist5k" in hints)
     assert text.startswith("--set train.steps=N") and text.endswith("a GPU (--device cuda)")
+
+
+def test_a_run_two_suites_share_is_labelled_by_the_suite_file_that_selects_it(tmp_path):
+    """The sweep point path.t_sampling=uniform is the plain suite's otnfm-online run (one
+    config hash): whichever suite recorded it, `-c plain.yaml` labels it `otnfm-online` and
+    `-c sweep.yaml` with its point; with both files, it keeps the label it was recorded with."""
+    from bench.config import expand_sweep
+    from bench.planner import Plan
+    from bench.results import RunRecord, append_record
+
+    plain, sweep = tmp_path / "plain.yaml", tmp_path / "sweep.yaml"
+    plain.write_text("methods: [otnfm-online]\ndatasets: [moons]\n")
+    sweep.write_text("datasets: [moons]\nsweep:\n  method: [otnfm-online]\n"
+                     "  path.t_sampling: [uniform, beta]\n")
+    (uni, uni_cfg), (beta, beta_cfg) = expand_sweep(sweep)
+    shared = Plan.of(uni_cfg, uni).spec("otnfm-online", "moons", 0)
+    assert shared.config_hash == Plan.of(resolve(plain)).spec("otnfm-online", "moons", 0) \
+        .config_hash
+    rec = tmp_path / "res" / "records.jsonl"
+    for spec, point in ((shared, {}), (Plan.of(beta_cfg, beta).spec("otnfm-online", "moons", 0),
+                                       beta)):
+        append_record(rec, RunRecord(method=spec.method, dataset="moons", seed=0, status="ok",
+                                     sweep=point, config_hash=spec.config_hash,
+                                     run_id=f"r{len(point)}", metrics={"w2": 0.2}))
+
+    def rows(*args):
+        out = tmp_path / "r.md"
+        res = cli.invoke(app, ["report", str(rec.parent), "--out", str(out), "--no-figures",
+                               *args])
+        assert res.exit_code == 0, res.output
+        return sorted(line.split(" | ")[0][2:] for line in out.read_text().splitlines()
+                      if line.startswith("| otnfm-online"))
+
+    assert rows("-c", str(plain)) == ["otnfm-online"]
+    assert rows("-c", str(sweep)) == ["otnfm-online · path.t_sampling=beta",
+                                      "otnfm-online · path.t_sampling=uniform"]
+    assert rows("-c", str(plain), "-c", str(sweep)) == [
+        "otnfm-online", "otnfm-online · path.t_sampling=beta"]

@@ -10,12 +10,14 @@ from bench.results import RunRecord
 EXTRACTOR = "fd-mnist5k-cnn-aaaaaaaaaaaa-wbbbbbbbbbbbb"
 
 
-def _rec(method, seed, fd, lr, reference="validation", extractor=EXTRACTOR):
+def _rec(method, seed, fd, lr, reference="validation", extractor=EXTRACTOR, steps=100):
     return RunRecord(
         method=method, dataset="mnist5k", seed=seed, status="ok",
-        run_id=f"mnist5k.{method}.s{seed}.{lr}", suite="sens", config_hash=f"{method}-{lr}",
+        run_id=f"mnist5k.{method}.s{seed}.{lr}.{steps}", suite="sens",
+        config_hash=f"{method}-{lr}-{steps}",
         device="cpu", threads=1, nfe=1, sample_ms_per_1k=2.0, train_seconds=10.0,
-        train_steps=100, sweep={"train.lr": lr}, metrics={"fd_domain": fd},
+        train_steps=steps, sweep={"train.lr": lr}, metrics={"fd_domain": fd},
+        config={"train": {"lr": lr, "steps": steps}, "method": method},
         metric_info={"n_samples": 100, "n_reference": 100, "reference": reference,
                      "fd_extractor": extractor, "fd_extractor_eval_accuracy": 0.9},
         data_info={"kind": "images", "resolution": "28x28", "channels": 1, "range": "[-1, 1]",
@@ -38,9 +40,9 @@ def test_an_order_that_holds_everywhere_is_said_so(tmp_path):
             for m, base in (("a", 1.0), ("b", 5.0)) for lr in (0.001, 0.003) for s in (0, 1, 2)]
     sec = _section(_render(tmp_path, recs))
     assert "The order is the same at all 2 settings: `a` > `b`." in sec
-    assert "| train.lr=0.001 | 2.1 ± 0.1 (1) | 6.1 ± 0.1 (2) | `a` > `b` |" in sec
+    assert "| train.lr=0.001 | 2.1 ± 0.1 · #1 | 6.1 ± 0.1 · #2 | `a` > `b` |" in sec
     assert "Each at its own best setting: `a` 2.1 at train.lr=0.001; `b` 6.1 at train.lr=0.001." \
-           " Order: `a` > `b`, as at every setting." in sec
+           " Order: `a` > `b`." in sec
     assert "validation split held back from training" in sec
     assert "can flip with more seeds" not in sec
 
@@ -78,3 +80,40 @@ def test_no_section_without_two_settings_and_two_methods(tmp_path):
     one_method = [_rec("a", 0, 1.0, lr) for lr in (0.001, 0.003)]
     for recs in (one_setting, one_method):
         assert "Ranking across settings" not in _render(tmp_path, recs)
+
+
+def test_a_method_missing_at_a_setting_is_named_not_dropped(tmp_path):
+    """c diverged at lr 0.003 (no ok record, or a nan score): its cell reads –, it is named,
+    the order is compared among the methods scored everywhere, and it is never ranked first
+    on a nan."""
+    recs = [_rec(m, s, fd + 0.01 * s, lr) for m, fd in (("a", 1.0), ("b", 2.0))
+            for lr in (0.001, 0.003) for s in (0, 1, 2)]
+    recs += [_rec("c", s, 0.5, 0.001) for s in (0, 1, 2)]
+    recs += [_rec("c", 0, float("nan"), 0.003)]
+    sec = _section(_render(tmp_path, recs))
+    assert "| train.lr=0.003 | 1.01 ± 0.01 · #1 | 2.01 ± 0.01 · #2 | – | `a` > `b` |" in sec
+    assert "| train.lr=0.001 | 1.01 ± 0.01 · #2 | 2.01 ± 0.01 · #3 | 0.5 ± 0 · #1 |" in sec
+    assert "No finished run (failed, diverged or not run; the Runs table lists the failures): " \
+           "`c` at train.lr=0.003." in sec
+    assert "The order (among the methods scored at every setting) is the same at all 2 " \
+           "settings: `a` > `b`." in sec
+    assert "Order: `c` > `a` > `b`." in sec and "nan" not in sec
+
+
+def test_sweeps_over_other_base_configs_are_ranked_apart_never_pooled(tmp_path):
+    recs = [_rec(m, 0, fd + steps / 1000, lr, steps=steps)
+            for m, fd in (("a", 1.0), ("b", 2.0)) for lr in (0.001, 0.003)
+            for steps in (100, 600)]
+    text = _render(tmp_path, recs)
+    assert text.count("### Ranking across settings (mnist5k, train.lr)") == 2
+    assert "(1 seed) · #1" in text and "2 seeds" not in text
+
+
+def test_directions_order_best_first():
+    from bench.report.ranking import ordered
+    from bench.report.stats import summarize
+
+    means = {"a": summarize([0.5]), "b": summarize([0.9]), "c": summarize([1.2])}
+    assert ordered(means, "min") == ["a", "b", "c"]
+    assert ordered(means, "max") == ["c", "b", "a"]
+    assert ordered(means, "one") == ["b", "c", "a"]

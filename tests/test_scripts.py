@@ -304,7 +304,8 @@ def test_threads_vs_processes_script_times_three_setups():
 
 def _referee(tmp_path, body):
     """scripts/referee_mnist5k.sh started with a stand-in `bench` whose body is ``body``."""
-    return _run_script(tmp_path, "referee_mnist5k.sh", body, OUT="v3", CURVES="curves")
+    return _run_script(tmp_path, "referee_mnist5k.sh", body, OUT="v3", SENS="sens",
+                       CURVES="curves")
 
 
 def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
@@ -323,8 +324,10 @@ def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
         "run --config configs/curves-mnist5k.yaml -m "
         "otnfm-online,otmap-online,loomcfm-euler1,fm-euler100 --seeds 0,1,2",
         "sweep --config configs/curves-mnist5k-k1.yaml --set seeds=[0,1,2]"]
-    lines = log.read_text().splitlines()
-    assert all(f"--out {tmp_path / ('curves' if 'curves' in c else 'v3')} " in c for c in lines)
+    folder = {"curves": "curves", "sensitivity": "sens"}
+    for c in log.read_text().splitlines():
+        where = next((f for k, f in folder.items() if k in c), "v3")
+        assert f"--out {tmp_path / where} " in c, c
 
 
 def test_referee_script_goes_on_after_failed_runs_and_stops_on_a_kill(tmp_path):

@@ -72,3 +72,14 @@ def test_run_and_report_say_validation_end_to_end(tmp_path):
     text = md.read_text()
     assert "312 training points from each run's seed, 200 validation points held back" in text
     assert "against 200 validation (held back from training; the eval split unused) points" in text
+
+
+def test_points_keep_their_own_floor(cpu):
+    """A 2-D floor is drawn from the run seed apart from the training points; it stays (the
+    training points would read as copies of themselves on the copy metric)."""
+    cfg = {"data": {"n_train": 600, "n_eval": 300}}
+    full = load_dataset(resolve(overrides=cfg), "moons", 0, cpu)
+    val = load_dataset(resolve(overrides={"data": {**cfg["data"], "validation": 200}}), "moons",
+                       0, cpu)
+    assert torch.equal(val.floor, full.floor) and torch.equal(val.eval, full.train[400:])
+    assert "floor" not in val.info or val.info["floor"] == full.info.get("floor")

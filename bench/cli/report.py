@@ -19,7 +19,7 @@ from bench.report.export import as_csv, as_json
 from bench.report.markdown import ReportError, Source, render_report
 from bench.report.model import SkippedFile
 from bench.results import RECORDS_FILE, RunRecord, read_records
-from bench.suite import RunKeys, Suite, suite_file
+from bench.suite import RunPoints, Suite, suite_file
 from bench.vocab import FLOOR_METHOD, REFERENCE_METHOD, metric_vocabulary
 
 
@@ -74,7 +74,7 @@ def report_cmd(
     sources = read_sources(paths)
     suites = [suite_configs(c) for c in config or []]
     try:
-        sources = select(sources, methods, dataset, [s.run_keys() for s in suites])
+        sources = select(sources, methods, dataset, [s.run_points() for s in suites])
     except ValueError as err:
         fail(str(err))
     reference = reference or suite_reference(suites)
@@ -158,10 +158,12 @@ def _matches(name: str, patterns: str | None) -> bool:
 
 
 def select(sources: list[Source], methods: str | None, datasets: str | None,
-           suites: list[RunKeys]) -> list[Source]:
+           suites: list[RunPoints]) -> list[Source]:
     """The records of the named methods and datasets (globs) and, with suite files, of their
-    runs only; a dataset's data-floor record stays while any of its runs does. A selection
-    that keeps nothing is an error that lists what the records hold."""
+    runs only, each labelled with its sweep point in the suite files (when they agree on it:
+    a run two suites share was recorded with the point of the suite that made it); a
+    dataset's data-floor record stays while any of its runs does. A selection that keeps
+    nothing is an error that lists what the records hold."""
     if methods is None and datasets is None and not suites:
         return sources
 
@@ -170,7 +172,15 @@ def select(sources: list[Source], methods: str | None, datasets: str | None,
                 and _matches(r.dataset, datasets)
                 and (r.method == FLOOR_METHOD or _matches(r.method, methods)))
 
-    kept = [replace(s, records=[r for r in s.records if wanted(r)]) for s in sources]
+    def point(r: RunRecord) -> RunRecord:
+        key = (r.config_hash, r.method, r.seed)
+        found = [s[key] for s in suites if key in s]
+        if (r.method == FLOOR_METHOD or not found or any(p != found[0] for p in found)
+                or found[0] == r.sweep):
+            return r
+        return replace(r, sweep=dict(found[0]))
+
+    kept = [replace(s, records=[point(r) for r in s.records if wanted(r)]) for s in sources]
     runs = {(r.dataset, r.seed) for s in kept for r in s.records if r.method != FLOOR_METHOD}
     kept = [replace(s, records=[r for r in s.records
                                 if r.method != FLOOR_METHOD or (r.dataset, r.seed) in runs])

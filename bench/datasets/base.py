@@ -88,22 +88,27 @@ def load_dataset(cfg: Config, key: str, seed: int, device: torch.device) -> Data
 
 def hold_out_validation(data: DataBundle, n: int) -> DataBundle:
     """``data`` with the last ``n`` training items as its evaluation split (``data.validation``):
-    the model trains on the rest, every metric scores against these ``n``, the floor is the
-    first ``n`` remaining training items, and the dataset's own eval split is dropped, so
-    nothing chosen on these scores has seen it. Labels follow their items."""
+    the model trains on the rest, every metric scores against these ``n``, and the dataset's
+    own eval split is dropped, so nothing chosen on these scores has seen it. Labels follow
+    their items. The floor: on images the first ``n`` remaining training items (as the eval
+    floor is training images too); 2-D data keeps its own, drawn from the run seed apart from
+    the training points (training points would read as copies on the copy metric)."""
     total = int(data.train.shape[0])
     if n >= total:
         raise ConfigError(f"data.validation={n} leaves no training data: {data.name}'s training "
                           f"split has {total} items (data.n_train caps it); hold back fewer")
     keep = total - n
     labels = data.train_labels
-    info = {**data.info, "n_train": keep, "n_eval": n, "validation": n,
-            "floor": f"first {min(n, keep)} training items"}
+    images = data.kind == "images" or data.floor is None
+    info = {**data.info, "n_train": keep, "n_eval": n, "validation": n}
+    if images:
+        info["floor"] = f"first {min(n, keep)} training items"
     info["description"] = (f"{data.info.get('description', data.name)}; validation: the last "
                            f"{n} of {total} training items held back and scored against (the "
                            "eval split is not used)")
     return dataclasses.replace(
-        data, train=data.train[:keep], eval=data.train[keep:], floor=data.train[:min(n, keep)],
+        data, train=data.train[:keep], eval=data.train[keep:],
+        floor=data.train[:min(n, keep)] if images else data.floor,
         train_labels=None if labels is None else labels[:keep],
         eval_labels=None if labels is None else labels[keep:], info=info,
         memo={})

@@ -1,10 +1,13 @@
 """Does the ranking of methods move with a hyperparameter? (a sweep over settings, e.g. lr x EMA)
 
-When a dataset's records hold two or more methods at each of two or more sweep points (the
-sweep's settings other than method and seed), the section ranks the methods by the headline
-metric's mean over seeds at every setting, says whether the order is the same everywhere, and
-orders them again with each at its own best setting, the question a referee asks of a tuned
-comparison: would tuning each method change the verdict?
+A dataset's sweep records fall into families: the same swept keys over one base config (the
+config with the swept keys and the method left out; records of another budget or another
+sweep form another family, never pooled). For each family with two or more methods over two or
+more settings the section ranks the methods by the headline metric's mean over seeds at every
+setting, says whether their order is the same everywhere, and orders them again with each at
+its own best setting: the question a referee asks of a tuned comparison, would tuning each
+method change the verdict? A method without a finished run at a setting (failed, diverged or
+not run) is shown there as missing and named, never silently dropped.
 
 A setting picked by these scores is a choice made on the split they were scored against: the
 section says which (a validation split, ``data.validation``, or the eval split, and then that
@@ -13,13 +16,18 @@ choosing on it tunes on the evaluation data).
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 from bench.records import RunRecord
-from bench.report.model import DatasetView, sweep_key, sweep_label
+from bench.report.model import DatasetView, _flatten, sweep_key, sweep_label
 from bench.report.pairing import spaces_of
 from bench.report.stats import Summary, fmt_num, summarize
 from bench.vocab import FLOOR_METHOD, MetricVocabulary
+
+#: the config sections a family's base config is read from (a method's own section, its
+#: recipe and teacher belong to the method, which is what is compared)
+BASE_SECTIONS = ("data", "net", "train", "coupling", "path", "eval")
 
 
 def badness(s: Summary, direction: str) -> float:
@@ -36,16 +44,25 @@ def order_text(order: list[str]) -> str:
     return " > ".join(f"`{m}`" for m in order)
 
 
-def settings_of(view: DatasetView) -> dict[str, dict[str, list[RunRecord]]]:
-    """Sweep label -> method -> its records, for records with a sweep point (floor left out),
-    the settings in sweep order."""
-    found: dict[str, dict[str, list[RunRecord]]] = defaultdict(lambda: defaultdict(list))
+def family_key(r: RunRecord) -> tuple[tuple[str, ...], str]:
+    """The swept keys, and the record's config without them and without the method."""
+    base = _flatten({k: (r.config or {}).get(k) for k in BASE_SECTIONS})
+    kept = {k: v for k, v in base.items() if k not in r.sweep}
+    return tuple(sorted(r.sweep)), json.dumps(kept, sort_keys=True, default=str)
+
+
+def families(view: DatasetView) -> list[dict[str, dict[str, list[RunRecord]]]]:
+    """The view's sweep families, each: sweep label -> method -> its records, settings in sweep
+    order (floor records left out)."""
+    found: dict[tuple, dict[str, dict[str, list[RunRecord]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     keys: dict[str, tuple] = {}
     for r in view.records:
         if r.sweep and r.method != FLOOR_METHOD:
-            found[sweep_label(r)][r.method].append(r)
+            found[family_key(r)][sweep_label(r)][r.method].append(r)
             keys[sweep_label(r)] = sweep_key(r)
-    return {k: dict(found[k]) for k in sorted(found, key=keys.__getitem__)}
+    return [{lab: dict(fam[lab]) for lab in sorted(fam, key=keys.__getitem__)}
+            for fam in found.values()]
 
 
 def split_text(records: list[RunRecord]) -> str:
@@ -59,59 +76,84 @@ def split_text(records: list[RunRecord]) -> str:
 
 
 def ranking_section(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
-    """"### Ranking across settings": nothing unless two or more methods ran at each of two or
-    more sweep points."""
-    present = {k for r in view.records for k in r.metrics}
-    metric = vocab.headline_of(present)
-    settings = settings_of(view)
-    if metric is None or len(settings) < 2:
+    """"### Ranking across settings" for each sweep family with two or more methods over two
+    or more settings; nothing without one."""
+    fams = [f for f in families(view)
+            if len(f) >= 2 and len({m for by in f.values() for m in by}) >= 2]
+    lines: list[str] = []
+    for fam in fams:
+        swept = " × ".join(sorted(next(iter(next(iter(fam.values())).values()))[0].sweep))
+        title = view.dataset + (f", {swept}" if len(fams) > 1 else "")
+        lines += family_section(view, vocab, fam, title)
+    return lines
+
+
+def family_section(view: DatasetView, vocab: MetricVocabulary,
+                   fam: dict[str, dict[str, list[RunRecord]]], title: str) -> list[str]:
+    runs = [r for by in fam.values() for rs in by.values() for r in rs]
+    metric = vocab.headline_of({k for r in runs for k in r.metrics})
+    head = [f"### Ranking across settings ({title})", ""]
+    if metric is None:
         return []
-    methods = [m for m in view.order if all(m in by for by in settings.values())]
-    if len(methods) < 2:
-        return []
-    direction = vocab.directions.get(metric, "min")
-    runs = [r for by in settings.values() for m in methods for r in by[m]]
-    head = [f"### Ranking across settings ({view.dataset})", ""]
     spaces = spaces_of(runs, vocab.features.get(metric))
     if len(spaces) > 1:
         return head + [f"Not ranked: these records' `{metric}` was scored in {len(spaces)} "
                        "feature spaces (" + "; ".join(s.name for s in spaces) + "), so their "
                        "means are on different scales.", ""]
-    means = {label: {m: summarize([r.metrics.get(metric) for r in by[m]]) for m in methods}
-             for label, by in settings.items()}
+    direction = vocab.directions.get(metric, "min")
+    methods = [m for m in view.order if any(m in by for by in fam.values())]
+    means: dict[str, dict[str, Summary]] = {}
+    missing: dict[str, list[str]] = defaultdict(list)
+    for label, by in fam.items():
+        means[label] = {}
+        for m in methods:
+            s = summarize([r.metrics.get(metric) for r in by.get(m, [])])
+            if s.n:
+                means[label][m] = s
+            else:
+                missing[m].append(label)
     orders = {label: ordered(ms, direction) for label, ms in means.items()}
     better = {"max": "higher", "one": "nearer 1"}.get(direction, "lower")
     lines = head + [
         f"Each method's `{metric}` ({better} is better) at every setting: mean ± std over "
-        "seeds, its rank at that setting in brackets. " + split_text(runs), "",
+        "seeds and, after #, its rank among the methods scored at that setting. "
+        + split_text(runs), "",
         "| setting | " + " | ".join(f"`{m}`" for m in methods) + " | order |",
         "|---" * (len(methods) + 2) + "|"]
     for label, ms in means.items():
         rank = {m: i + 1 for i, m in enumerate(orders[label])}
-        lines.append(f"| {label} | " + " | ".join(f"{ms[m].fmt()} ({rank[m]})" for m in methods)
-                     + f" | {order_text(orders[label])} |")
+        cells = [f"{ms[m].fmt()} · #{rank[m]}" if m in ms else "–" for m in methods]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {order_text(orders[label])} |")
     lines.append("")
-    distinct = list(dict.fromkeys(tuple(o) for o in orders.values()))
-    if len(distinct) == 1:
-        lines.append(f"The order is the same at all {len(settings)} settings: "
-                     f"{order_text(list(distinct[0]))}.")
-    else:
-        firsts = sorted({o[0] for o in orders.values()})
-        lines.append(f"The order moves: {len(distinct)} different orders over {len(settings)} "
-                     "settings; first place goes to " + ", ".join(f"`{m}`" for m in firsts)
-                     + ".")
-    best = {m: min(means, key=lambda lab: (badness(means[lab][m], direction), lab))
-            for m in methods}
-    tuned = {m: means[best[m]][m] for m in methods}
+    if missing:
+        lines += ["No finished run (failed, diverged or not run; the Runs table lists the "
+                  "failures): " + "; ".join(f"`{m}` at {', '.join(labs)}"
+                                            for m, labs in missing.items()) + ".", ""]
+    common = [m for m in methods if m not in missing]
+    if len(common) >= 2:
+        kept = {label: [m for m in o if m in common] for label, o in orders.items()}
+        distinct = list(dict.fromkeys(tuple(o) for o in kept.values()))
+        among = "" if not missing else " (among the methods scored at every setting)"
+        if len(distinct) == 1:
+            lines.append(f"The order{among} is the same at all {len(fam)} settings: "
+                         f"{order_text(list(distinct[0]))}.")
+        else:
+            firsts = sorted({o[0] for o in kept.values()})
+            lines.append(f"The order{among} moves: {len(distinct)} different orders over "
+                         f"{len(fam)} settings; first place goes to "
+                         + ", ".join(f"`{m}`" for m in firsts) + ".")
+        lines.append("")
+    best = {m: min((lab for lab in means if m in means[lab]),
+                   key=lambda lab, m=m: (badness(means[lab][m], direction), lab))
+            for m in methods if len(missing[m]) < len(fam)}
+    tuned = {m: means[best[m]][m] for m in best}
     tuned_order = ordered(tuned, direction)
-    lines += ["", "Each at its own best setting: " + "; ".join(
+    lines += ["Each at its own best setting: " + "; ".join(
         f"`{m}` {fmt_num(tuned[m].mean, 3)} at {best[m]}" for m in tuned_order)
-        + f". Order: {order_text(tuned_order)}"
-        + (", as at every setting." if len(distinct) == 1 and tuned_order == list(distinct[0])
-           else ".")]
+        + f". Order: {order_text(tuned_order)}.", ""]
     seeds = sorted({s.n for ms in means.values() for s in ms.values()})
-    if seeds and seeds[0] < 3:
-        lines += ["", (f"Means over {seeds[0]}–{seeds[-1]} seeds" if len(seeds) > 1 else
-                       f"Means over {seeds[0]} seed{'s' if seeds[0] > 1 else ''}")
-                  + ": an order between close means can flip with more seeds."]
-    return lines + [""]
+    if seeds[0] < 3:
+        lines += [(f"Means over {seeds[0]}–{seeds[-1]} seeds" if len(seeds) > 1 else
+                   f"Means over {seeds[0]} seed{'s' if seeds[0] > 1 else ''}")
+                  + ": an order between close means can flip with more seeds.", ""]
+    return lines
