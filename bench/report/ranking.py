@@ -152,8 +152,8 @@ def family_section(view: DatasetView, vocab: MetricVocabulary,
         f"`{m}` {fmt_num(tuned[m].mean, 3)} at {best[m]}" for m in tuned_order)
         + f". Order: {order_text(tuned_order)}.", ""]
     seeds = sorted({s.n for ms in means.values() for s in ms.values()})
-    if seeds[0] < 3:
-        lines += [(f"Means over {seeds[0]}–{seeds[-1]} seeds" if len(seeds) > 1 else
-                   f"Means over {seeds[0]} seed{'s' if seeds[0] > 1 else ''}")
-                  + ": an order between close means can flip with more seeds.", ""]
-    return lines
+    over = (f"{seeds[0]}–{seeds[-1]} seeds" if len(seeds) > 1 else
+            f"{seeds[0]} seed{'s' if seeds[0] > 1 else ''}")
+    return lines + [f"Means over {over}: an order between means whose spread overlaps can flip "
+                    "with more seeds; the paired comparisons say which differences exceed the "
+                    "noise.", ""]
