@@ -7,8 +7,8 @@
 #   1. the consistency peer: ect and its fm teacher (fm-euler100), 3 seeds
 #   2. the neural flow's t sampling: uniform / Beta(3, 1) / t = 1 only, 3 seeds
 #   3. lr x EMA sensitivity on a validation split, seed 0 of every setting, then
-#   4. the peers suite in this feature space (reflow last: its 16,000 dopri5 pairs are the
-#      slowest part), the ladder's K = 1 rows,
+#   4. the peers suite in this feature space, the ladder (configs/mnist5k.yaml is a part of
+#      it) and its K = 1 rows, reflow last (its 16,000 dopri5 pairs are the slowest part),
 #   5. the other two seeds of the sensitivity grid,
 #   6. the learning curves of the rows the README discusses, 3 seeds (results/curves-mnist5k-v3).
 # Every command resumes (finished runs are skipped, a stopped run continues from its saved
@@ -53,6 +53,8 @@ step $BENCH sweep --config configs/sensitivity-mnist5k.yaml --set "seeds=[0]" --
   --device "$DEVICE"
 step $BENCH run --config configs/peers-mnist5k.yaml -m "$PEERS_FIRST" --out "$OUT" \
   --device "$DEVICE" --no-estimate
+step $BENCH run --config configs/ladder-mnist5k.yaml --out "$OUT" --device "$DEVICE" \
+  --no-estimate
 step $BENCH sweep --config configs/ladder-mnist5k-k1.yaml --out "$OUT" --device "$DEVICE"
 step $BENCH run --config configs/peers-mnist5k.yaml --out "$OUT" --device "$DEVICE" \
   --no-estimate

@@ -318,6 +318,7 @@ def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
         "sweep --config configs/t-sampling-mnist5k.yaml",
         "sweep --config configs/sensitivity-mnist5k.yaml --set seeds=[0]",
         "run --config configs/peers-mnist5k.yaml -m " + PEERS_BUT_REFLOW,
+        "run --config configs/ladder-mnist5k.yaml",
         "sweep --config configs/ladder-mnist5k-k1.yaml",
         "run --config configs/peers-mnist5k.yaml",
         "sweep --config configs/sensitivity-mnist5k.yaml",
