@@ -7,7 +7,7 @@ BENCH  := $(VENV)/bin/bench
 # an unpinned multi-GB download. pyproject itself states ranges; override TORCH_PINS elsewhere.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv run test test-all lint bench perf images mnist5k-study clean
+.PHONY: venv run test test-all lint bench perf images mnist5k-study referee clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,14 @@ images: venv
 mnist5k-study: venv
 	BENCH=$(BENCH) scripts/mnist5k_study.sh
 
+# The mnist5k runs of issue 28 (consistency peer, t sampling, lr x EMA sensitivity on a
+# validation split, the peers and ladder in one feature space, 3-seed curves), most useful
+# first (scripts/referee_mnist5k.sh; resumes; a day and more on 2 CPU cores).
+referee: venv
+	BENCH=$(BENCH) scripts/referee_mnist5k.sh
+
 lint: venv
-	$(VENV)/bin/ruff check bench tests
+	$(VENV)/bin/ruff check bench tests scripts examples
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
