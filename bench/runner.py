@@ -23,7 +23,7 @@ from bench.claims import Claims
 from bench.config import Config
 from bench.datasets.base import DataBundle, load_dataset
 from bench.distributed import barrier, is_main
-from bench.evaluate import bank_gap, curve_floor, draw_samples, score
+from bench.evaluate import bank_gap, curve_floor, draw_samples, metric_vocabulary, score
 from bench.io import DiskFull
 from bench.jobs import floor_due
 from bench.models import Models
@@ -113,6 +113,12 @@ class Runner:
         with guarded(self.records, [rec], "scoring the data floor"):
             assert data.floor is not None
             self._score(rec, data.floor[: self.plan.cfg.eval.n_samples], data, spec)
+            if data.floor_is_train:  # training items read as copies of themselves
+                skipped = sorted(set(rec.metrics) & metric_vocabulary().against_train)
+                for m in skipped:
+                    del rec.metrics[m]
+                if skipped:
+                    rec.metric_info["floor_not_scored"] = skipped
             if self.plan.curves():
                 rec.curve_floor = curve_floor(data, self.plan.cfg.eval, spec.seed, self.device)
             self.records.finish(rec)

@@ -94,7 +94,8 @@ BUILTIN_METRICS: dict[str, dict[str, dict[str, Any]]] = {
                  "ranges": {"var_ratio": (0, None), "mean_dist": (0, None)}},
     # memorisation, both kinds (bench.metrics.copying)
     "copy": {"outputs": {"copy_ratio": "one", "copy_share": "min"}, "key": {"copy_ratio": 70},
-             "ranges": {"copy_ratio": (0, None), "copy_share": (0, 1)}},
+             "ranges": {"copy_ratio": (0, None), "copy_share": (0, 1)},
+             "against_train": True},
 }
 
 #: what the report calls a metric's feature space (``features``) in its sentences
@@ -113,13 +114,16 @@ class MetricVocabulary:
     console summary); ``key``: the outputs shown in paired comparisons and sweep panels, in
     order; ``ranges``: output -> (low, high) its values can take (None: unbounded), for the
     outputs that declare one; ``features``: output -> the feature space it is computed in
-    (``FEATURE_SPACES``), for the outputs of a learned feature space."""
+    (``FEATURE_SPACES``), for the outputs of a learned feature space; ``against_train``: the
+    outputs that measure samples against the training split (a floor made of training items
+    is not scored on them: it would read as copies of itself)."""
 
     directions: dict[str, str]
     headline: tuple[str, ...]
     key: tuple[str, ...]
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
     features: dict[str, str] = field(default_factory=dict)
+    against_train: frozenset[str] = frozenset()
 
     def headline_of(self, present: Iterable[str]) -> str | None:
         have = set(present)
@@ -128,9 +132,10 @@ class MetricVocabulary:
 
 def metric_vocabulary() -> MetricVocabulary:
     """The built-in metrics' vocabulary (``BUILTIN_METRICS``), then that of every other metric
-    registered now (plugins), from its ``outputs``, ``headline``, ``key``, ``ranges`` and
-    ``features`` metadata (``headline`` / ``key``: output -> rank, lower first; a metric that
-    declares no ``key`` has all its outputs there, after the built-ins)."""
+    registered now (plugins), from its ``outputs``, ``headline``, ``key``, ``ranges``,
+    ``features`` and ``against_train`` metadata (``headline`` / ``key``: output -> rank, lower
+    first; a metric that declares no ``key`` has all its outputs there, after the
+    built-ins)."""
     metas = dict(BUILTIN_METRICS)
     metas.update({e.name: e.meta for e in METRICS.entries() if e.name not in metas})
     directions: dict[str, str] = {}
@@ -138,6 +143,7 @@ def metric_vocabulary() -> MetricVocabulary:
     key: dict[str, int] = {}
     ranges: dict[str, tuple[float | None, float | None]] = {}
     features: dict[str, str] = {}
+    against_train: set[str] = set()
     for meta in metas.values():
         outputs = meta.get("outputs", {})
         directions.update(outputs)
@@ -146,5 +152,8 @@ def metric_vocabulary() -> MetricVocabulary:
         ranges.update({k: (lo, hi) for k, (lo, hi) in meta.get("ranges", {}).items()})
         if meta.get("features"):
             features.update(dict.fromkeys(outputs, meta["features"]))
+        if meta.get("against_train"):
+            against_train.update(outputs)
     return MetricVocabulary(directions, tuple(sorted(headline, key=headline.__getitem__)),
-                            tuple(sorted(key, key=key.__getitem__)), ranges, features)
+                            tuple(sorted(key, key=key.__getitem__)), ranges, features,
+                            frozenset(against_train))

@@ -52,3 +52,25 @@ def test_every_default_run_records_the_copy_metric(tmp_path):
     for r in recs:
         assert 0.0 <= r.metrics["copy_share"] <= 1.0 and r.metrics["copy_ratio"] >= 0.0
         assert r.metric_info["copy_n_train"] > 0
+
+
+def test_an_image_floor_of_training_items_is_not_scored_for_copying(tmp_path):
+    """The image floor is the first training images: it would read as pure copying (0 / 1),
+    so its record leaves the copy outputs out, says so, and the report shows – and why."""
+    from tests.conftest import IMAGE_SETS
+
+    out, md = tmp_path / "res", tmp_path / "r.md"
+    sets = [a for s in (*IMAGE_SETS, "eval.metrics=[copy,collapse]") for a in ("--set", s)]
+    res = CliRunner().invoke(app, ["run", "-m", "naive-map", "-d", "digits", "--out", str(out),
+                                   "--no-estimate", *sets])
+    assert res.exit_code == 0, res.output
+    recs = {r.method: r for r in read_records(out / "records.jsonl").records}
+    assert "copy_ratio" not in recs["data"].metrics and "var_ratio" in recs["data"].metrics
+    assert recs["data"].metric_info["floor_not_scored"] == ["copy_ratio", "copy_share"]
+    assert recs["naive-map"].metrics["copy_ratio"] > 0
+    res = CliRunner().invoke(app, ["report", str(out), "--out", str(md), "--no-figures"])
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    floor_row = next(ln for ln in text.splitlines() if ln.startswith("| data (floor)"))
+    assert floor_row.count("| – |") >= 2
+    assert "The floor has no `copy_ratio`, `copy_share`: it is made of training items" in text

@@ -47,6 +47,9 @@ class DataBundle:
     train_labels: torch.Tensor | None = None
     eval_labels: torch.Tensor | None = None
     num_classes: int = 0
+    #: the floor is made of training items (images: the first of the training split), so
+    #: metrics against the training split (``MetricVocabulary.against_train``) skip it
+    floor_is_train: bool = False
     #: values derived from this data once per load and reused by every run scored on it
     #: (e.g. the domain feature extractor, whose cache key hashes the training split)
     memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -111,6 +114,7 @@ def hold_out_validation(data: DataBundle, n: int) -> DataBundle:
         floor=data.train[:min(n, keep)] if images else data.floor,
         train_labels=None if labels is None else labels[:keep],
         eval_labels=None if labels is None else labels[keep:], info=info,
+        floor_is_train=data.floor_is_train or images,
         memo={})
 
 

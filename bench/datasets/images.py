@@ -71,7 +71,7 @@ def _bundle(name: str, cfg: DataConfig, device: torch.device, train: np.ndarray,
     shape = tuple(int(s) for s in train.shape[1:])
     return DataBundle(
         name=name, kind="images", shape=shape,
-        train=f(train[:n_tr]), eval=f(test[:n_ev]), floor=f(train[:n_ev]),
+        train=f(train[:n_tr]), eval=f(test[:n_ev]), floor=f(train[:n_ev]), floor_is_train=True,
         source=gaussian_source(shape, device),
         train_labels=torch.as_tensor(train_y[:n_tr], dtype=torch.long),
         eval_labels=torch.as_tensor(test_y[:n_ev], dtype=torch.long),

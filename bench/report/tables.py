@@ -140,17 +140,31 @@ def main_table(view: DatasetView, metrics: list[str], vocab: MetricVocabulary) -
         if spaces:
             lab += " †"
         row = [lab, str(len(runs)), nfe_cell(runs)]
-        row += [summarize([r.metrics.get(m) for r in runs]).fmt(ci=True) for m in metrics]
+        hide = (set(vocab.against_train) if key[1] == FLOOR_METHOD
+                and any(floor_is_train(r) for r in runs) else set())
+        row += [summarize([None if m in hide else r.metrics.get(m) for r in runs]).fmt(ci=True)
+                for m in metrics]
         if key[1] == FLOOR_METHOD:
             row += ["–"] * len(COST_COLUMNS)
         else:
             row += [summarize([get(r) for r in runs]).fmt() for _, _, get in COST_COLUMNS]
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", ERROR_BARS]
+    unscored = [m for m in metrics if m in vocab.against_train]
+    if unscored and any(floor_is_train(r) for r in view.records if r.method == FLOOR_METHOD):
+        lines += ["", "The floor has no " + ", ".join(f"`{m}`" for m in unscored) + ": it is "
+                  "made of training items, which would read as copies of themselves."]
     notes = [mixed_note(kind, kinds[kind], rows) for kind, rows in mixed.items()]
     for note in [*notes, *range_notes(view, metrics, vocab)]:
         lines += ["", note]
     return lines
+
+
+def floor_is_train(r: RunRecord) -> bool:
+    """A floor record whose items are training items (images: the first of the training
+    split; older records say so only in their data description)."""
+    return bool((r.metric_info or {}).get("floor_not_scored")) or "training" in str(
+        (r.data_info or {}).get("floor", ""))
 
 
 def range_text(lo: float | None, hi: float | None) -> str:
