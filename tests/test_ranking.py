@@ -39,10 +39,10 @@ def test_an_order_that_holds_everywhere_is_said_so(tmp_path):
     recs = [_rec(m, s, base + lr * 1000 + s * 0.1, lr)
             for m, base in (("a", 1.0), ("b", 5.0)) for lr in (0.001, 0.003) for s in (0, 1, 2)]
     sec = _section(_render(tmp_path, recs))
-    assert "The order is the same at all 2 settings: `a` > `b`." in sec
-    assert "| train.lr=0.001 | 2.1 ± 0.1 · #1 | 6.1 ± 0.1 · #2 | `a` > `b` |" in sec
+    assert "The order is the same at all 2 settings: `a`, `b`." in sec
+    assert "| train.lr=0.001 | 2.1 ± 0.1 · #1 | 6.1 ± 0.1 · #2 | `a`, `b` |" in sec
     assert "Each at its own best setting: `a` 2.1 at train.lr=0.001; `b` 6.1 at train.lr=0.001." \
-           " Order: `a` > `b`." in sec
+           " Order: `a`, `b`." in sec
     assert "validation split held back from training" in sec
     assert "Means over 3 seeds: an order between means whose spread overlaps can flip" in sec
 
@@ -52,11 +52,20 @@ def test_an_order_that_moves_is_said_so_and_tuning_each_is_ranked(tmp_path):
     fds = {("a", 0.001): 2.0, ("a", 0.003): 9.0, ("b", 0.001): 4.0, ("b", 0.003): 1.5}
     recs = [_rec(m, s, fd + 0.01 * s, lr) for (m, lr), fd in fds.items() for s in (0, 1)]
     sec = _section(_render(tmp_path, recs))
-    assert "The order moves: 2 different orders over 2 settings; first place goes to `a`, `b`." \
-        in sec
+    assert "The order moves: 2 different orders over 2 settings; first place goes to `a`, `b`; " \
+        "`a` and `b` swap places." in sec
     assert "Each at its own best setting: `b` 1.5 at train.lr=0.003; `a` 2 at train.lr=0.001." \
-           " Order: `b` > `a`." in sec
+           " Order: `b`, `a`." in sec
     assert "Means over 2 seeds: an order between means whose spread overlaps can flip" in sec
+
+
+def test_a_swap_within_the_spread_over_seeds_is_said_so(tmp_path):
+    fds = {("a", 0.001): [1.0, 1.4], ("a", 0.003): [1.1, 1.5], ("b", 0.001): [1.1, 1.5],
+           ("b", 0.003): [1.0, 1.4], ("c", 0.001): [5.0, 5.1], ("c", 0.003): [5.0, 5.1]}
+    recs = [_rec(m, s, v, lr) for (m, lr), vs in fds.items() for s, v in enumerate(vs)]
+    sec = _section(_render(tmp_path, recs))
+    assert "`a` and `b` swap places; these are within the spread over seeds at every " \
+           "setting: `a` and `b`." in sec
 
 
 def test_scores_on_the_eval_split_warn_that_choosing_on_them_tunes_on_it(tmp_path):
@@ -91,13 +100,13 @@ def test_a_method_missing_at_a_setting_is_named_not_dropped(tmp_path):
     recs += [_rec("c", s, 0.5, 0.001) for s in (0, 1, 2)]
     recs += [_rec("c", 0, float("nan"), 0.003)]
     sec = _section(_render(tmp_path, recs))
-    assert "| train.lr=0.003 | 1.01 ± 0.01 · #1 | 2.01 ± 0.01 · #2 | – | `a` > `b` |" in sec
+    assert "| train.lr=0.003 | 1.01 ± 0.01 · #1 | 2.01 ± 0.01 · #2 | – | `a`, `b` |" in sec
     assert "| train.lr=0.001 | 1.01 ± 0.01 · #2 | 2.01 ± 0.01 · #3 | 0.5 ± 0 · #1 |" in sec
     assert "No finished run (failed, diverged or not run; the Runs table lists the failures): " \
            "`c` at train.lr=0.003." in sec
     assert "The order (among the methods scored at every setting) is the same at all 2 " \
-           "settings: `a` > `b`." in sec
-    assert "Order: `c` > `a` > `b`." in sec and "nan" not in sec
+           "settings: `a`, `b`." in sec
+    assert "Order: `c`, `a`, `b`." in sec and "nan" not in sec
 
 
 def test_sweeps_over_other_base_configs_are_ranked_apart_never_pooled(tmp_path):

@@ -41,7 +41,21 @@ def ordered(means: dict[str, Summary], direction: str) -> list[str]:
 
 
 def order_text(order: list[str]) -> str:
-    return " > ".join(f"`{m}`" for m in order)
+    """Best first."""
+    return ", ".join(f"`{m}`" for m in order)
+
+
+def swaps(orders: list[list[str]]) -> list[tuple[str, str]]:
+    """The pairs of methods whose relative order differs between two of ``orders``."""
+    pos = [{m: i for i, m in enumerate(o)} for o in orders]
+    methods = orders[0]
+    return [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]
+            if len({p[a] < p[b] for p in pos}) > 1]
+
+
+def overlap(a: Summary, b: Summary) -> bool:
+    """Whether two means lie within the sum of their spreads (std over seeds)."""
+    return abs(a.mean - b.mean) <= (a.std or 0.0) + (b.std or 0.0)
 
 
 def family_key(r: RunRecord) -> tuple[tuple[str, ...], str]:
@@ -118,7 +132,7 @@ def family_section(view: DatasetView, vocab: MetricVocabulary,
         f"Each method's `{metric}` ({better} is better) at every setting: mean ± std over "
         "seeds and, after #, its rank among the methods scored at that setting. "
         + split_text(runs), "",
-        "| setting | " + " | ".join(f"`{m}`" for m in methods) + " | order |",
+        "| setting | " + " | ".join(f"`{m}`" for m in methods) + " | order, best first |",
         "|---" * (len(methods) + 2) + "|"]
     for label, ms in means.items():
         rank = {m: i + 1 for i, m in enumerate(orders[label])}
@@ -139,9 +153,17 @@ def family_section(view: DatasetView, vocab: MetricVocabulary,
                          f"{order_text(list(distinct[0]))}.")
         else:
             firsts = sorted({o[0] for o in kept.values()})
+            moved = swaps([list(o) for o in distinct])
+            noise = [(a, b) for a, b in moved
+                     if all(overlap(ms[a], ms[b]) for ms in means.values())]
             lines.append(f"The order{among} moves: {len(distinct)} different orders over "
                          f"{len(fam)} settings; first place goes to "
-                         + ", ".join(f"`{m}`" for m in firsts) + ".")
+                         + ", ".join(f"`{m}`" for m in firsts) + "; "
+                         + ", ".join(f"`{a}` and `{b}`" for a, b in moved)
+                         + " swap places"
+                         + ("; these are within the spread over seeds at every setting: "
+                            + ", ".join(f"`{a}` and `{b}`" for a, b in noise)
+                            if noise else "") + ".")
         lines.append("")
     best = {m: min((lab for lab in means if m in means[lab]),
                    key=lambda lab, m=m: (badness(means[lab][m], direction), lab))
@@ -154,6 +176,7 @@ def family_section(view: DatasetView, vocab: MetricVocabulary,
     seeds = sorted({s.n for ms in means.values() for s in ms.values()})
     over = (f"{seeds[0]}–{seeds[-1]} seeds" if len(seeds) > 1 else
             f"{seeds[0]} seed{'s' if seeds[0] > 1 else ''}")
-    return lines + [f"Means over {over}: an order between means whose spread overlaps can flip "
-                    "with more seeds; the paired comparisons say which differences exceed the "
-                    "noise.", ""]
+    single = " (one seed: no spread to judge by)" if seeds[-1] == 1 else ""
+    return lines + [f"Means over {over}{single}: an order between means whose spread overlaps "
+                    "can flip with more seeds; paired comparisons (`--compare A:B`) say which "
+                    "differences exceed the noise.", ""]
