@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The mnist5k runs a referee asks for (issue 28), most useful first, so that a stop at any
+# The mnist5k runs a referee asks for, most useful first, so that a stop at any
 # point leaves whole comparisons. The runs scored on the eval split share one results folder
 # ($OUT) and one domain classifier (trained on the 4,000 training images; its id names its
 # weights); the sensitivity runs train on 3,000 and are scored on the other 1,000 (a
@@ -7,15 +7,22 @@
 #   1. the consistency peer: ect and its fm teacher (fm-euler100), 3 seeds
 #   2. the neural flow's t sampling: uniform / Beta(3, 1) / t = 1 only, 3 seeds
 #   3. lr x EMA sensitivity on a validation split, seed 0 of every setting, then
-#   4. the peers suite in this feature space, the ladder (configs/mnist5k.yaml is a part of
-#      it) and its K = 1 rows, reflow last (its 16,000 dopri5 pairs are the slowest part),
+#   4. the peers suite in this feature space, the ladder and its K = 1 rows, the mnist5k
+#      suite (K = 1, its own runs), reflow last (its 16,000 dopri5 pairs are the slowest part),
 #   5. the other two seeds of the sensitivity grid,
 #   6. the learning curves of the rows the README discusses, 3 seeds (results/curves-mnist5k-v3).
 # Every command resumes (finished runs are skipped, a stopped run continues from its saved
 # state): run the script again after a stop. Stop it with kill PID or Ctrl-C (the run in
 # progress gets SIGTERM, saves its state and exits; no next command starts).
 #   nohup scripts/referee_mnist5k.sh > referee.log 2>&1 &
-# Then snapshot and render (scripts/snapshot_records.sh, scripts/render_reports.sh).
+# Rough times on 2 CPU cores (one 1,200-step run about 7 min, MeanFlow and ECT about twice
+# that): 1. 1 h, 2. 1 h, 3. 3 h, 4. 10 h (reflow 4.5 h of it), 5. 6 h, 6. 8 h.
+# Bad input (exit status 2: a missing file, a bad config) stops the script; failed runs do not.
+# Then snapshot and render:
+#   scripts/snapshot_records.sh results/mnist5k-v3 mnist5k-v3
+#   scripts/snapshot_records.sh results/sensitivity-mnist5k sensitivity-mnist5k
+#   scripts/snapshot_records.sh results/curves-mnist5k-v3 curves-mnist5k-v3
+#   scripts/render_reports.sh      # the reports reports/render.txt names
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-.venv/bin/bench}
@@ -27,7 +34,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 # each command runs as a child the script waits for: a kill (or Ctrl-C) of the script is
 # passed on to it as SIGTERM (bench saves its state and exits), and no next command starts.
-# A command whose runs partly failed lets the script go on (the failures are recorded).
+# A command whose runs partly failed (exit status 1) lets the script go on (the failures are
+# recorded); bad input (2) or a stop ends it.
 rc=0
 child=
 trap 'if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; wait "$child" || true; fi
@@ -38,7 +46,7 @@ step() {
   local s=0
   wait "$child" || s=$?
   child=
-  if [ "$s" -ge 128 ]; then exit "$s"; fi
+  if [ "$s" -ge 128 ] || [ "$s" -eq 2 ]; then exit "$s"; fi
   if [ "$s" -ne 0 ]; then rc=$s; fi
 }
 PEERS_FIRST=otnfm-online,otnfm-minibatch,otmap-online,loomcfm-euler1,otcfm-euler1,otcfm-euler2
@@ -56,6 +64,7 @@ step $BENCH run --config configs/peers-mnist5k.yaml -m "$PEERS_FIRST" --out "$OU
 step $BENCH run --config configs/ladder-mnist5k.yaml --out "$OUT" --device "$DEVICE" \
   --no-estimate
 step $BENCH sweep --config configs/ladder-mnist5k-k1.yaml --out "$OUT" --device "$DEVICE"
+step $BENCH run --config configs/mnist5k.yaml --out "$OUT" --device "$DEVICE" --no-estimate
 step $BENCH run --config configs/peers-mnist5k.yaml --out "$OUT" --device "$DEVICE" \
   --no-estimate
 step $BENCH sweep --config configs/sensitivity-mnist5k.yaml --out "$SENS" --device "$DEVICE"

@@ -320,6 +320,7 @@ def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
         "run --config configs/peers-mnist5k.yaml -m " + PEERS_BUT_REFLOW,
         "run --config configs/ladder-mnist5k.yaml",
         "sweep --config configs/ladder-mnist5k-k1.yaml",
+        "run --config configs/mnist5k.yaml",
         "run --config configs/peers-mnist5k.yaml",
         "sweep --config configs/sensitivity-mnist5k.yaml",
         "run --config configs/curves-mnist5k.yaml -m "
@@ -339,6 +340,11 @@ def test_referee_script_goes_on_after_failed_runs_and_stops_on_a_kill(tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
     assert "curves-mnist5k-k1" in log.read_text()
+
+    (tmp_path / "calls").unlink()  # bad input (exit 2) stops it
+    proc, log = _referee(tmp_path, 'case "$*" in *t-sampling*) exit 2;; esac')
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and log.read_text().count("--config") == 2, out
 
     (tmp_path / "calls").unlink()
     proc, log = _referee(tmp_path, f"trap 'sleep 1; echo saved >> {log}; exit 130' TERM; "

@@ -1,5 +1,5 @@
 """``data.validation``: hyperparameters are chosen on items held back from training, never on
-the eval split (issue 28's sensitivity study)."""
+the eval split (the lr x EMA sensitivity study)."""
 
 from __future__ import annotations
 
