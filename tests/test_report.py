@@ -513,3 +513,15 @@ def test_the_vocabulary_declares_ranges_and_feature_spaces():
     assert "mmd" not in vocab.ranges and "kid" not in vocab.ranges  # unbiased: can read < 0
     assert vocab.features["fd_domain"] == vocab.features["rec_domain"] == "domain"
     assert vocab.features["fid"] == "inception" and "w2" not in vocab.features
+
+
+def test_a_verdict_at_equal_nfe_states_no_speed_ratio_as_a_cost():
+    """Two one-step samplers of one network family: the measured time ratio is reported as a
+    difference in measured times, not as one sampling faster."""
+    from bench.report.verdict import speed
+
+    a = [_image_record("a", s, 1.0, 0.95, ms=1.3) for s in (0, 1)]
+    b = [_image_record("b", s, 1.0, 0.95, ms=1.0) for s in (0, 1)]
+    assert speed(a, b) == "samples at the same NFE (1; measured times differ 1.3×)"
+    c = [_image_record("c", s, 1.0, 0.95, nfe=100, ms=100.0) for s in (0, 1)]
+    assert speed(a, c) == "samples 74× faster (NFE 1 vs 100)"

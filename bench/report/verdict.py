@@ -91,6 +91,8 @@ def clause(a: str, b: str, metric: str, d: Summary, direction: str, first: bool)
 
 def speed(ra: list[RunRecord], rb: list[RunRecord]) -> str:
     """"samples 98× faster (NFE 1 vs 100)": the ratio of the mean sampling times of B and A;
+    at equal NFE "samples at the same NFE (1; measured times differ 1.3×)", since every method
+    uses the same network family and the times of equal work vary with the shared cores;
     "" when either has none."""
     ta = summarize([r.sample_ms_per_1k for r in ra]).mean
     tb = summarize([r.sample_ms_per_1k for r in rb]).mean
@@ -100,6 +102,10 @@ def speed(ra: list[RunRecord], rb: list[RunRecord]) -> str:
     if {(r.device, r.threads) for r in ra} != {(r.device, r.threads) for r in rb}:
         nfe += "; timed on different devices or thread counts"
     ratio = tb / ta
+    if nfe_cell(ra) == nfe_cell(rb):  # one network family: at one NFE a time ratio is no cost
+        spread = max(ratio, 1 / ratio)
+        return (f"samples at the same NFE ({nfe_cell(ra)}" + (
+            f"; measured times differ {times(spread)}×" if spread >= SAME_SPEED else "") + ")")
     if ratio >= SAME_SPEED:
         return f"samples {times(ratio)}× faster ({nfe})"
     if ratio <= 1 / SAME_SPEED:
