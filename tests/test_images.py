@@ -229,6 +229,50 @@ def test_domain_extractor_id_names_its_weights_and_ignores_the_thread_count(tmp_
     assert extractors.state_digest(fixed["state"]) == ids[0].rsplit("-w", 1)[1]
 
 
+def test_mnist5k_is_scored_by_the_shipped_classifier_on_every_machine(tmp_path, monkeypatch):
+    """mnist5k's classifier ships with the package: its weights match its id, and the harness
+    uses it (never training, never touching the cache) for mnist5k's training split."""
+    from bench.metrics import extractors
+
+    shipped = sorted(extractors.SHIPPED_DIR.glob("mnist5k-*.pt"))
+    assert len(shipped) == 1
+    blob = torch.load(shipped[0], weights_only=True)
+    assert blob["id"].endswith("-w" + extractors.state_digest(blob["state"]))
+    assert 0.9 < blob["eval_accuracy"] < 1.0
+
+    def refuse(*a, **k):
+        raise AssertionError("the shipped classifier should be used, not trained again")
+
+    monkeypatch.setattr(extractors, "train_domain_classifier", refuse)
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    data = load("mnist5k", n_train=4000, n_eval=1000)
+    path, info = extractors.domain_extractor("mnist5k", data.train, data.train_labels, 10)
+    assert path == shipped[0] and info["id"] == blob["id"]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_damaged_shipped_classifier_falls_back_to_the_cache(tmp_path, monkeypatch):
+    """A shipped file whose weights do not match its id is not trusted: the classifier is
+    trained into the cache (with a warning), and the shipped file is left alone."""
+    from bench.metrics import extractors
+
+    data = load("digits", n_train=200)
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    path, info = extractors.domain_extractor("digits", data.train, data.train_labels, 10)
+    ship = tmp_path / "shipped"
+    ship.mkdir()
+    blob = torch.load(path, weights_only=True)
+    blob["state"] = {k: v + 0.01 for k, v in blob["state"].items()}
+    torch.save(blob, ship / path.name)
+    monkeypatch.setattr(extractors, "SHIPPED_DIR", ship)
+    assert extractors.domain_path("digits", data.train, data.train_labels) == ship / path.name
+    with pytest.warns(UserWarning, match="do not match its id"):
+        again, info2 = extractors.domain_extractor("digits", data.train, data.train_labels, 10)
+    assert again == path and info2["id"] == info["id"]
+    damaged = torch.load(ship / path.name, weights_only=True)
+    assert extractors.state_digest(damaged["state"]) != info["id"].rsplit("-w", 1)[1]
+
+
 def test_inception_fid_is_opt_in():
     from bench.evaluate import metric_names
 

@@ -2,17 +2,20 @@
 
 - ``bench-domain``: a small CNN classifier trained once per dataset on its training split
   (fixed seed, fixed recipe, one CPU thread, CPU seconds), cached on disk under
-  ``$BENCH_CACHE/extractors`` (default ``~/.cache/otnfm-bench``). Its 128-d penultimate features
-  feed torch-fidelity's FID / KID / precision-recall code: the result is a Frechet distance in
-  *this* feature space, recorded as ``fd_domain`` with the extractor's id, never called FID. Its
-  logits give the class histogram of generated samples.
+  ``$BENCH_CACHE/extractors`` (default ``~/.cache/otnfm-bench``); ``mnist5k``'s ships with the
+  package (``bench/metrics/classifiers/``), so every machine scores it in one feature space.
+  Its 128-d penultimate features feed torch-fidelity's FID / KID / precision-recall code: the
+  result is a Frechet distance in *this* feature space, recorded as ``fd_domain`` with the
+  extractor's id, never called FID. Its logits give the class histogram of generated samples.
 
   The id is ``fd-<dataset>-cnn-<training data hash>-w<weights hash>``: two records with the
   same id were scored by the same weights, bit for bit. (Ids before version 3 hashed only the
   training data, and one such id covered classifiers trained on different machines; the report
   tells those apart by their held-out accuracy.) Training runs on one thread so that the
-  thread count of the calling process does not change the weights; other CPUs or libraries may
-  still round differently, which the weights hash then shows.
+  thread count of the calling process does not change the weights; other CPUs or libraries
+  still round differently (the same recipe, torch and thread count gave mnist5k weights
+  ``2cab03604743`` on one machine and ``a2546205e70b`` on another), which the weights hash then
+  shows: hence the shipped file.
 - Inception (``--metrics fid``) lives in ``bench.metrics.inception``: it finds the weights
   offline, checks them and provides the faster ``inception-v3-fast`` extractor; the harness
   never downloads them.
@@ -96,9 +99,31 @@ def domain_steps(n_train: int, epochs: int = DOMAIN_EPOCHS, batch: int = DOMAIN_
     return int(min(3000, max(100, epochs * n_train // batch)))
 
 
+#: classifiers trained once and shipped with the package, ``<dataset>-<training data hash>.pt``
+#: (the cache's format): a training set that has one is scored by the same weights on every
+#: machine. Others are trained on first use and cached.
+SHIPPED_DIR = Path(__file__).parent / "classifiers"
+
+
 def domain_path(dataset: str, data: torch.Tensor, labels: torch.Tensor) -> Path:
-    """Where the classifier of this training set is cached (``domain_extractor``)."""
-    return cache_dir() / "extractors" / f"{dataset}-{_digest(data, labels)}.pt"
+    """Where the classifier of this training set is: shipped with the package if it is, else
+    in the cache (``domain_extractor``; the cached file may not exist yet)."""
+    name = f"{dataset}-{_digest(data, labels)}.pt"
+    shipped = SHIPPED_DIR / name
+    return shipped if shipped.exists() else cache_dir() / "extractors" / name
+
+
+def _checked(path: Path, dataset: str, key: str) -> dict | None:
+    """The classifier file at ``path`` if its weights match the hash in its id, else None
+    (with a warning)."""
+    if not path.exists():
+        return None
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("id") == f"fd-{dataset}-cnn-{key}-w{state_digest(blob['state'])}":
+        return blob
+    warnings.warn(f"{path}: its weights do not match its id {blob.get('id')!r}; "
+                  "training the classifier again", stacklevel=3)
+    return None
 
 
 @contextlib.contextmanager
@@ -166,13 +191,10 @@ def domain_extractor(dataset: str, data: torch.Tensor, labels: torch.Tensor, cla
     hash in its id is retrained, with a warning."""
     path = domain_path(dataset, data, labels)
     key = path.stem.rsplit("-", 1)[1]
-    blob = None
-    if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        if blob.get("id") != f"fd-{dataset}-cnn-{key}-w{state_digest(blob['state'])}":
-            warnings.warn(f"{path}: its weights do not match its id {blob.get('id')!r}; "
-                          "training the classifier again", stacklevel=2)
-            blob = None
+    blob = _checked(path, dataset, key)
+    if blob is None and path.parent == SHIPPED_DIR:  # a damaged shipped file: use the cache
+        path = cache_dir() / "extractors" / path.name
+        blob = _checked(path, dataset, key)
     if blob is None:
         net = train_domain_classifier(data, labels, classes)
         acc = None
