@@ -11,25 +11,30 @@
 #   4. the peers suite in this feature space, the ladder and its K = 1 rows, the mnist5k
 #      suite (K = 1, its own runs), reflow last (its 16,000 dopri5 pairs are the slowest part),
 #   5. the other two seeds of the sensitivity grid,
-#   6. the learning curves of the rows the README discusses, 3 seeds (results/curves-mnist5k-v3).
+#   6. the learning curves of the rows the README discusses, 3 seeds
+#      (results/curves-mnist5k-pinned).
 # Every command resumes (finished runs are skipped, a stopped run continues from its saved
-# state): run the script again after a stop. Stop it with kill PID or Ctrl-C (the run in
-# progress gets SIGTERM, saves its state and exits; no next command starts).
+# state): run the script again after a stop. On a fresh machine, put the committed records
+# back first, so that their runs are skipped:
+#   mkdir -p results/mnist5k-pinned
+#   cp reports/data/mnist5k-pinned/records.jsonl results/mnist5k-pinned/
+# Stop it with kill PID or Ctrl-C (the run in progress gets SIGTERM, saves its state and
+# exits; no next command starts).
 #   nohup scripts/referee_mnist5k.sh > referee.log 2>&1 &
 # Rough times on 2 CPU cores (one 1,200-step run about 7 min, MeanFlow and ECT about twice
 # that): 1. 1 h, 2. 1 h, 3. 3 h, 4. 10 h (reflow 4.5 h of it), 5. 6 h, 6. 8 h.
 # Bad input (exit status 2: a missing file, a bad config) stops the script; failed runs do not.
 # Then snapshot and render:
-#   scripts/snapshot_records.sh results/mnist5k-v3 mnist5k-v3
+#   scripts/snapshot_records.sh results/mnist5k-pinned mnist5k-pinned
 #   scripts/snapshot_records.sh results/sensitivity-mnist5k sensitivity-mnist5k
-#   scripts/snapshot_records.sh results/curves-mnist5k-v3 curves-mnist5k-v3
+#   scripts/snapshot_records.sh results/curves-mnist5k-pinned curves-mnist5k-pinned
 #   scripts/render_reports.sh      # the reports reports/render.txt names
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH=${BENCH:-.venv/bin/bench}
-OUT=${OUT:-results/mnist5k-v3}
+OUT=${OUT:-results/mnist5k-pinned}
 SENS=${SENS:-results/sensitivity-mnist5k}
-CURVES=${CURVES:-results/curves-mnist5k-v3}
+CURVES=${CURVES:-results/curves-mnist5k-pinned}
 DEVICE=${DEVICE:-auto}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
