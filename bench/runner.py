@@ -113,12 +113,8 @@ class Runner:
         with guarded(self.records, [rec], "scoring the data floor"):
             assert data.floor is not None
             self._score(rec, data.floor[: self.plan.cfg.eval.n_samples], data, spec)
-            if data.floor_is_train:  # training items read as copies of themselves
-                skipped = sorted(set(rec.metrics) & metric_vocabulary().against_train)
-                for m in skipped:
-                    del rec.metrics[m]
-                if skipped:
-                    rec.metric_info["floor_not_scored"] = skipped
+            if data.floor_is_train:
+                drop_against_train(rec)
             if self.plan.curves():
                 rec.curve_floor = curve_floor(data, self.plan.cfg.eval, spec.seed, self.device)
             self.records.finish(rec)
@@ -154,6 +150,16 @@ class Runner:
         ecfg = self.plan.cfg.eval  # metrics against the held-out data; the samples stored
         rec.metrics, rec.metric_info = score(x, data, ecfg, spec.seed, self.device)
         rec.samples_path = self.records.save_samples(rec.run_id, x, ecfg.save_samples)
+
+
+def drop_against_train(rec: RunRecord) -> None:
+    """A floor made of training items would read as copies of itself: its metrics measured
+    against the training set are removed, and ``metric_info`` names them."""
+    skipped = sorted(set(rec.metrics) & metric_vocabulary().against_train)
+    for m in skipped:
+        del rec.metrics[m]
+    if skipped:
+        rec.metric_info["floor_not_scored"] = skipped
 
 
 @contextlib.contextmanager

@@ -85,7 +85,7 @@ def by_config(records: list[RunRecord]) -> dict[ConfigKey, list[RunRecord]]:
     for keys in clashes.values():
         if len(keys) < 2:
             continue
-        flat = {k: _flatten(groups[k][0].config) for k in keys}
+        flat = {k: flatten_config(groups[k][0].config) for k in keys}
         differ = sorted({name for k in keys for name in flat[k]
                          if len({repr(flat[o].get(name)) for o in keys}) > 1})
         base = {k: {name: flat[k].get(name) for name in differ} for k in keys}
@@ -97,11 +97,11 @@ def by_config(records: list[RunRecord]) -> dict[ConfigKey, list[RunRecord]]:
     return groups
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+def flatten_config(d: dict, prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_config(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

@@ -20,7 +20,7 @@ import json
 from collections import defaultdict
 
 from bench.records import RunRecord
-from bench.report.model import DatasetView, _flatten, sweep_key, sweep_label
+from bench.report.model import DatasetView, flatten_config, sweep_key, sweep_label
 from bench.report.pairing import spaces_of
 from bench.report.stats import Summary, fmt_num, summarize
 from bench.vocab import FLOOR_METHOD, MetricVocabulary
@@ -60,7 +60,7 @@ def overlap(a: Summary, b: Summary) -> bool:
 
 def family_key(r: RunRecord) -> tuple[tuple[str, ...], str]:
     """The swept keys, and the record's config without them and without the method."""
-    base = _flatten({k: (r.config or {}).get(k) for k in BASE_SECTIONS})
+    base = flatten_config({k: (r.config or {}).get(k) for k in BASE_SECTIONS})
     kept = {k: v for k, v in base.items() if k not in r.sweep}
     return tuple(sorted(r.sweep)), json.dumps(kept, sort_keys=True, default=str)
 
