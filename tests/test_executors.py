@@ -101,7 +101,8 @@ def test_sigterm_after_a_ctrl_c_does_not_abandon_the_save():
         assert flag.requested and stop.signal == "SIGTERM"
 
 
-@pytest.mark.parametrize("how", ["kill parent", "ctrl-c"])
+# the ctrl-c path takes the same route to the workers; it runs with the slow tests (in CI)
+@pytest.mark.parametrize("how", ["kill parent", pytest.param("ctrl-c", marks=pytest.mark.slow)])
 def test_stopping_a_workers_run_reaches_every_worker_and_nothing_is_left_running(tmp_path,
                                                                                   how):
     """`kill PID` of `bench run --workers 2` (a plain SIGTERM to the parent alone), or Ctrl-C

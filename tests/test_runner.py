@@ -100,7 +100,8 @@ def test_sigkill_mid_training_and_mid_record_then_rerun_loses_nothing(tmp_path):
         assert r.status == "ok" and r.metrics == want[(r.method, r.seed)].metrics
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+# SIGINT takes the same handler as SIGTERM; it runs with the slow tests (in CI)
+@pytest.mark.parametrize("sig", [pytest.param("SIGINT", marks=pytest.mark.slow), "SIGTERM"])
 def test_ctrl_c_or_kill_saves_the_state_and_records_interrupted(tmp_path, sig):
     import os
     import signal
