@@ -93,8 +93,7 @@ def score(x: torch.Tensor, data: DataBundle, cfg: EvalConfig, seed: int,
     gen = Streams(seed, "cpu")["metrics"]
     ref = reference(data, cfg)
     info: dict[str, Any] = {"n_samples": int(x.shape[0]), "n_reference": int(ref.shape[0]),
-                            "reference": ("validation" if data.info.get("validation")
-                                          else cfg.reference)}
+                            "reference": data.scored_split(cfg.reference)}
     if data.kind == "points":
         info.update({"w2_samples": cfg.w2_samples, "features": "raw coordinates"})
     metrics = compute_metrics(x.cpu(), ref.cpu(), data.kind, cfg, gen, data.name,

@@ -41,9 +41,8 @@ from bench.runner import Runner
 
 EXECUTORS = ("local", "slurm")
 
-#: runs as records identify them: (config hash, method, seed)
-RunKeys = set[tuple[str, str, int]]
-#: those runs -> the sweep point each belongs to in one suite file ({} outside a sweep)
+#: runs as records identify them, (config hash, method, seed) -> the sweep point each belongs
+#: to in one suite file ({} outside a sweep)
 RunPoints = dict[tuple[str, str, int], dict[str, Any]]
 
 
@@ -69,10 +68,6 @@ class Suite:
     def units(self) -> list[WorkUnit]:
         """The work units (dataset x seed x grid point), in plan order."""
         return [u for p in self.plans for u in p.units()]
-
-    def run_keys(self) -> RunKeys:
-        """Every run, data floors included, as records identify them."""
-        return set(self.run_points())
 
     def run_points(self) -> RunPoints:
         """Every run, data floors included, as records identify them -> its sweep point in

@@ -58,6 +58,11 @@ class DataBundle:
     def dim(self) -> int:
         return int(np.prod(self.shape))
 
+    def scored_split(self, reference: str) -> str:
+        """The split the metrics score against: ``validation`` when training items were held
+        back (``data.validation``), else ``reference`` (the eval config's)."""
+        return "validation" if self.info.get("validation") else reference
+
 
 def gaussian_source(shape: tuple[int, ...], device: torch.device):
     def sample(n: int, gen: torch.Generator) -> torch.Tensor:

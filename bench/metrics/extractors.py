@@ -106,12 +106,17 @@ def domain_steps(n_train: int, epochs: int = DOMAIN_EPOCHS, batch: int = DOMAIN_
 SHIPPED_DIR = Path(__file__).parent / "classifiers"
 
 
+def cached_path(name: str) -> Path:
+    """A classifier file's place in the cache."""
+    return cache_dir() / "extractors" / name
+
+
 def domain_path(dataset: str, data: torch.Tensor, labels: torch.Tensor) -> Path:
     """Where the classifier of this training set is: shipped with the package if it is, else
     in the cache (``domain_extractor``; the cached file may not exist yet)."""
     name = f"{dataset}-{_digest(data, labels)}.pt"
     shipped = SHIPPED_DIR / name
-    return shipped if shipped.exists() else cache_dir() / "extractors" / name
+    return shipped if shipped.exists() else cached_path(name)
 
 
 def _checked(path: Path, dataset: str, key: str) -> dict | None:
@@ -194,7 +199,7 @@ def domain_extractor(dataset: str, data: torch.Tensor, labels: torch.Tensor, cla
     key = path.stem.rsplit("-", 1)[1]
     blob = _checked(path, dataset, key)
     if blob is None and path.parent == SHIPPED_DIR:  # a damaged shipped file: use the cache
-        path = cache_dir() / "extractors" / path.name
+        path = cached_path(path.name)
         blob = _checked(path, dataset, key)
     if blob is None:
         net = train_domain_classifier(data, labels, classes)

@@ -199,9 +199,8 @@ def fidelity(x: torch.Tensor, ref: torch.Tensor, ctx: MetricContext, extractor: 
     feats_1 = extract_featuresdict_from_input_id(1, net, **kwargs)
     stats_1 = fid_featuresdict_to_statistics(feats_1, layers["fid"])
 
-    held = ctx.data is not None and ctx.data.info.get("validation")
-    meta = {"format": CACHE_FORMAT, "dataset": ctx.dataset,
-            "split": "validation" if held else ctx.cfg.reference,
+    split = ctx.cfg.reference if ctx.data is None else ctx.data.scored_split(ctx.cfg.reference)
+    meta = {"format": CACHE_FORMAT, "dataset": ctx.dataset, "split": split,
             "n_reference": m, "extractor": extractor, "ext_id": ext_id,
             "weights_sha256": weights_sha256 or sha256_file(weights),
             "resize": RESIZE.get(extractor, "unknown"), "layers": layers,

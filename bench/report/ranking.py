@@ -79,6 +79,11 @@ def families(view: DatasetView) -> list[dict[str, dict[str, list[RunRecord]]]]:
             for fam in found.values()]
 
 
+def family_runs(fam: dict[str, dict[str, list[RunRecord]]]) -> list[RunRecord]:
+    """Every record of a family (one sweep label -> method -> records mapping)."""
+    return [r for by in fam.values() for rs in by.values() for r in rs]
+
+
 def split_text(records: list[RunRecord]) -> str:
     refs = {(r.metric_info or {}).get("reference", "eval") for r in records}
     if refs == {"validation"}:
@@ -96,7 +101,7 @@ def ranking_section(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
             if len(f) >= 2 and len({m for by in f.values() for m in by}) >= 2]
     lines: list[str] = []
     for fam in fams:
-        swept = " × ".join(sorted(next(iter(next(iter(fam.values())).values()))[0].sweep))
+        swept = " × ".join(sorted(family_runs(fam)[0].sweep))
         title = view.dataset + (f", {swept}" if len(fams) > 1 else "")
         lines += family_section(view, vocab, fam, title)
     return lines
@@ -104,7 +109,7 @@ def ranking_section(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
 
 def family_section(view: DatasetView, vocab: MetricVocabulary,
                    fam: dict[str, dict[str, list[RunRecord]]], title: str) -> list[str]:
-    runs = [r for by in fam.values() for rs in by.values() for r in rs]
+    runs = family_runs(fam)
     metric = vocab.headline_of({k for r in runs for k in r.metrics})
     head = [f"### Ranking across settings ({title})", ""]
     if metric is None:
