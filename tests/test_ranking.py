@@ -10,7 +10,7 @@ from bench.results import RunRecord
 EXTRACTOR = "fd-mnist5k-cnn-aaaaaaaaaaaa-wbbbbbbbbbbbb"
 
 
-def _rec(method, seed, fd, lr, reference="validation", extractor=EXTRACTOR, steps=100):
+def _rec(method, seed, fd, lr, reference="validation", extractor=EXTRACTOR, steps=100, acc=0.9):
     return RunRecord(
         method=method, dataset="mnist5k", seed=seed, status="ok",
         run_id=f"mnist5k.{method}.s{seed}.{lr}.{steps}", suite="sens",
@@ -19,7 +19,7 @@ def _rec(method, seed, fd, lr, reference="validation", extractor=EXTRACTOR, step
         train_steps=steps, sweep={"train.lr": lr}, metrics={"fd_domain": fd},
         config={"train": {"lr": lr, "steps": steps}, "method": method},
         metric_info={"n_samples": 100, "n_reference": 100, "reference": reference,
-                     "fd_extractor": extractor, "fd_extractor_eval_accuracy": 0.9},
+                     "fd_extractor": extractor, "fd_extractor_eval_accuracy": acc},
         data_info={"kind": "images", "resolution": "28x28", "channels": 1, "range": "[-1, 1]",
                    "n_train": 300, "n_eval": 100, "floor": "first 100 training items",
                    "validation": 100, "description": "digits"})
@@ -76,12 +76,19 @@ def test_scores_on_the_eval_split_warn_that_choosing_on_them_tunes_on_it(tmp_pat
 
 
 def test_records_of_two_feature_spaces_are_not_ranked(tmp_path):
-    recs = [_rec("a", 0, 1.0, 0.001), _rec("b", 0, 2.0, 0.001),
-            _rec("a", 0, 1.0, 0.003), _rec("b", 0, 2.0, 0.003,
-                                            extractor=EXTRACTOR.replace("wb", "wc"))]
+    """One legacy id (no weights part) over two classifiers, told apart by their accuracy:
+    one section, and the ranking refuses. (Two ids get two sections: never ranked together.)"""
+    legacy = "fd-mnist5k-cnn-aaaaaaaaaaaa"
+    recs = [_rec("a", 0, 1.0, 0.001, extractor=legacy), _rec("b", 0, 2.0, 0.001, extractor=legacy),
+            _rec("a", 0, 1.0, 0.003, extractor=legacy),
+            _rec("b", 0, 2.0, 0.003, extractor=legacy, acc=0.95)]
     sec = _section(_render(tmp_path, recs))
     assert "Not ranked: these records' `fd_domain` was scored in 2 feature spaces" in sec
     assert "|" not in sec
+    two_ids = recs[:3] + [_rec("b", 0, 2.0, 0.003, extractor=EXTRACTOR.replace("wb", "wc"))]
+    text = _render(tmp_path, two_ids)
+    assert "\n## mnist5k, scored by fd-mnist5k-cnn-aaaaaaaaaaaa-wcbbbbbbbbbbb\n" in text
+    assert "Ranking across settings" not in text.split("## mnist5k, scored by")[2]
 
 
 def test_no_section_without_two_settings_and_two_methods(tmp_path):

@@ -87,6 +87,21 @@ def test_a_rerun_supersedes_the_earlier_record():
     kept, dropped = latest_only([a, b, c])
     assert [r.run_id for r in kept] == ["2", "3"] and dropped == 1
 
+    # a rescoring in another feature space is another measurement, not a rerun: both stay;
+    # a record scored by no classifier (a failed rerun) supersedes both, and a later scored
+    # one supersedes it
+    def scored(run_id, space, status="ok"):
+        info = {"fd_extractor": space} if space else {}
+        return RunRecord(method="m", dataset="d", seed=0, status=status, config_hash="h",
+                         run_id=run_id, metric_info=info)
+
+    x, y, z = scored("x", "fd-d-cnn-w1"), scored("y", "fd-d-cnn-w2"), scored("z", "fd-d-cnn-w1")
+    assert [r.run_id for r in latest_only([x, y, z])[0]] == ["y", "z"]
+    failed = scored("f", "", status="failed")
+    assert [r.run_id for r in latest_only([x, y, failed])[0]] == ["f"]
+    assert [r.run_id for r in latest_only([x, failed, y])[0]] == ["y"]
+    assert [r.run_id for r in latest_only([x, y], by_space=False)[0]] == ["y"]
+
 
 def test_t_interval_and_paired_difference():
     s = summarize([1.0, 2.0, 3.0])
@@ -185,7 +200,7 @@ def test_two_configs_of_one_method_get_labels_that_tell_them_apart():
                                                             "meanflow · config=cccc3333"}
     # one config per method: the plain name
     assert [label(r) for r in by_config([rec("aaaa1111", "pixel")])[
-        ("moons", "meanflow", "aaaa1111")]] == ["meanflow"]
+        ("moons", "meanflow", "aaaa1111", "")]] == ["meanflow"]
 
 
 def test_a_report_with_two_configs_of_one_method_renders_whole(tmp_path, monkeypatch):
@@ -405,6 +420,33 @@ def test_seeds_scored_in_different_feature_spaces_are_not_paired(tmp_path):
     # metrics outside a learned feature space pair every common seed
     assert pair_seeds(fm, a, "w2", None).seeds == [0, 1, 2]
     assert feature_space(fm[0], "inception") is None
+
+
+def test_records_scored_by_two_classifiers_get_a_section_each(tmp_path):
+    """One dataset scored by two domain classifiers (two weights hashes): two sections, each
+    with its own floor and rows, and no pair, figure or row that crosses them."""
+    a, b = f"{LEGACY_ID}-w{'ab' * 6}", f"{LEGACY_ID}-w{'cd' * 6}"
+    path = tmp_path / "records.jsonl"
+    for seed in (0, 1, 2):
+        for method, extractor, fd in (("data", a, 0.2), ("fm-euler100", a, 1.7),
+                                      ("reflow", a, 4.0), ("data", b, 0.3),
+                                      ("fm-euler100", b, 2.5), ("ect", b, 4.5 + 0.1 * seed)):
+            r = _image_record(method, seed, fd + 0.01 * seed, 0.96, extractor=extractor,
+                              nfe=100 if method == "fm-euler100" else 1)
+            r.run_id = f"{r.run_id}.{extractor[-2:]}"
+            append_record(path, r)
+    text = render_report([Source("r", read_records(path).records)], tmp_path / "r.md",
+                         metric_vocabulary(), plots_on=False)
+    first, second = f"## mnist5k, scored by {a}", f"## mnist5k, scored by {b}"
+    assert text.count("## mnist5k") == 2 and first in text and second in text
+    one, two = text[text.index(first):text.index(second)], text[text.index(second):]
+    two = two[:two.index("## Runs")]
+    for section in (one, two):
+        assert "scored by 2 domain classifiers" in section
+        assert section.count("| data (floor) | 3 |") == 1
+    assert "| reflow | 3 |" in one and "`ect`" not in one and "| ect |" not in one
+    assert "| ect | 3 |" in two and "reflow" not in two
+    assert "| ect | fm-euler100 | 3 |" in two and "| reflow | fm-euler100 | 3 |" in one
 
 
 def test_the_committed_study_refuses_exactly_the_pairs_scored_in_different_spaces():

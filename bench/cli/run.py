@@ -327,7 +327,7 @@ def number(value: Any, spec: str) -> str:
 def record_counts(results: Path) -> list[dict[str, Any]]:
     """Per dataset and method, the runs whose latest record is ok / failed / interrupted (a
     run: its config hash, method and seed; a retried run counts once)."""
-    latest, _ = latest_only(read_records(results / RECORDS_FILE).records)
+    latest, _ = latest_only(read_records(results / RECORDS_FILE).records, by_space=False)
     counts: dict[tuple[str, str], dict[str, Any]] = {}
     for r in latest:
         row = counts.setdefault((r.dataset, r.method), {

@@ -108,8 +108,8 @@ def curves_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
     floor = curve_floor(view, metric)
     better = BETTER.get(vocab.directions.get(metric, ""))
     axis = f"{metric} ({better})" if better else metric
-    return plots.learning_curves(series, axis, view.fig_dir / f"{view.dataset}_curves.png",
-                                 f"{view.dataset}: {metric} during training (EMA weights; "
+    return plots.learning_curves(series, axis, view.fig_dir / f"{view.slug}_curves.png",
+                                 f"{view.title}: {metric} during training (EMA weights; "
                                  "band: 95% CI over seeds)",
                                  floor=(f"{FLOOR_LABEL} at this sample count", floor.mean)
                                  if floor.n else None)

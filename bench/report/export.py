@@ -32,13 +32,13 @@ def rows(sources: list[Source]) -> list[dict[str, Any]]:
     records, _ = latest_only([r for s in sources for r in s.records])
     ok: list[RunRecord] = [r for r in records if r.status == "ok"]
     out = []
-    for (dataset, method, config_hash), runs in by_config(ok).items():
+    for (dataset, method, config_hash, space), runs in by_config(ok).items():
         runs = sorted(runs, key=lambda r: r.seed)
         metrics = sorted({k for r in runs for k in r.metrics})
         nfe = [r.nfe for r in runs if r.nfe is not None]
         out.append({
             "dataset": dataset, "method": method, "label": label(runs[0]),
-            "config_hash": config_hash, "sweep": runs[0].sweep,
+            "config_hash": config_hash, "scored_by": space or None, "sweep": runs[0].sweep,
             "seeds": [r.seed for r in runs], "nfe": sum(nfe) / len(nfe) if nfe else None,
             "metrics": {m: _stat([r.metrics.get(m) for r in runs]) for m in metrics},
             "costs": {k: _stat([get(r) for r in runs]) for k, _, get in COST_COLUMNS},
@@ -55,7 +55,8 @@ def as_csv(sources: list[Source]) -> str:
     """The same rows flattened: ``<metric>.<mean|std|ci95_lo|ci95_hi|n>`` columns."""
     flat = []
     for r in rows(sources):
-        row = {k: r[k] for k in ("dataset", "method", "label", "config_hash", "nfe")}
+        row = {k: r[k] for k in ("dataset", "method", "label", "config_hash", "scored_by",
+                                 "nfe")}
         row["seeds"] = " ".join(map(str, r["seeds"]))
         for group in ("metrics", "costs"):
             for name, stat in r[group].items():

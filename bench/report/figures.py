@@ -29,7 +29,7 @@ def figures(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
         if path is not None:
             lines.extend([f"![{alt}]({path.relative_to(view.root).as_posix()})", ""])
 
-    ds = view.dataset
+    ds = view.title
     link(scatter(view), f"{ds}: samples of each method (lowest seed)")
     sweeps = sorted({k for r in view.records for k in r.sweep})
     if not sweeps:
@@ -58,8 +58,8 @@ def cost_figure(view: DatasetView, vocab: MetricVocabulary) -> Path | None:
     if not series:
         return None
     return plots.quality_vs_cost(series, axis_label(metric, vocab),
-                                 view.fig_dir / f"{view.dataset}_cost.png",
-                                 f"{view.dataset}: {metric} vs NFE, sampling time, training "
+                                 view.fig_dir / f"{view.slug}_cost.png",
+                                 f"{view.title}: {metric} vs NFE, sampling time, training "
                                  "time and training compute (mean over seeds, error bars ± std; "
                                  "colour: recipe)")
 
@@ -94,8 +94,8 @@ def sweep_figure(view: DatasetView, vocab: MetricVocabulary, skey: str) -> Path 
     if not panels:
         return None
     name = skey.replace(".", "_")
-    return plots.sweep_lines(panels, skey, view.fig_dir / f"{view.dataset}_sweep_{name}.png",
-                             f"{view.dataset}: metrics vs {skey} (band: 95% CI over seeds)")
+    return plots.sweep_lines(panels, skey, view.fig_dir / f"{view.slug}_sweep_{name}.png",
+                             f"{view.title}: metrics vs {skey} (band: 95% CI over seeds)")
 
 
 def consistency_figure(view: DatasetView) -> Path | None:
@@ -106,8 +106,8 @@ def consistency_figure(view: DatasetView) -> Path | None:
             pts[r.method].append((tv, r.metrics["var_ratio"]))
     if not pts:
         return None
-    return plots.consistency_scatter(dict(pts), view.fig_dir / f"{view.dataset}_consistency.png",
-                                     f"{view.dataset}: coupling consistency vs collapse")
+    return plots.consistency_scatter(dict(pts), view.fig_dir / f"{view.slug}_consistency.png",
+                                     f"{view.title}: coupling consistency vs collapse")
 
 
 def coupling_figure(view: DatasetView) -> Path | None:
@@ -127,8 +127,8 @@ def coupling_figure(view: DatasetView) -> Path | None:
     online = any("bank_cost" in row for _, h in curves.values() for _, row in h)
     keys_plot = ["cost / independent"] + (["bank_cost", "reassigned"] if online else [])
     return plots.training_curves({m: h for m, (_, h) in curves.items()}, keys_plot,
-                                 view.fig_dir / f"{view.dataset}_coupling.png",
-                                 f"{view.dataset}: coupling statistics during training "
+                                 view.fig_dir / f"{view.slug}_coupling.png",
+                                 f"{view.title}: coupling statistics during training "
                                  "(lowest seed)")
 
 
@@ -161,7 +161,7 @@ def scatter(view: DatasetView) -> Path | None:
     if not panels:
         return None
     seed = min(r.seed for r in view.records)
-    path = view.fig_dir / f"{view.dataset}_samples.png"
+    path = view.fig_dir / f"{view.slug}_samples.png"
     if panels[0][1].ndim == 4:  # images: one 8x8 grid per method, real data first
-        return plots.image_grids(panels, path, f"{view.dataset}: seed {seed}, first 64 samples")
-    return plots.scatter_grid(panels, path, f"{view.dataset}: seed {seed}")
+        return plots.image_grids(panels, path, f"{view.title}: seed {seed}, first 64 samples")
+    return plots.scatter_grid(panels, path, f"{view.title}: seed {seed}")

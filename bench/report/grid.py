@@ -46,7 +46,7 @@ def _cells(view: DatasetView, cells: Cells,
     runs only, one config per method; also how many cells other settings held, and the
     setting's path kind."""
     groups: dict[str, dict[tuple[str, str], Cell]] = {}
-    for (_, method, _), runs in view.rows():
+    for (_, method, _, _), runs in view.rows():
         if method not in cells or runs[0].sweep:
             continue
         group = groups.setdefault(_setting(runs[0]), {})
@@ -94,7 +94,7 @@ def dataset_grid(view: DatasetView, vocab: MetricVocabulary, cells: Cells) -> Gr
               or any(sum(k[1] == c for k in present) > 1 for c in cols))
     if not shared:
         return None
-    return Grid(view.dataset, metric, vocab.directions.get(metric, "min"),
+    return Grid(view.title, metric, vocab.directions.get(metric, "min"),
                 vocab.features.get(metric), present, others, path, rows, cols)
 
 

@@ -20,7 +20,7 @@ from bench.report.curves import (
 )
 from bench.report.figures import figures
 from bench.report.grid import Cells, Grid, across_section, dataset_grid, grid_section
-from bench.report.model import DatasetView, Source, by_config, latest_only
+from bench.report.model import DatasetView, Source, by_config, latest_only, sections
 from bench.report.ranking import ranking_section
 from bench.report.stats import fmt_num
 from bench.report.tables import (
@@ -47,6 +47,13 @@ EXPLANATION = (
     "reaches at this sample size. Training seconds, training FLOPs (counted) and coupling "
     "seconds belong to the checkpoint a method was evaluated from (every sampler of a family "
     "shares one; `reflow` includes its teacher and pair generation)."
+)
+
+
+SPACES_NOTE = (
+    "The {dataset} records were scored by {n} domain classifiers (different weights: "
+    "different feature spaces). Each has its own section; no figure, pairing or ranking "
+    "crosses two."
 )
 
 
@@ -77,14 +84,19 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
     lines = header(sources, records, ok, failed, superseded, title)
     groups = by_config(ok)
     grids: list[Grid] = []
-    for dataset in sorted({r.dataset for r in ok}):
-        view = DatasetView.of(dataset, ok, groups, bases, out.parent / out.stem, out.parent)
+    views = [DatasetView.of(dataset, ok, groups, bases, out.parent / out.stem, out.parent, space)
+             for dataset in sorted({r.dataset for r in ok}) for space in sections(ok, dataset)]
+    for view in views:
         g = dataset_grid(view, vocab, grid or {})
         grids += [g] if g is not None else []
         if across_only:
             continue
+        dataset = view.title
         metrics = metric_order(view.records, vocab.directions)
         lines += [f"## {dataset}", "", data_line(view.records[0]), ""]
+        if view.space is not None:
+            lines += [SPACES_NOTE.format(n=sum(v.dataset == view.dataset for v in views),
+                                         dataset=view.dataset), ""]
         mline = metric_line(view.records)
         if mline:
             lines += [mline, ""]
@@ -117,7 +129,7 @@ def learning_curves(view: DatasetView, vocab: MetricVocabulary, reference: str,
     if not any(r.curve for r in view.records):
         return []
     fig = curves_figure(view, vocab) if plots_on else None
-    body = ([f"![{view.dataset}: learning curves]({fig.relative_to(view.root).as_posix()})", ""]
+    body = ([f"![{view.title}: learning curves]({fig.relative_to(view.root).as_posix()})", ""]
             if fig is not None else [])
     body += (curve_table(view, vocab) + bank_curve_table(view, vocab)
              + time_to_quality(view, vocab, reference)

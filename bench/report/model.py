@@ -21,8 +21,8 @@ class SkippedFile(UserWarning):
     said so by ``bench report``."""
 
 
-#: (dataset, method, config hash): one row of a dataset's table
-ConfigKey = tuple[str, str, str]
+#: (dataset, method, config hash, domain classifier id or ""): one row of a dataset's table
+ConfigKey = tuple[str, str, str, str]
 
 
 @dataclass
@@ -34,14 +34,40 @@ class Source:
     skipped: int = 0
 
 
-def latest_only(records: list[RunRecord]) -> tuple[list[RunRecord], int]:
+def scored_by(r: RunRecord) -> str:
+    """The id of the domain classifier that scored ``r`` ("" for none: a 2-D dataset, a failed
+    run). Records of one dataset scored by different classifiers are in different feature
+    spaces: a report gives each classifier its own section (``sections``)."""
+    return (r.metric_info or {}).get("fd_extractor") or ""
+
+
+def latest_only(records: list[RunRecord],
+                by_space: bool = True) -> tuple[list[RunRecord], int]:
     """One record per (dataset, method, config hash, seed): the last written (a rerun with
-    --force supersedes the earlier one). Returns the records and how many were dropped."""
-    last: dict[tuple[str, str, str, int], RunRecord] = {}
+    --force supersedes the earlier one). With ``by_space`` one per domain classifier that
+    scored the run: a rescoring in another feature space does not supersede the first, it
+    is another measurement (a record scored by none, e.g. a failed run, supersedes every
+    earlier one and is superseded by any later one). Returns the records and how many were
+    dropped."""
+    last: dict[tuple[str, str, str, int], dict[str, RunRecord]] = {}
     for r in records:
-        last[(r.dataset, r.method, r.config_hash, r.seed)] = r
-    kept = {id(r) for r in last.values()}
+        slot = last.setdefault((r.dataset, r.method, r.config_hash, r.seed), {})
+        space = scored_by(r) if by_space else ""
+        if not space:
+            slot.clear()
+        else:
+            slot.pop("", None)
+        slot[space] = r
+    kept = {id(r) for slot in last.values() for r in slot.values()}
     return [r for r in records if id(r) in kept], len(records) - len(kept)
+
+
+def sections(ok: list[RunRecord], dataset: str) -> list[str | None]:
+    """The report sections of ``dataset``: [None] (one, every record) when its ok records were
+    scored by at most one domain classifier, else one per classifier id in the order the
+    records first name it."""
+    spaces = list(dict.fromkeys(scored_by(r) for r in ok if r.dataset == dataset))
+    return [None] if len(spaces) < 2 else spaces
 
 
 def sweep_label(r: RunRecord) -> str:
@@ -77,11 +103,11 @@ def by_config(records: list[RunRecord]) -> dict[ConfigKey, list[RunRecord]]:
     other code) with their config hash too. Nothing else about them changes."""
     groups: dict[ConfigKey, list[RunRecord]] = defaultdict(list)
     for r in records:
-        groups[(r.dataset, r.method, r.config_hash)].append(r)
+        groups[(r.dataset, r.method, r.config_hash, scored_by(r))].append(r)
     clashes: dict[tuple, list[ConfigKey]] = defaultdict(list)
     for key, runs in groups.items():
         if key[1] != FLOOR_METHOD:
-            clashes[(key[0], key[1], sweep_label(runs[0]))].append(key)
+            clashes[(key[0], key[3], key[1], sweep_label(runs[0]))].append(key)
     for keys in clashes.values():
         if len(keys) < 2:
             continue
@@ -114,7 +140,8 @@ def method_order(methods: list[str]) -> list[str]:
 
 @dataclass
 class DatasetView:
-    """One dataset's ok records as a report section reads them."""
+    """One dataset's ok records as a report section reads them (those of one domain
+    classifier, ``space``, when several scored the dataset: ``sections``)."""
 
     dataset: str
     records: list[RunRecord]
@@ -128,15 +155,31 @@ class DatasetView:
     #: where figures are written, and the folder their links are relative to
     fig_dir: Path
     root: Path
+    #: the domain classifier id of this section; None: the dataset's only section
+    space: str | None = None
 
     @classmethod
     def of(cls, dataset: str, ok: list[RunRecord], groups: dict[ConfigKey, list[RunRecord]],
-           bases: dict[int, Path], fig_dir: Path, root: Path) -> DatasetView:
-        records = [r for r in ok if r.dataset == dataset]
+           bases: dict[int, Path], fig_dir: Path, root: Path,
+           space: str | None = None) -> DatasetView:
+        records = [r for r in ok if r.dataset == dataset
+                   and (space is None or scored_by(r) == space)]
         order = method_order([r.method for r in records])
-        keys = [k for k in groups if k[0] == dataset]
+        keys = [k for k in groups if k[0] == dataset and (space is None or k[3] == space)]
         keys.sort(key=lambda k: (order.index(k[1]), sweep_key(groups[k][0])))
-        return cls(dataset, records, order, keys, groups, bases, fig_dir, root)
+        return cls(dataset, records, order, keys, groups, bases, fig_dir, root, space)
+
+    @property
+    def title(self) -> str:
+        """The section's name in headings and figure titles."""
+        return self.dataset if self.space is None else (
+            f"{self.dataset}, scored by {self.space or 'no domain classifier'}")
+
+    @property
+    def slug(self) -> str:
+        """The section's part of a figure's file name."""
+        return self.dataset if self.space is None else (
+            f"{self.dataset}-{self.space.rsplit('-', 1)[-1] or 'none'}")
 
     def rows(self) -> list[tuple[ConfigKey, list[RunRecord]]]:
         return [(k, self.groups[k]) for k in self.keys]

@@ -102,7 +102,7 @@ def ranking_section(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     lines: list[str] = []
     for fam in fams:
         swept = " × ".join(sorted(family_runs(fam)[0].sweep))
-        title = view.dataset + (f", {swept}" if len(fams) > 1 else "")
+        title = view.title + (f", {swept}" if len(fams) > 1 else "")
         lines += family_section(view, vocab, fam, title)
     return lines
 
