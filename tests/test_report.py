@@ -447,6 +447,9 @@ def test_records_scored_by_two_classifiers_get_a_section_each(tmp_path):
     assert "| reflow | 3 |" in one and "`ect`" not in one and "| ect |" not in one
     assert "| ect | 3 |" in two and "reflow" not in two
     assert "| ect | fm-euler100 | 3 |" in two and "| reflow | fm-euler100 | 3 |" in one
+    # a run measured in both spaces is listed once per space, each with its classifier
+    assert f"| `mnist5k.fm-euler100.s0.ab` | `fm-eul-h` | 0 | ok | 100 s | `{a}` |" in text
+    assert f"| `mnist5k.fm-euler100.s0.cd` | `fm-eul-h` | 0 | ok | 100 s | `{b}` |" in text
 
 
 def test_the_committed_study_refuses_exactly_the_pairs_scored_in_different_spaces():
@@ -567,3 +570,55 @@ def test_a_verdict_at_equal_nfe_states_no_speed_ratio_as_a_cost():
     assert speed(a, b) == "samples at the same NFE (1; measured times differ 1.3×)"
     c = [_image_record("c", s, 1.0, 0.95, nfe=100, ms=100.0) for s in (0, 1)]
     assert speed(a, c) == "samples 74× faster (NFE 1 vs 100)"
+
+
+def test_the_sample_figure_draws_every_sweep_point_of_a_method(tmp_path, monkeypatch):
+    """A sweep's rows share a method: each point gets its own panel (lowest seed), named by
+    its point, and the floor one panel."""
+    from bench.report import figures, plots
+    from bench.report.model import DatasetView, by_config
+
+    drawn = {}
+    monkeypatch.setattr(plots, "scatter_grid",
+                        lambda panels, path, title: drawn.update(panels=panels) or path)
+    recs = []
+    for seed in (1, 0):
+        for method, sweep in (("data", {}), ("fm-euler100", {"path.kind": "linear"}),
+                              ("fm-euler100", {"path.kind": "cosine"})):
+            name = f"{method}.{sweep.get('path.kind', 'floor')}.s{seed}.npy"
+            np.save(tmp_path / name, np.full((8, 2), seed, dtype=np.float32))
+            recs.append(RunRecord(method=method, dataset="moons", seed=seed, status="ok",
+                                  run_id=name, config_hash=f"{method}-{sweep}", sweep=sweep,
+                                  nfe=None if method == "data" else 100, samples_path=name))
+    view = DatasetView.of("moons", recs, by_config(recs), {id(r): tmp_path for r in recs},
+                          tmp_path, tmp_path)
+    assert figures.scatter(view) is not None
+    assert all((pts == 0).all() for _, pts in drawn["panels"])  # seed 0 of each row
+    assert [name for name, _ in drawn["panels"]] == [
+        "data (floor)", "fm-euler100 (NFE 100)\npath.kind=cosine",
+        "fm-euler100 (NFE 100)\npath.kind=linear"]
+
+
+def test_a_dataset_scored_in_two_feature_spaces_is_one_dataset_across(tmp_path):
+    """Two sections of one dataset are the same runs measured twice, not two datasets: the
+    'Across datasets' table takes one (the latest space) and needs two datasets."""
+    from bench.report.markdown import ReportError
+
+    path = tmp_path / "records.jsonl"
+    for space in (f"{LEGACY_ID}-w{'ab' * 6}", f"{LEGACY_ID}-w{'cd' * 6}"):
+        for seed in (0, 1, 2):
+            for method, fd in (("otmap-online", 2.0), ("otnfm-online", 2.5),
+                               ("loomcfm-euler1", 2.1), ("otmap-minibatch", 3.0),
+                               ("otnfm-minibatch", 3.5)):
+                append_record(path, RunRecord(
+                    method=method, dataset="mnist5k", seed=seed, status="ok",
+                    run_id=f"{method}.s{seed}", config_hash=f"{method}-h",
+                    metrics={"fd_domain": fd + 0.01 * seed},
+                    metric_info={"fd_extractor": space}))
+    recs = read_records(path).records
+    text = render_report([Source("r", recs)], tmp_path / "r.md", metric_vocabulary(),
+                         grid=grid_cells(), plots_on=False)
+    assert text.count("### Coupling × parametrisation (mnist5k, scored by") == 2
+    with pytest.raises(ReportError, match="1 dataset"):
+        render_report([Source("r", recs)], tmp_path / "v.md", metric_vocabulary(),
+                      grid=grid_cells(), across_only=True)

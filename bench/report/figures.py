@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -12,7 +11,7 @@ import numpy as np
 
 from bench.records import RunRecord
 from bench.report import plots
-from bench.report.model import DatasetView, SkippedFile, sweep_label
+from bench.report.model import DatasetView, SkippedFile, label
 from bench.report.stats import summarize
 from bench.report.tables import BETTER, train_flops
 from bench.vocab import FLOOR_LABEL, FLOOR_METHOD, MetricVocabulary
@@ -30,7 +29,7 @@ def figures(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
             lines.extend([f"![{alt}]({path.relative_to(view.root).as_posix()})", ""])
 
     ds = view.title
-    link(scatter(view), f"{ds}: samples of each method (lowest seed)")
+    link(scatter(view), f"{ds}: samples of each row (lowest seed)")
     sweeps = sorted({k for r in view.records for k in r.sweep})
     if not sweeps:
         link(cost_figure(view, vocab), f"{ds}: quality vs cost")
@@ -133,17 +132,17 @@ def coupling_figure(view: DatasetView) -> Path | None:
 
 
 def scatter(view: DatasetView) -> Path | None:
-    """Samples of each method (lowest seed) next to the floor's data: scatter plots for
-    points, 8x8 image grids for images."""
+    """Samples of each table row (its lowest seed: every sweep point and config of a method,
+    not only its first) next to the floor's data: scatter plots for points, 8x8 image grids
+    for images."""
     panels: list[tuple[str, np.ndarray]] = []
     seen: set[str] = set()
-    for method in view.order:
-        runs = sorted((r for r in view.records if r.method == method and r.samples_path),
-                      key=lambda r: (r.seed, json.dumps(r.sweep, sort_keys=True)))
-        if not runs or method in seen:
+    for _, group in view.rows():
+        runs = sorted((r for r in group if r.samples_path), key=lambda r: r.seed)
+        if not runs or label(runs[0]) in seen:
             continue
-        seen.add(method)
         r = runs[0]
+        seen.add(label(r))
         full = view.bases[id(r)] / r.samples_path  # relative to the records file's folder
         if not full.exists():
             continue
@@ -154,9 +153,9 @@ def scatter(view: DatasetView) -> Path | None:
             continue
         if pts.ndim not in (2, 4) or (pts.ndim == 2 and pts.shape[1] != 2):
             return None
-        name = FLOOR_LABEL if method == FLOOR_METHOD else f"{method} (NFE {r.nfe})"
-        if r.sweep and method != FLOOR_METHOD:
-            name += f"\n{sweep_label(r)}"
+        name = FLOOR_LABEL if r.method == FLOOR_METHOD else f"{r.method} (NFE {r.nfe})"
+        if r.method != FLOOR_METHOD and (rest := label(r).removeprefix(r.method)):
+            name += "\n" + rest.removeprefix(" · ")
         panels.append((name, pts))
     if not panels:
         return None

@@ -20,7 +20,14 @@ from bench.report.curves import (
 )
 from bench.report.figures import figures
 from bench.report.grid import Cells, Grid, across_section, dataset_grid, grid_section
-from bench.report.model import DatasetView, Source, by_config, latest_only, sections
+from bench.report.model import (
+    DatasetView,
+    Source,
+    by_config,
+    latest_only,
+    scored_by,
+    sections,
+)
 from bench.report.ranking import ranking_section
 from bench.report.stats import fmt_num
 from bench.report.tables import (
@@ -83,20 +90,21 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
     failed = [r for r in records if r.status != "ok"]
     lines = header(sources, records, ok, failed, superseded, title)
     groups = by_config(ok)
-    grids: list[Grid] = []
+    grids: dict[str, Grid] = {}  # one a dataset: its latest feature space's
     views = [DatasetView.of(dataset, ok, groups, bases, out.parent / out.stem, out.parent, space)
              for dataset in sorted({r.dataset for r in ok}) for space in sections(ok, dataset)]
     for view in views:
         g = dataset_grid(view, vocab, grid or {})
-        grids += [g] if g is not None else []
+        if g is not None:
+            grids[view.dataset] = g
         if across_only:
             continue
         dataset = view.title
         metrics = metric_order(view.records, vocab.directions)
         lines += [f"## {dataset}", "", data_line(view.records[0]), ""]
         if view.space is not None:
-            lines += [SPACES_NOTE.format(n=sum(v.dataset == view.dataset for v in views),
-                                         dataset=view.dataset), ""]
+            n = sum(v.dataset == view.dataset and bool(v.space) for v in views)
+            lines += [SPACES_NOTE.format(n=n, dataset=view.dataset), ""]
         mline = metric_line(view.records)
         if mline:
             lines += [mline, ""]
@@ -113,11 +121,11 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
         lines += learning_curves(view, vocab, reference, plots_on)
         if plots_on:
             lines += figures(view, vocab)
-    across = across_section(grids)
+    across = across_section(list(grids.values()))
     if across_only and not across:
         raise ReportError(f"no 'Across datasets' table: {len(grids)} dataset(s) have a grid with "
                          "neural-flow comparisons, it needs two or more")
-    lines += across + footer(records, failed)
+    lines += across + footer(records, failed, split=any(v.space is not None for v in views))
     text = "\n".join(lines)
     atomic_write_text(out, text)
     return text
@@ -162,8 +170,10 @@ def header(sources: list[Source], records: list[RunRecord], ok: list[RunRecord],
     return lines + ["", EXPLANATION, ""]
 
 
-def footer(records: list[RunRecord], failed: list[RunRecord]) -> list[str]:
-    """Failed runs with their reasons, then every run the report was built from."""
+def footer(records: list[RunRecord], failed: list[RunRecord], split: bool = False) -> list[str]:
+    """Failed runs with their reasons, then every run the report was built from (with the
+    domain classifier that scored it when ``split``: a run rescored in another feature space
+    is listed once per space)."""
     lines: list[str] = []
     if failed:
         lines += ["## Failed runs", "", "| run | error |", "|---|---|"]
@@ -171,11 +181,14 @@ def footer(records: list[RunRecord], failed: list[RunRecord]) -> list[str]:
             err = (r.error or "").replace("|", "\\|").replace("\n", " ")
             lines.append(f"| `{r.run_id}` | {err} |")
         lines.append("")
-    lines += ["## Runs", "", "| run | config hash | seed | status | checkpoint trained in |",
-              "|---|---|---|---|---|"]
+    scored = " scored by |" if split else ""
+    lines += ["## Runs", "",
+              f"| run | config hash | seed | status | checkpoint trained in |{scored}",
+              "|---|---|---|---|---|" + "---|" * split]
     for r in records:
         where = "–" if r.method == FLOOR_METHOD or not r.train_steps else (
             "reused" if r.checkpoint_reused else f"{fmt_num(r.train_seconds)} s")
-        lines.append(f"| `{r.run_id}` | `{r.config_hash}` | {r.seed} | {r.status} | {where} |")
+        by = f" `{scored_by(r)}` |" if split and scored_by(r) else " – |" if split else ""
+        lines.append(f"| `{r.run_id}` | `{r.config_hash}` | {r.seed} | {r.status} | {where} |{by}")
     lines.append("")
     return lines

@@ -37,7 +37,10 @@ class Source:
 def scored_by(r: RunRecord) -> str:
     """The id of the domain classifier that scored ``r`` ("" for none: a 2-D dataset, a failed
     run). Records of one dataset scored by different classifiers are in different feature
-    spaces: a report gives each classifier its own section (``sections``)."""
+    spaces: a report gives each classifier its own section (``sections``). A legacy id (no
+    weights hash, ``fd-mnist5k-cnn-04408539c0ec``) covered classifiers told apart only by
+    held-out accuracy: it stays one section, whose pairings leave out the seeds of another
+    accuracy and whose table marks the rows that mix them (``pairing.feature_space``)."""
     return (r.metric_info or {}).get("fd_extractor") or ""
 
 
