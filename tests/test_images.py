@@ -229,12 +229,13 @@ def test_domain_extractor_id_names_its_weights_and_ignores_the_thread_count(tmp_
     assert extractors.state_digest(fixed["state"]) == ids[0].rsplit("-w", 1)[1]
 
 
-@pytest.mark.parametrize("validation", [0, 1000])
-def test_mnist5k_is_scored_by_the_shipped_classifier_on_every_machine(tmp_path, monkeypatch,
-                                                                      validation):
+@pytest.mark.parametrize("dataset,validation", [("mnist5k", 0), ("mnist5k", 1000),
+                                                ("digits", 0)])
+def test_images_are_scored_by_the_shipped_classifier_on_every_machine(tmp_path, monkeypatch,
+                                                                      dataset, validation):
     """mnist5k's classifiers (its 4,000 training images, and the 3,000 that data.validation=1000
-    leaves) ship with the package: the weights match the id, and the harness uses them (never
-    training, never touching the cache)."""
+    leaves) and digits' (its 1,437) ship with the package: the weights match the id, and the
+    harness uses them (never training, never touching the cache)."""
     from bench.datasets.base import hold_out_validation
     from bench.metrics import extractors
 
@@ -243,15 +244,15 @@ def test_mnist5k_is_scored_by_the_shipped_classifier_on_every_machine(tmp_path, 
 
     monkeypatch.setattr(extractors, "train_domain_classifier", refuse)
     monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
-    data = load("mnist5k", n_train=4000, n_eval=1000)
+    data = load("mnist5k", n_train=4000, n_eval=1000) if dataset == "mnist5k" else load(dataset)
     if validation:
         data = hold_out_validation(data, validation)
-    path, info = extractors.domain_extractor("mnist5k", data.train, data.train_labels, 10)
+    path, info = extractors.domain_extractor(dataset, data.train, data.train_labels, 10)
     assert path.parent == extractors.SHIPPED_DIR
     blob = torch.load(path, weights_only=True)
     assert info["id"] == blob["id"]
     assert blob["id"].endswith("-w" + extractors.state_digest(blob["state"]))
-    assert 0.9 < blob["eval_accuracy"] < 1.0
+    assert 0.85 < blob["eval_accuracy"] < 1.0
     assert not (tmp_path / "cache").exists()
 
 

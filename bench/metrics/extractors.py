@@ -3,8 +3,9 @@
 - ``bench-domain``: a small CNN classifier trained once per dataset on its training split
   (fixed seed, fixed recipe, one CPU thread, CPU seconds), cached on disk under
   ``$BENCH_CACHE/extractors`` (default ``~/.cache/otnfm-bench``); ``mnist5k``'s (on its 4,000
-  training images, and on the 3,000 ``data.validation: 1000`` leaves) ship with the package
-  (``bench/metrics/classifiers/``), so every machine scores mnist5k in the same feature spaces.
+  training images, and on the 3,000 ``data.validation: 1000`` leaves) and ``digits``' (its
+  1,437) ship with the package (``bench/metrics/classifiers/``), so every machine scores them
+  in the same feature spaces.
   Its 128-d penultimate features feed torch-fidelity's FID / KID / precision-recall code: the
   result is a Frechet distance in *this* feature space, recorded as ``fd_domain`` with the
   extractor's id, never called FID. Its logits give the class histogram of generated samples.
