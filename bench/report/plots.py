@@ -20,7 +20,8 @@ def _plt():
 def _save(fig, path: Path) -> Path:
     """Lay out, write the PNG (creating its folder) and free the figure."""
     plt = _plt()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # panel figures lay out themselves (suptitle)
+        fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -32,7 +33,7 @@ def _panels(n: int, width: float, height: float):
     cols = min(5, n)
     rows = math.ceil(n / cols)
     fig, axes = _plt().subplots(rows, cols, figsize=(width * cols, height * rows),
-                                squeeze=False)
+                                squeeze=False, layout="constrained")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     return fig, axes
