@@ -16,8 +16,9 @@
 # Every command resumes (finished runs are skipped, a stopped run continues from its saved
 # state): run the script again after a stop. On a fresh machine, put the committed records
 # back first, so that their runs are skipped:
-#   mkdir -p results/mnist5k-pinned
+#   mkdir -p results/mnist5k-pinned results/sensitivity-mnist5k
 #   cp reports/data/mnist5k-pinned/records.jsonl results/mnist5k-pinned/
+#   cp reports/data/sensitivity-mnist5k/records.jsonl results/sensitivity-mnist5k/
 # Stop it with kill PID or Ctrl-C (the run in progress gets SIGTERM, saves its state and
 # exits; no next command starts).
 #   nohup scripts/referee_mnist5k.sh > referee.log 2>&1 &
