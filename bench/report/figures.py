@@ -14,7 +14,7 @@ from bench.report import plots
 from bench.report.model import DatasetView, SkippedFile, label
 from bench.report.stats import summarize
 from bench.report.tables import BETTER, train_flops
-from bench.vocab import FLOOR_LABEL, FLOOR_METHOD, MetricVocabulary
+from bench.vocab import FLOOR_METHOD, MetricVocabulary
 
 #: the coupling's consistency, drawn in sweep panels after the key metrics
 TARGET_VARIANCE = "target variance"
@@ -139,10 +139,10 @@ def scatter(view: DatasetView) -> Path | None:
     seen: set[str] = set()
     for _, group in view.rows():
         runs = sorted((r for r in group if r.samples_path), key=lambda r: r.seed)
-        if not runs or label(runs[0]) in seen:
+        if not runs or (lab := label(runs[0])) in seen:
             continue
         r = runs[0]
-        seen.add(label(r))
+        seen.add(lab)
         full = view.bases[id(r)] / r.samples_path  # relative to the records file's folder
         if not full.exists():
             continue
@@ -153,8 +153,8 @@ def scatter(view: DatasetView) -> Path | None:
             continue
         if pts.ndim not in (2, 4) or (pts.ndim == 2 and pts.shape[1] != 2):
             return None
-        name = FLOOR_LABEL if r.method == FLOOR_METHOD else f"{r.method} (NFE {r.nfe})"
-        if r.method != FLOOR_METHOD and (rest := label(r).removeprefix(r.method)):
+        name = lab if r.method == FLOOR_METHOD else f"{r.method} (NFE {r.nfe})"
+        if r.method != FLOOR_METHOD and (rest := lab.removeprefix(r.method)):
             name += "\n" + rest.removeprefix(" · ")
         panels.append((name, pts))
     if not panels:

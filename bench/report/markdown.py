@@ -99,9 +99,8 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
             grids[view.dataset] = g
         if across_only:
             continue
-        dataset = view.title
         metrics = metric_order(view.records, vocab.directions)
-        lines += [f"## {dataset}", "", data_line(view.records[0]), ""]
+        lines += [f"## {view.title}", "", data_line(view.records[0]), ""]
         if view.space is not None:
             n = sum(v.dataset == view.dataset and bool(v.space) for v in views)
             lines += [SPACES_NOTE.format(n=n, dataset=view.dataset), ""]
@@ -114,7 +113,7 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
         lines += main_table(view, metrics, vocab) + [""]
         pair_lines = pairs_table(view, metrics, vocab, pairs)
         if pair_lines:
-            lines += [f"### Paired comparisons ({dataset})", ""] + pair_lines + [""]
+            lines += [f"### Paired comparisons ({view.title})", ""] + pair_lines + [""]
         lines += grid_section(g)
         lines += (compute_table(view) + diagnostics_table(view) + bank_gap_table(view)
                   + sweep_notes(view) + ranking_section(view, vocab))
@@ -188,7 +187,9 @@ def footer(records: list[RunRecord], failed: list[RunRecord], split: bool = Fals
     for r in records:
         where = "–" if r.method == FLOOR_METHOD or not r.train_steps else (
             "reused" if r.checkpoint_reused else f"{fmt_num(r.train_seconds)} s")
-        by = f" `{scored_by(r)}` |" if split and scored_by(r) else " – |" if split else ""
+        by = ""
+        if split:
+            by = f" `{scored_by(r)}` |" if scored_by(r) else " – |"
         lines.append(f"| `{r.run_id}` | `{r.config_hash}` | {r.seed} | {r.status} | {where} |{by}")
     lines.append("")
     return lines
