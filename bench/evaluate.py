@@ -133,14 +133,19 @@ def bank_gap(method: Method, data: DataBundle, cfg: EvalConfig, seed: int,
 
 
 def curve_metric_names(kind: str, cfg: EvalConfig) -> list[str]:
-    """``eval.curve_metrics``, or the metric that produces the data kind's headline output."""
+    """``eval.curve_metrics``, or the metric that produces the data kind's headline output
+    followed by the run's memorisation metrics (those measured against the training set, e.g.
+    ``copy``: a nearest-neighbour search, cheap beside sampling), so that a learning curve
+    shows when a model starts to reproduce its training items."""
     if cfg.curve_metrics:
         return metric_names(kind, cfg.curve_metrics)
     vocab = metric_vocabulary()
     names = metric_names(kind, cfg.metrics)
     outputs = {o: n for n in names for o in METRICS.entry(n).meta.get("outputs", {})}
     head = vocab.headline_of(outputs)
-    return [outputs[head]] if head is not None else names[:1]
+    first = [outputs[head]] if head is not None else names[:1]
+    return first + [n for n in names
+                    if METRICS.entry(n).meta.get("against_train") and n not in first]
 
 
 def curve_scores(methods: dict[str, Method], data: DataBundle, cfg: EvalConfig, seed: int,

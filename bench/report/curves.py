@@ -193,6 +193,52 @@ def bank_curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     return [*lines, ""]
 
 
+def copy_curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
+    """Memorisation along the curve: the memorisation outputs (``copy_ratio`` / ``copy_share``)
+    at every curve step, mean over seeds, on fresh noise and, for the rows trained on a noise
+    bank, on the bank's own noise. Nothing when no curve point carries them."""
+    present = {k for r in view.records for p in r.curve for k in p["metrics"]}
+    outs = [o for o in vocab.directions if o in vocab.against_train and o in present]
+    if not outs:
+        return []
+    rows, steps = [], set()
+    for lab, runs in curved_rows(view):
+        pts = {s: [p for _, p in sp if outs[0] in p["metrics"]] for s, sp in by_step(runs).items()}
+        pts = {s: v for s, v in pts.items() if v}
+        if pts:
+            steps |= set(pts)
+            rows.append((lab, len(runs), pts))
+    if not rows:
+        return []
+    cols = sorted(steps)
+    names = " / ".join(f"`{o}` ({BETTER.get(vocab.directions.get(o, ''), '')})" for o in outs)
+    lines = ["### Memorisation during training", "",
+             f"{names} of the EMA weights on {curve_samples(view)} samples at each curve step "
+             "(nearest training item against nearest for held-out data; see the metric's "
+             "description), mean over seeds with its 95% interval from two seeds on; after "
+             "\"bank\": the same on noise from the model's own bank (the noise it was trained "
+             "on). A `copy_share` above 0 counts samples nearer a training item than any "
+             "held-out item is: near copies.", "",
+             "| method | seeds | " + " | ".join(f"step {s}" for s in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for lab, n, pts in rows:
+        cells = []
+        for s in cols:
+            got = pts.get(s, [])
+            if not got:
+                cells.append("–")
+                continue
+            cell = " / ".join(ratio_cell(summarize([p["metrics"].get(o) for p in got]))
+                              for o in outs)
+            banked = [p for p in got if outs[0] in p.get("bank", {})]
+            if banked:
+                cell += "; bank " + " / ".join(
+                    ratio_cell(summarize([p["bank"].get(o) for p in banked])) for o in outs)
+            cells.append(cell)
+        lines.append(f"| {lab} | {n} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def time_to_quality(view: DatasetView, vocab: MetricVocabulary,
                     reference: str = REFERENCE_METHOD) -> list[str]:
     """For each method with a curve: the first step, training seconds and FLOPs at which it

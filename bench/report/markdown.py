@@ -12,6 +12,7 @@ from bench.io import atomic_write_text
 from bench.records import RunRecord
 from bench.report.curves import (
     bank_curve_table,
+    copy_curve_table,
     curve_overhead,
     curve_table,
     curves_figure,
@@ -139,6 +140,7 @@ def learning_curves(view: DatasetView, vocab: MetricVocabulary, reference: str,
     body = ([f"![{view.title}: learning curves]({fig.relative_to(view.root).as_posix()})", ""]
             if fig is not None else [])
     body += (curve_table(view, vocab) + bank_curve_table(view, vocab)
+             + copy_curve_table(view, vocab)
              + time_to_quality(view, vocab, reference)
              + gap_table(view, vocab, reference) + curve_overhead(view))
     return ["### Learning curves", "", *body] if body else []
