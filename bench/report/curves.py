@@ -151,17 +151,13 @@ def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     return [*lines, ""]
 
 
-def bank_curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
-    """The bank gap along the curve: for the rows trained on a noise bank, the curve metric on
-    fresh noise and on the bank's own noise at every curve step (mean over seeds), and the gap
-    fresh - bank with its interval. Nothing when no curve point was scored on bank noise."""
-    metric = curve_metric(view, vocab)
-    if metric is None:
-        return []
+def step_table(view: DatasetView, heading: str, intro: str, keep, cell) -> list[str]:
+    """A table with a row per curved report row and a column per curve step: ``cell`` of the
+    row's curve points at that step that ``keep`` accepts (– where none); nothing when no
+    row has such a point."""
     rows, steps = [], set()
     for lab, runs in curved_rows(view):
-        pts = {s: [p for _, p in sp if metric in p.get("bank", {})]
-               for s, sp in by_step(runs).items()}
+        pts = {s: [p for _, p in sp if keep(p)] for s, sp in by_step(runs).items()}
         pts = {s: v for s, v in pts.items() if v}
         if pts:
             steps |= set(pts)
@@ -169,28 +165,37 @@ def bank_curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     if not rows:
         return []
     cols = sorted(steps)
-    better = "higher" if vocab.directions.get(metric) == "max" else "lower"
-    lines = ["### Bank gap during training", "",
-             f"`{metric}` on fresh noise / on noise from the model's own bank (the noise it was "
-             f"trained on), same sample count, then the gap fresh − bank with its 95% interval "
-             f"over seeds. A bank score much {better}-is-better than the fresh one means the "
-             "model answers its training noise with what it memorised for it.", "",
+    lines = [f"### {heading}", "", intro, "",
              "| method | seeds | " + " | ".join(f"step {s}" for s in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     for lab, n, pts in rows:
-        cells = []
-        for s in cols:
-            got = pts.get(s, [])
-            if not got:
-                cells.append("–")
-                continue
-            fresh = summarize([p["metrics"][metric] for p in got])
-            bank = summarize([p["bank"][metric] for p in got])
-            gap = summarize([p["metrics"][metric] - p["bank"][metric] for p in got])
-            cells.append(f"{fmt_num(fresh.mean)} / {fmt_num(bank.mean)} "
-                         f"(gap {gap.fmt(ci=True)})")
+        cells = [cell(pts[s]) if s in pts else "–" for s in cols]
         lines.append(f"| {lab} | {n} | " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def bank_curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
+    """The bank gap along the curve: for the rows trained on a noise bank, the curve metric on
+    fresh noise and on the bank's own noise at every curve step (mean over seeds), and the gap
+    fresh - bank with its interval. Nothing when no curve point was scored on bank noise."""
+    metric = curve_metric(view, vocab)
+    if metric is None:
+        return []
+    better = "higher" if vocab.directions.get(metric) == "max" else "lower"
+
+    def cell(got: list[dict]) -> str:
+        fresh = summarize([p["metrics"][metric] for p in got])
+        bank = summarize([p["bank"][metric] for p in got])
+        gap = summarize([p["metrics"][metric] - p["bank"][metric] for p in got])
+        return f"{fmt_num(fresh.mean)} / {fmt_num(bank.mean)} (gap {gap.fmt(ci=True)})"
+
+    return step_table(
+        view, "Bank gap during training",
+        f"`{metric}` on fresh noise / on noise from the model's own bank (the noise it was "
+        f"trained on), same sample count, then the gap fresh − bank with its 95% interval "
+        f"over seeds. A bank score much {better}-is-better than the fresh one means the "
+        "model answers its training noise with what it memorised for it.",
+        lambda p: metric in p.get("bank", {}), cell)
 
 
 def copy_curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
@@ -201,42 +206,24 @@ def copy_curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     outs = [o for o in vocab.directions if o in vocab.against_train and o in present]
     if not outs:
         return []
-    rows, steps = [], set()
-    for lab, runs in curved_rows(view):
-        pts = {s: [p for _, p in sp if outs[0] in p["metrics"]] for s, sp in by_step(runs).items()}
-        pts = {s: v for s, v in pts.items() if v}
-        if pts:
-            steps |= set(pts)
-            rows.append((lab, len(runs), pts))
-    if not rows:
-        return []
-    cols = sorted(steps)
+
+    def side(got: list[dict], key: str) -> str:
+        return " / ".join(ratio_cell(summarize([p[key].get(o) for p in got])) for o in outs)
+
+    def cell(got: list[dict]) -> str:
+        banked = [p for p in got if outs[0] in p.get("bank", {})]
+        return side(got, "metrics") + (f"; bank {side(banked, 'bank')}" if banked else "")
+
     names = " / ".join(f"`{o}` ({BETTER.get(vocab.directions.get(o, ''), '')})" for o in outs)
-    lines = ["### Memorisation during training", "",
-             f"{names} of the EMA weights on {curve_samples(view)} samples at each curve step "
-             "(nearest training item against nearest for held-out data; see the metric's "
-             "description), mean over seeds with its 95% interval from two seeds on; after "
-             "\"bank\": the same on noise from the model's own bank (the noise it was trained "
-             "on). A `copy_share` above 0 counts samples nearer a training item than any "
-             "held-out item is: near copies.", "",
-             "| method | seeds | " + " | ".join(f"step {s}" for s in cols) + " |",
-             "|---|---|" + "---|" * len(cols)]
-    for lab, n, pts in rows:
-        cells = []
-        for s in cols:
-            got = pts.get(s, [])
-            if not got:
-                cells.append("–")
-                continue
-            cell = " / ".join(ratio_cell(summarize([p["metrics"].get(o) for p in got]))
-                              for o in outs)
-            banked = [p for p in got if outs[0] in p.get("bank", {})]
-            if banked:
-                cell += "; bank " + " / ".join(
-                    ratio_cell(summarize([p["bank"].get(o) for p in banked])) for o in outs)
-            cells.append(cell)
-        lines.append(f"| {lab} | {n} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+    return step_table(
+        view, "Memorisation during training",
+        f"{names} of the EMA weights on {curve_samples(view)} samples at each curve step "
+        "(nearest training item against nearest for held-out data; see the metric's "
+        "description), mean over seeds with its 95% interval from two seeds on; after "
+        "\"bank\": the same on noise from the model's own bank (the noise it was trained "
+        "on). A `copy_share` above 0 counts samples nearer a training item than any "
+        "held-out item is: near copies.",
+        lambda p: outs[0] in p["metrics"], cell)
 
 
 def time_to_quality(view: DatasetView, vocab: MetricVocabulary,
