@@ -273,42 +273,38 @@ def test_floor_due_follows_the_records(tmp_path):
     assert not all_recorded(unit, ok_keys(path), path)  # a Slurm resume submits the floor
 
 
-def test_the_report_shows_the_bank_gap_beside_the_curves(tmp_path):
-    recs = _run(tmp_path / "res", CURVE)
-    res = CliRunner().invoke(app, ["report", str(tmp_path / "res"), "--no-figures",
-                                   "--out", str(tmp_path / "r.md")])
-    assert res.exit_code == 0, res.output
-    text = (tmp_path / "r.md").read_text()
-    section = text[text.index("### Bank gap during training"):]
+def _table_rows(text: str, heading: str) -> dict[str, str]:
+    """The rows of the report table under ``heading``, by their first cell."""
+    section = text[text.index(heading):]
     section = section[: section.index("\n\n", section.index("| method"))]
-    rows = [ln for ln in section.splitlines() if ln.startswith("| ") and "method" not in ln]
-    assert [r.split(" | ")[0] for r in rows] == ["| otnfm-online"]  # only the bank method
-    last = recs["otnfm-online"].curve[-1]
-    fresh, bank = last["metrics"]["w2"], last["bank"]["w2"]
-    assert f"{fresh:.3g} / {bank:.3g} (gap {fresh - bank:.3g} (1 seed))" in rows[0]
+    return {ln.split(" | ")[0][2:]: ln for ln in section.splitlines()
+            if ln.startswith("| ") and "method" not in ln}
 
 
-def test_curve_points_carry_the_copy_metric_and_the_report_tables_it(tmp_path):
+def test_the_report_shows_the_bank_gap_and_memorisation_beside_the_curves(tmp_path):
     recs = _run(tmp_path / "res", CURVE)
     for m in ("otnfm-online", "fm-euler1"):
         for p in recs[m].curve:  # by default: the headline's metric, then memorisation
             assert {"w2", "copy_ratio", "copy_share"} <= set(p["metrics"])
             assert p["metrics"]["copy_ratio"] > 0 and 0 <= p["metrics"]["copy_share"] <= 1
     assert "copy_share" in recs["otnfm-online"].curve[-1]["bank"]
-    # a config that names its curve metrics gets exactly those
-    only = _run(tmp_path / "only", [*CURVE, "eval.curve_metrics=[w2]"])
-    assert all(set(p["metrics"]) == {"w2", "w2_sq"} for p in only["otnfm-online"].curve)
     res = CliRunner().invoke(app, ["report", str(tmp_path / "res"), "--no-figures",
                                    "--out", str(tmp_path / "r.md")])
     assert res.exit_code == 0, res.output
     text = (tmp_path / "r.md").read_text()
-    section = text[text.index("### Memorisation during training"):]
-    section = section[: section.index("\n\n", section.index("| method"))]
-    rows = {ln.split(" | ")[0][2:]: ln for ln in section.splitlines()
-            if ln.startswith("| ") and "method" not in ln}
-    assert set(rows) == {"otnfm-online", "fm-euler1", "fm-euler10"}
     last = recs["otnfm-online"].curve[-1]
+    rows = _table_rows(text, "### Bank gap during training")
+    assert list(rows) == ["otnfm-online"]  # only the bank method
+    fresh, bank = last["metrics"]["w2"], last["bank"]["w2"]
+    assert f"{fresh:.3g} / {bank:.3g} (gap {fresh - bank:.3g} (1 seed))" in rows["otnfm-online"]
+    rows = _table_rows(text, "### Memorisation during training")
+    assert set(rows) == {"otnfm-online", "fm-euler1", "fm-euler10"}
     want = (f"{last['metrics']['copy_ratio']:.3g} / {last['metrics']['copy_share']:.3g}; bank "
             f"{last['bank']['copy_ratio']:.3g} / {last['bank']['copy_share']:.3g}")
     assert rows["otnfm-online"].rstrip(" |").endswith(want)
     assert "bank" not in rows["fm-euler1"]  # no bank, no bank side
+
+
+def test_named_curve_metrics_are_the_only_ones_scored(tmp_path):
+    only = _run(tmp_path / "only", [*CURVE, "eval.curve_metrics=[w2]"])
+    assert all(set(p["metrics"]) == {"w2", "w2_sq"} for p in only["otnfm-online"].curve)
