@@ -164,7 +164,7 @@ def _run_script(tmp_path, script, body, **folders):
 
 def _study(tmp_path, body):
     """scripts/mnist5k_study.sh started with a stand-in `bench` whose body is ``body``."""
-    return _run_script(tmp_path, "mnist5k_study.sh", body, STUDY="study", CURVES="curves")
+    return _run_script(tmp_path, "mnist5k_study.sh", body, STUDY="study", CURVES="curves", LADDER2D="l2d")
 
 
 def test_mnist5k_study_goes_on_after_a_suite_with_failed_runs_and_says_so(tmp_path):
@@ -305,7 +305,7 @@ def test_threads_vs_processes_script_times_three_setups():
 def _referee(tmp_path, body):
     """scripts/referee_mnist5k.sh started with a stand-in `bench` whose body is ``body``."""
     return _run_script(tmp_path, "referee_mnist5k.sh", body, OUT="v3", SENS="sens",
-                       CURVES="curves")
+                       CURVES="curves", LADDER2D="l2d")
 
 
 def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
@@ -325,8 +325,9 @@ def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
         "sweep --config configs/sensitivity-mnist5k.yaml",
         "run --config configs/curves-mnist5k.yaml -m "
         "otnfm-online,otmap-online,loomcfm-euler1,fm-euler100 --seeds 0,1,2",
-        "sweep --config configs/curves-mnist5k-k1.yaml --set seeds=[0,1,2]"]
-    folder = {"curves": "curves", "sensitivity": "sens"}
+        "sweep --config configs/curves-mnist5k-k1.yaml --set seeds=[0,1,2]",
+        "run --config configs/ladder2d.yaml"]
+    folder = {"curves": "curves", "sensitivity": "sens", "ladder2d": "l2d"}
     for c in log.read_text().splitlines():
         where = next((f for k, f in folder.items() if k in c), "v3")
         assert f"--out {tmp_path / where} " in c, c
@@ -339,7 +340,7 @@ def test_referee_script_goes_on_after_failed_runs_and_stops_on_a_kill(tmp_path):
     proc, log = _referee(tmp_path, 'case "$*" in *t-sampling*) exit 1;; esac')
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
-    assert "curves-mnist5k-k1" in log.read_text()
+    assert "ladder2d" in log.read_text()
 
     (tmp_path / "calls").unlink()  # bad input (exit 2) stops it
     proc, log = _referee(tmp_path, 'case "$*" in *t-sampling*) exit 2;; esac')
