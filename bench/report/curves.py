@@ -4,6 +4,7 @@ method to reach a target quality."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +152,8 @@ def curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     return [*lines, ""]
 
 
-def step_table(view: DatasetView, heading: str, intro: str, keep, cell) -> list[str]:
+def step_table(view: DatasetView, heading: str, intro: str, keep: Callable[[dict], bool],
+               cell: Callable[[list[dict]], str]) -> list[str]:
     """A table with a row per curved report row and a column per curve step: ``cell`` of the
     row's curve points at that step that ``keep`` accepts (– where none); nothing when no
     row has such a point."""
@@ -217,12 +219,13 @@ def copy_curve_table(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     names = " / ".join(f"`{o}` ({BETTER.get(vocab.directions.get(o, ''), '')})" for o in outs)
     return step_table(
         view, "Memorisation during training",
-        f"{names} of the EMA weights on {curve_samples(view)} samples at each curve step "
-        "(nearest training item against nearest for held-out data; see the metric's "
-        "description), mean over seeds with its 95% interval from two seeds on; after "
-        "\"bank\": the same on noise from the model's own bank (the noise it was trained "
-        "on). A `copy_share` above 0 counts samples nearer a training item than any "
-        "held-out item is: near copies.",
+        f"{names} of the EMA weights on {curve_samples(view)} samples at each curve step, "
+        "mean over seeds with its 95% interval from two seeds on; after \"bank\": the same on "
+        "noise from the model's own bank (the noise it was trained on). `copy_ratio`: the "
+        "median distance from a sample to its nearest training item over the same median for "
+        "held-out items (1: like new data; well below 1: reproduces training items). "
+        "`copy_share`: the share of samples nearer a training item than any held-out item "
+        "is (near copies; 0 for new data).",
         lambda p: outs[0] in p["metrics"], cell)
 
 
