@@ -81,7 +81,9 @@ class TrainConfig:
     warmup: int = 100
     lr_final: float = 0.05
     grad_clip: float = 1.0
-    #: EMA decay of the weights used for sampling (0 disables EMA)
+    #: EMA decay of the weights used for sampling (0 disables EMA); the trainer warms it up as
+    #: min(ema, (1 + n) / (10 + n)) at update n, so a decay above (1 + steps) / (10 + steps)
+    #: is never reached (``ema_note``)
     ema: float = 0.999
     log_every: int = 50
     #: mixed precision for the forward/backward pass: ``off`` or ``bf16`` (autocast; meant
@@ -89,6 +91,22 @@ class TrainConfig:
     amp: str = "off"
     #: torch.compile the network for training (the evaluated network is the plain module)
     compile: bool = False
+
+    @property
+    def ema_reached(self) -> float:
+        """The EMA decay in force at the last step: ``ema`` or the warm-up's cap below it."""
+        return min(self.ema, (1 + self.steps) / (10 + self.steps))
+
+
+def ema_note(train: TrainConfig) -> str | None:
+    """Why ``train.ema`` does not act as set, or None: with the (1 + n) / (10 + n) warm-up a
+    decay above its value at the last step is never reached, and every setting above it
+    trains the same run (measured: 0.995 and 0.999 at 1,200 steps, identical to every digit)."""
+    if train.ema <= 0 or train.ema <= train.ema_reached:
+        return None
+    return (f"train.ema {train.ema:g} is never reached in {train.steps} steps: the EMA warm-up "
+            f"(1 + n) / (10 + n) holds the decay at {train.ema_reached:.4f} or below, so any ema "
+            f"above {train.ema_reached:.4f} trains exactly the same run")
 
 
 @dataclass(frozen=True)

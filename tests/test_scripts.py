@@ -164,7 +164,7 @@ def _run_script(tmp_path, script, body, **folders):
 
 def _study(tmp_path, body):
     """scripts/mnist5k_study.sh started with a stand-in `bench` whose body is ``body``."""
-    return _run_script(tmp_path, "mnist5k_study.sh", body, STUDY="study", CURVES="curves", LADDER2D="l2d")
+    return _run_script(tmp_path, "mnist5k_study.sh", body, STUDY="study", CURVES="curves")
 
 
 def test_mnist5k_study_goes_on_after_a_suite_with_failed_runs_and_says_so(tmp_path):

@@ -2,9 +2,14 @@
 
 import pytest
 import torch
+import torch.nn as nn
+from typer.testing import CliRunner
 
+from bench.cli import app
+from bench.config import TrainConfig, ema_note
 from bench.couplings import Independent, MinibatchOT
 from bench.registry import DATASETS
+from bench.trainer import EMA
 
 
 def _resume_setup(tiny_cfg, cpu, name):
@@ -116,3 +121,26 @@ def test_train_estimate_and_perf_all_run_the_one_training_step(monkeypatch, tiny
     method = build_method("otnfm-online", data, cfg, cpu, 0)
     parts = perf.step_breakdown(method, data, cfg, cpu, warmup=1, repeats=2)
     assert len(calls) == 3 and parts["step"].n == 2
+
+
+def test_an_ema_decay_above_the_warm_up_cap_is_never_reached_and_the_cli_says_so(tmp_path):
+    torch.manual_seed(0)
+    nets = [nn.Linear(3, 2) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    emas = [EMA(nets[0], 0.995), EMA(nets[1], 0.999)]
+    for _ in range(50):  # the warm-up caps both decays at (1 + n) / (10 + n) < 0.99
+        for net, ema in zip(nets, emas, strict=True):
+            with torch.no_grad():
+                net.weight.add_(0.1)
+            ema.update(net)
+    assert all(torch.equal(a, b) for a, b in zip(emas[0].shadow, emas[1].shadow, strict=True))
+    assert TrainConfig(steps=50, ema=0.995).ema_reached == pytest.approx(51 / 60)
+    assert ema_note(TrainConfig(steps=1200, ema=0.999)).startswith(
+        "train.ema 0.999 is never reached in 1200 steps")
+    assert ema_note(TrainConfig(steps=20000, ema=0.999)) is None  # reached at step 8,991
+    assert ema_note(TrainConfig(steps=10, ema=0.0)) is None  # EMA off
+    res = CliRunner().invoke(app, ["run", "-m", "fm-euler1", "-d", "moons", "--dry-run",
+                                   "--no-estimate", "--out", str(tmp_path),
+                                   "--set", "train.steps=40", "--set", "train.ema=0.999"])
+    assert res.exit_code == 0, res.output
+    assert "train.ema 0.999 is never reached in 40 steps" in res.output

@@ -44,7 +44,7 @@ from bench.cli.options import (
     WaitOpt,
     WorkersOpt,
 )
-from bench.config import ConfigError
+from bench.config import ConfigError, ema_note
 from bench.distributed import init_from_env, is_main, shutdown
 from bench.env import pick_device
 from bench.estimate import human, human_range
@@ -164,6 +164,7 @@ def sweep_cmd(
         runners = suite.runners(out_dir, dev, force=force)
     except (ConfigError, RegistryError, ValueError) as err:
         fail(unknown_name_hint(str(err)))
+    ema_warnings(suite)
     total = sum(len(p.runs()) for p in suite.plans)
     console.print(f"sweep {config}: {len(suite.points)} grid point(s), {total} run(s) in all")
     if dry_run:
@@ -175,10 +176,18 @@ def sweep_cmd(
            "was trained (use --force to rerun).")
 
 
+def ema_warnings(suite: Suite) -> None:
+    """Say once for each distinct ``train.ema`` setting that the warm-up keeps from acting."""
+    for note in dict.fromkeys(ema_note(cfg.train) for _, cfg in suite.points):
+        if note:
+            err_console.print(f"note: {note}", markup=False, highlight=False)
+
+
 def preflight(suite: Suite, out_dir: Path) -> tuple[torch.device | None, list[Problem]]:
     """This process's device (None when it cannot be had) and every problem that would stop
     the suite: its plans' (``Plan.problems``: metric prerequisites, data files), a results
     folder that cannot be written, a device that is not there. Nothing is created."""
+    ema_warnings(suite)
     problems: list[Problem] = []
     for plan in suite.plans:
         problems += [p for p in plan.problems() if p not in problems]
