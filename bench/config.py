@@ -95,7 +95,13 @@ class TrainConfig:
     @property
     def ema_reached(self) -> float:
         """The EMA decay in force at the last step: ``ema`` or the warm-up's cap below it."""
-        return min(self.ema, (1 + self.steps) / (10 + self.steps))
+        return ema_decay(self.ema, self.steps)
+
+
+def ema_decay(ema: float, n: int) -> float:
+    """The decay the trainer's EMA applies at update ``n``: the usual (1 + n) / (10 + n)
+    warm-up, capped at ``ema``."""
+    return min(ema, (1 + n) / (10 + n))
 
 
 def ema_note(train: TrainConfig) -> str | None:

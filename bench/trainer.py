@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from bench.compute import ComputeCount, ComputeMeter
-from bench.config import CouplingConfig, TrainConfig
+from bench.config import CouplingConfig, TrainConfig, ema_decay
 from bench.datasets.base import DataBundle
 from bench.distributed import ShardedNet, average_gradients, is_main, world
 from bench.io import atomic_torch_save
@@ -42,7 +42,7 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         self.n += 1
-        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        d = ema_decay(self.decay, self.n)
         for s, p in zip(self.shadow, module.parameters(), strict=True):
             s.lerp_(p.detach(), 1 - d)
 

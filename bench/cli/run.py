@@ -105,6 +105,7 @@ def run_cmd(
     except (ConfigError, RegistryError, ValueError) as err:
         fail(unknown_name_hint(str(err)))
     out_dir = out or default_out(suite)
+    ema_warnings(suite)
     dev, problems = preflight(suite, out_dir)
     if show_config:
         print_configs(suite)
@@ -187,7 +188,6 @@ def preflight(suite: Suite, out_dir: Path) -> tuple[torch.device | None, list[Pr
     """This process's device (None when it cannot be had) and every problem that would stop
     the suite: its plans' (``Plan.problems``: metric prerequisites, data files), a results
     folder that cannot be written, a device that is not there. Nothing is created."""
-    ema_warnings(suite)
     problems: list[Problem] = []
     for plan in suite.plans:
         problems += [p for p in plan.problems() if p not in problems]
