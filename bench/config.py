@@ -20,7 +20,7 @@ import yaml
 
 from bench.paths import KINDS
 from bench.registry import SECTIONS
-from bench.vocab import REFERENCE_METHOD, SOLVER_CHOICES, SOURCES, choices
+from bench.vocab import REFERENCE_METHOD, SOLVER_CHOICES, SOURCES, choices, ema_decay
 
 
 class ConfigError(ValueError):
@@ -96,12 +96,6 @@ class TrainConfig:
     def ema_reached(self) -> float:
         """The EMA decay in force at the last step: ``ema`` or the warm-up's cap below it."""
         return ema_decay(self.ema, self.steps)
-
-
-def ema_decay(ema: float, n: int) -> float:
-    """The decay the trainer's EMA applies at update ``n``: the usual (1 + n) / (10 + n)
-    warm-up, capped at ``ema``."""
-    return min(ema, (1 + n) / (10 + n))
 
 
 def ema_note(train: TrainConfig) -> str | None:

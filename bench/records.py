@@ -57,6 +57,10 @@ class RunRecord:
     #: training of the checkpoint this run was evaluated from (shared across a recipe)
     train_steps: int = 0
     train_seconds: float = 0.0
+    #: the EMA decay at the checkpoint's last update: ``train.ema`` or, where the warm-up
+    #: (1 + n) / (10 + n) never let it get there, that cap (None: no EMA, or a record older
+    #: than this field; the report then works it out from the config)
+    ema_reached: float | None = None
     coupling_seconds: float = 0.0
     #: parts of train_seconds for methods with a teacher (teacher, pair generation, student)
     train_breakdown: dict[str, float] = field(default_factory=dict)

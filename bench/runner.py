@@ -30,6 +30,7 @@ from bench.models import Models
 from bench.planner import Plan, RunSpec, WorkUnit, by_recipe
 from bench.progress import Reporter, SilentReporter
 from bench.results import RecordWriter, RunRecord, ok_keys
+from bench.vocab import ema_decay
 
 Done = set[tuple[str, str, int]]
 
@@ -187,6 +188,8 @@ def train_facts(rec: RunRecord, trained: Trained) -> None:
     """What the record says about the checkpoint it was evaluated from."""
     tr = trained.state["train"]
     rec.train_steps, rec.train_seconds = tr["steps"], tr["seconds"]
+    ema = float(rec.config.get("train", {}).get("ema", 0.0))
+    rec.ema_reached = ema_decay(ema, tr["steps"]) if ema > 0 else None
     rec.coupling_seconds, rec.train_history = tr["coupling_seconds"], tr["history"]
     rec.checkpoint, rec.checkpoint_reused = str(trained.path), trained.reused
     rec.net_params = trained.state["net_params"]

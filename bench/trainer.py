@@ -18,13 +18,14 @@ import torch
 from torch import nn
 
 from bench.compute import ComputeCount, ComputeMeter
-from bench.config import CouplingConfig, TrainConfig, ema_decay
+from bench.config import CouplingConfig, TrainConfig
 from bench.datasets.base import DataBundle
 from bench.distributed import ShardedNet, average_gradients, is_main, world
 from bench.io import atomic_torch_save
 from bench.methods.base import Batch, Method
 from bench.seeding import Streams
 from bench.stopping import StopFlag, sigint_stop
+from bench.vocab import ema_decay
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,10 +1,11 @@
 """The words records, reports and the console share, defined once.
 
 Statuses, the floor row, the data kinds, the noise sources, the exact solvers, the labels of
-the coupling x parametrisation grid, the report's reference method and the metric vocabulary
-(each output's direction, the headline and key outputs, the range of its values, the feature
-space it is computed in) are spelled here and nowhere else, so the console summary and the
-report can never headline different metrics for the same records.
+the coupling x parametrisation grid, the report's reference method, the EMA warm-up (the
+trainer applies it, the record and the report state the decay it reached) and the metric
+vocabulary (each output's direction, the headline and key outputs, the range of its values,
+the feature space it is computed in) are spelled here and nowhere else, so the console
+summary and the report can never headline different metrics for the same records.
 Nothing here imports torch: the report renders records with this module alone.
 """
 
@@ -20,6 +21,12 @@ from bench.registry import METRICS
 #: or ``interrupted`` (Ctrl-C; the training state was saved and the same command resumes)
 Status = Literal["running", "ok", "failed", "interrupted"]
 STATUSES: tuple[Status, ...] = get_args(Status)
+
+def ema_decay(ema: float, n: int) -> float:
+    """The decay the trainer's EMA applies at update ``n``: the usual (1 + n) / (10 + n)
+    warm-up, capped at ``ema``."""
+    return min(ema, (1 + n) / (10 + n))
+
 
 #: the method name of the floor record: held-out data scored as if it were samples
 FLOOR_METHOD = "data"

@@ -38,6 +38,8 @@ def test_run_then_report_end_to_end(tmp_path):
         assert key in r.metrics
     assert r.sample_ms_per_1k > 0 and r.coupling_seconds > 0 and r.train_seconds > 0
     assert r.config["method"] == "otnfm-online" and r.config["train"]["steps"] == 30
+    # the default ema 0.999 is capped by the warm-up at (1 + 30) / (10 + 30) in 30 steps
+    assert r.ema_reached == pytest.approx(31 / 40)
     assert by[("fm-euler10", 0)].nfe == 10
     # the fm family trained once per seed and shares the checkpoint
     assert by[("fm-euler1", 0)].checkpoint == by[("fm-euler10", 0)].checkpoint
@@ -56,6 +58,8 @@ def test_run_then_report_end_to_end(tmp_path):
     text = md.read_text()
     assert "| otnfm-online | 2 | 1 |" in text and "data (floor)" in text
     assert "w2 ↓" in text and "var_ratio →1" in text
+    assert ("EMA: `train.ema` 0.999 is set, but the warm-up (1 + n) / (10 + n) holds the decay "
+            "at 0.7750 at the last of 30 steps, so the 6 run(s) here averaged") in text
     assert (tmp_path / "rep" / "report" / "moons_samples.png").stat().st_size > 1000
     assert str(out / "records.jsonl") in text
 

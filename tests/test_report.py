@@ -103,6 +103,24 @@ def test_a_rerun_supersedes_the_earlier_record():
     assert [r.run_id for r in latest_only([x, y], by_space=False)[0]] == ["y"]
 
 
+def test_the_header_states_the_ema_decay_reached_where_the_warm_up_caps_it():
+    from bench.report.markdown import ema_lines
+
+    def rec(ema, steps, reached=None, method="m"):
+        return RunRecord(method=method, dataset="d", seed=0, status="ok", train_steps=steps,
+                         config={"train": {"ema": ema, "steps": steps}}, ema_reached=reached)
+
+    # a record older than ema_reached has it worked out from its config: 1,201 / 1,210
+    old = [rec(0.995, 1200), rec(0.995, 1200)]
+    assert ema_lines(old) == [
+        "\nEMA: `train.ema` 0.995 is set, but the warm-up (1 + n) / (10 + n) holds the decay at "
+        "0.9926 at the last of 1,200 steps, so the 2 run(s) here averaged their weights at "
+        "0.9926 at most (any setting above it trains them alike)."]
+    # the stored value wins; a decay reached, EMA off and the floor row say nothing
+    assert "0.5000" in ema_lines([rec(0.999, 100, reached=0.5)])[0]
+    assert ema_lines([rec(0.99, 20000), rec(0.0, 10), rec(0.999, 10, method="data")]) == []
+
+
 def test_t_interval_and_paired_difference():
     s = summarize([1.0, 2.0, 3.0])
     assert s.ci95 == pytest.approx(4.302652729911275 / math.sqrt(3))

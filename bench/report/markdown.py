@@ -44,7 +44,7 @@ from bench.report.tables import (
     sweep_notes,
 )
 from bench.report.verdict import verdict_section
-from bench.vocab import FLOOR_METHOD, REFERENCE_METHOD, MetricVocabulary
+from bench.vocab import FLOOR_METHOD, REFERENCE_METHOD, MetricVocabulary, ema_decay
 
 EXPLANATION = (
     "Each metric cell is mean ± sample std over seeds, then the 95% confidence interval of "
@@ -165,10 +165,31 @@ def header(sources: list[Source], records: list[RunRecord], ok: list[RunRecord],
     if superseded:
         lines.append(f"\n{superseded} older record(s) of a rerun (same config and seed) were "
                      "superseded by the later one.")
+    lines += ema_lines(ok)
     skipped = sum(s.skipped for s in sources)
     if skipped:
         lines.append(f"\n**{skipped} malformed line(s) were skipped** while reading the records.")
     return lines + ["", EXPLANATION, ""]
+
+
+def ema_lines(ok: list[RunRecord]) -> list[str]:
+    """Where the EMA warm-up (1 + n) / (10 + n) never let ``train.ema`` be reached, the decay
+    that was: records of the same steps and setting trained alike above the cap. A record
+    without ``ema_reached`` (older than the field) has it worked out from its config."""
+    capped: dict[tuple[float, float, int], int] = {}
+    for r in ok:
+        ema = float((r.config.get("train") or {}).get("ema") or 0.0)
+        if r.method == FLOOR_METHOD or not r.train_steps or ema <= 0:
+            continue
+        reached = r.ema_reached if r.ema_reached is not None else ema_decay(ema, r.train_steps)
+        if reached < ema:
+            key = (ema, round(reached, 4), r.train_steps)
+            capped[key] = capped.get(key, 0) + 1
+    return [f"\nEMA: `train.ema` {ema:g} is set, but the warm-up (1 + n) / (10 + n) holds the "
+            f"decay at {reached:.4f} at the last of {steps:,} steps, so the {n} run(s) here "
+            f"averaged their weights at {reached:.4f} at most (any setting above it trains "
+            "them alike)."
+            for (ema, reached, steps), n in sorted(capped.items())]
 
 
 def footer(records: list[RunRecord], failed: list[RunRecord], split: bool = False) -> list[str]:
