@@ -46,9 +46,9 @@ mnist5k-study: venv
 	BENCH=$(BENCH) scripts/mnist5k_study.sh
 
 # The mnist5k runs a referee asks for (consistency peer, t sampling, lr x EMA sensitivity on a
-# validation split, the peers and ladder in one feature space, 3-seed curves; then the 2-D
-# ladder with the copy metric), most useful first (scripts/referee_mnist5k.sh, which lists its
-# steps' times: about 31 h on 2 CPU cores in all; it resumes after a stop).
+# validation split, the peers and ladder in one feature space, 3-seed curves), most useful
+# first (scripts/referee_mnist5k.sh, which lists its steps' times: about 29 h on 2 CPU cores
+# in all; it resumes after a stop).
 referee: venv
 	BENCH=$(BENCH) scripts/referee_mnist5k.sh
 

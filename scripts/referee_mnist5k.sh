@@ -12,9 +12,7 @@
 #      suite (K = 1, its own runs), reflow last (its 16,000 dopri5 pairs are the slowest part),
 #   5. the other two seeds of the sensitivity grid,
 #   6. the learning curves of the rows the README discusses, 3 seeds
-#      (results/curves-mnist5k-pinned),
-#   7. the 2-D ladder again, for the copy metric its committed records predate
-#      (results/ladder2d; not mnist5k, but the last ladder report without it).
+#      (results/curves-mnist5k-pinned).
 # Every command resumes (finished runs are skipped, a stopped run continues from its saved
 # state): run the script again after a stop. On a fresh machine, put the committed records
 # back first, so that their runs are skipped:
@@ -25,13 +23,12 @@
 # exits; no next command starts).
 #   nohup scripts/referee_mnist5k.sh > referee.log 2>&1 &
 # Rough times on 2 CPU cores (one 1,200-step run about 7 min, MeanFlow and ECT about twice
-# that): 1. 1 h, 2. 1 h, 3. 3 h, 4. 10 h (reflow 4.5 h of it), 5. 6 h, 6. 8 h, 7. 2 h.
+# that): 1. 1 h, 2. 1 h, 3. 3 h, 4. 10 h (reflow 4.5 h of it), 5. 6 h, 6. 8 h.
 # Bad input (exit status 2: a missing file, a bad config) stops the script; failed runs do not.
 # Then snapshot and render:
 #   scripts/snapshot_records.sh results/mnist5k-pinned mnist5k-pinned
 #   scripts/snapshot_records.sh results/sensitivity-mnist5k sensitivity-mnist5k
 #   scripts/snapshot_records.sh results/curves-mnist5k-pinned curves-mnist5k-pinned
-#   scripts/snapshot_records.sh results/ladder2d ladder2d
 #   scripts/render_reports.sh      # the reports reports/render.txt names
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +36,6 @@ BENCH=${BENCH:-.venv/bin/bench}
 OUT=${OUT:-results/mnist5k-pinned}
 SENS=${SENS:-results/sensitivity-mnist5k}
 CURVES=${CURVES:-results/curves-mnist5k-pinned}
-LADDER2D=${LADDER2D:-results/ladder2d}
 DEVICE=${DEVICE:-auto}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
@@ -83,5 +79,4 @@ step $BENCH run --config configs/curves-mnist5k.yaml -m "$CURVE_ROWS" --seeds 0,
   --out "$CURVES" --device "$DEVICE" --no-estimate
 step $BENCH sweep --config configs/curves-mnist5k-k1.yaml --set "seeds=[0,1,2]" --out "$CURVES" \
   --device "$DEVICE"
-step $BENCH run --config configs/ladder2d.yaml --out "$LADDER2D" --device "$DEVICE" --no-estimate
 exit "$rc"

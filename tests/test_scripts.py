@@ -305,7 +305,7 @@ def test_threads_vs_processes_script_times_three_setups():
 def _referee(tmp_path, body):
     """scripts/referee_mnist5k.sh started with a stand-in `bench` whose body is ``body``."""
     return _run_script(tmp_path, "referee_mnist5k.sh", body, OUT="v3", SENS="sens",
-                       CURVES="curves", LADDER2D="l2d")
+                       CURVES="curves")
 
 
 def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
@@ -325,9 +325,8 @@ def test_referee_script_runs_the_issue_28_suites_most_useful_first(tmp_path):
         "sweep --config configs/sensitivity-mnist5k.yaml",
         "run --config configs/curves-mnist5k.yaml -m "
         "otnfm-online,otmap-online,loomcfm-euler1,fm-euler100 --seeds 0,1,2",
-        "sweep --config configs/curves-mnist5k-k1.yaml --set seeds=[0,1,2]",
-        "run --config configs/ladder2d.yaml"]
-    folder = {"curves": "curves", "sensitivity": "sens", "ladder2d": "l2d"}
+        "sweep --config configs/curves-mnist5k-k1.yaml --set seeds=[0,1,2]"]
+    folder = {"curves": "curves", "sensitivity": "sens"}
     for c in log.read_text().splitlines():
         where = next((f for k, f in folder.items() if k in c), "v3")
         assert f"--out {tmp_path / where} " in c, c
@@ -340,7 +339,7 @@ def test_referee_script_goes_on_after_failed_runs_and_stops_on_a_kill(tmp_path):
     proc, log = _referee(tmp_path, 'case "$*" in *t-sampling*) exit 1;; esac')
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 1, out
-    assert "ladder2d" in log.read_text()
+    assert "curves-mnist5k-k1" in log.read_text()
 
     (tmp_path / "calls").unlink()  # bad input (exit 2) stops it
     proc, log = _referee(tmp_path, 'case "$*" in *t-sampling*) exit 2;; esac')
