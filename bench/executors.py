@@ -172,14 +172,18 @@ def forward_term(stopping: Any) -> Iterator[SimpleNamespace]:
 
 def submit_slurm(units: list[WorkUnit], out: Path, device: str, config_file: str | None,
                  force: bool, plugins: list[str], cluster: str | None, params: dict,
-                 wait: bool, log: Log) -> list[Any]:
+                 wait: bool, log: Log, max_requeues: int = 10) -> list[Any]:
     """One submitit job per unit that still has runs to do; ``cluster="local"`` is
     submitit's local executor (used by the tests), ``None`` picks Slurm when ``sbatch`` is
-    there. A unit whose runs all have ok records is not submitted, nor one whose latest Slurm
-    job is still queued or running (that job is waited for instead), so the same command run
-    again only submits what is missing."""
+    there. A job is requeued at its time limit up to ``max_requeues`` times; at the next
+    limit submitit ends it (``timed-out too many times``) and its runs are recorded failed
+    with that reason. A unit whose runs all have ok records is not submitted, nor one whose
+    latest Slurm job is still queued or running (that job is waited for instead), so the
+    same command run again only submits what is missing."""
     folder = out / "slurm"
-    ex = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    ex = submitit.AutoExecutor(folder=folder, cluster=cluster,
+                               slurm_max_num_timeout=max_requeues,
+                               local_max_num_timeout=max_requeues)
     params = {k: v for k, v in params.items() if v is not None}
     if ex.cluster == "slurm" and params.get("timeout_min"):
         params.setdefault("slurm_signal_delay_s", signal_delay_s(params["timeout_min"]))

@@ -54,12 +54,17 @@ class Runner:
     def done(self) -> Done:
         return set() if self.force else ok_keys(self.records.path)
 
-    def run(self) -> list[RunRecord]:
+    def run(self, deferred: list[WorkUnit] | None = None) -> list[RunRecord]:
+        """Every unit's runs with no ok record yet; those whose recipe another process holds
+        come last and are waited for, or with ``deferred`` given, are appended to it and left
+        to the caller (a sweep comes back to them after its other grid points)."""
         done = self.done()
         barrier()  # under torchrun: every rank plans from the same records
-        deferred: list[WorkUnit] = []
-        out = [r for u in self.plan.units() for r in self.run_unit(u, done, deferred)]
-        return out + [r for u in deferred for r in self.run_unit(u)]
+        later: list[WorkUnit] = [] if deferred is None else deferred
+        out = [r for u in self.plan.units() for r in self.run_unit(u, done, later)]
+        if deferred is None:
+            out += [r for u in later for r in self.run_unit(u)]
+        return out
 
     def run_unit(self, unit: WorkUnit, done: Done | None = None,
                  deferred: list[WorkUnit] | None = None) -> list[RunRecord]:

@@ -162,6 +162,10 @@ class Executor:
     time_min: int = 240
     mem_gb: int | None = None
     wait: bool = False
+    #: times a Slurm job may be requeued at its time limit before it is recorded as failed
+    #: (submitit's ``max_num_timeout``, whose own default is 3: a long unit under a short
+    #: limit needs more)
+    max_requeues: int = 10
 
     def check(self) -> None:
         """``ValueError`` for an unknown executor or no workers."""
@@ -169,6 +173,8 @@ class Executor:
             raise ValueError(f"--executor {self.executor!r}: choices: {', '.join(EXECUTORS)}")
         if self.workers < 1:
             raise ValueError(f"--workers {self.workers}: at least 1")
+        if self.max_requeues < 0:
+            raise ValueError(f"--max-requeues {self.max_requeues}: at least 0")
 
     @property
     def in_process(self) -> bool:
@@ -213,20 +219,33 @@ def execute(suite: Suite, out: str | Path, *, device: torch.device | None = None
     if executor.in_process:
         device = device or pick_device(suite.cfg.device)
         written: list[RunRecord] = []
+        # a unit whose recipe another process holds (a second `bench sweep` on the same
+        # folder) is left until every other grid point is done, then waited for: two
+        # processes split a sweep instead of one waiting behind the other
+        later: list[tuple[Runner, str, list[WorkUnit]]] = []
         for i, r in enumerate(runners or suite.runners(out, device, force), 1):
             label = (f" [{i}/{len(suite.plans)}] " + ", ".join(f"{k}={v}" for k, v in
                                                                r.plan.sweep.items())
                      if len(suite.plans) > 1 else "")
+            held: list[WorkUnit] = []
             with display(r.plan, label, r.device, out / RECORDS_FILE) as reporter:
                 r.set_reporter(reporter)
                 with executors.stop_on_signals():  # SIGTERM (kill PID) acts as Ctrl-C
-                    written += r.run()
+                    written += r.run(deferred=held)
+            if held:
+                later.append((r, label, held))
+        for r, label, held in later:
+            with display(r.plan, label, r.device, out / RECORDS_FILE) as reporter:
+                r.set_reporter(reporter)
+                with executors.stop_on_signals():
+                    written += [rec for u in held for rec in r.run_unit(u)]
         return written
     units = suite.units()
     plugins = [str(p) for p in plugins]
     if executor.executor == "slurm":
         executors.submit_slurm(units, out, suite.cfg.device, suite.config_file, force, plugins,
-                               executor.cluster, executor.slurm_params(), executor.waits, log)
+                               executor.cluster, executor.slurm_params(), executor.waits, log,
+                               max_requeues=executor.max_requeues)
         if not executor.waits:
             return []
     else:

@@ -109,3 +109,47 @@ def test_a_recipe_held_elsewhere_waits_until_every_other_unit_is_done(tmp_path, 
     assert [(r.method, r.seed) for r in recs] == [
         ("fm-euler1", 0), ("naive-map", 1), ("fm-euler1", 1), ("naive-map", 0)]
     assert all(r.status == "ok" for r in recs)
+
+
+def test_a_sweep_leaves_a_recipe_held_elsewhere_until_its_other_grid_points_are_done(
+        tmp_path, cpu):
+    """A second `bench sweep` on the same folder: a recipe another process holds is not
+    waited for before the next grid point; the sweep does the rest of that point and every
+    other point first, then waits for the claim and skips what the holder recorded."""
+    import yaml
+
+    from bench.suite import execute, plan_suite
+    from tests.conftest import TINY
+
+    raw = {"name": "split", "datasets": ["moons"], "seeds": [0],
+           "methods": ["naive-map", "fm-euler1"], **{k: dict(v) for k, v in TINY.items()},
+           "sweep": {"train.lr": [1e-3, 3e-3]}}
+    raw["eval"]["floor"] = False
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    suite = plan_suite(path, sweep=True)
+    runners = suite.runners(tmp_path, cpu)
+    spec = next(s for s in runners[0].plan.runs() if s.method == "naive-map")
+    name = runners[0].models.store.path(spec).stem
+    records = tmp_path / "records.jsonl"
+    # the holder releases the claim once three records are written (or after 60 s, so that
+    # a sweep waiting in line fails the order check instead of hanging), recording nothing
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time\nfrom pathlib import Path\nfrom bench.claims import Claims\n"
+        f"with Claims({str(tmp_path)!r}).hold({name!r}) as got:\n"
+        "    print('held', flush=True)\n"
+        f"    p = Path({str(records)!r})\n"
+        "    end = time.monotonic() + 60\n"
+        "    while time.monotonic() < end and not (\n"
+        "            p.exists() and len(p.read_text().splitlines()) >= 3):\n"
+        "        time.sleep(0.1)\n")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        recs = execute(suite, tmp_path, device=cpu, runners=runners)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [(r.method, r.sweep["train.lr"]) for r in recs] == [
+        ("fm-euler1", 1e-3), ("naive-map", 3e-3), ("fm-euler1", 3e-3), ("naive-map", 1e-3)]
+    assert all(r.status == "ok" for r in recs)

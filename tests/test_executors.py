@@ -186,3 +186,36 @@ def test_a_job_sacct_does_not_know_yet_is_asked_of_squeue(monkeypatch):
                                     {"job_id": 3, "cluster": "local"}])
     assert states == ["PENDING", "UNKNOWN", "–"]
     assert asked == [["squeue", "-h", "-j", "17,18", "-o", "%i %T"]]
+
+
+def test_max_requeues_reaches_submitit_and_a_negative_one_is_refused(tmp_path, monkeypatch):
+    """``--max-requeues`` is submitit's ``max_num_timeout`` (its own default, 3, fails a long
+    unit under a short limit at the fourth); it is handed to the executor built for the jobs."""
+    import submitit
+
+    from bench import executors
+
+    real = submitit.AutoExecutor
+    seen = {}
+
+    class Built(Exception):
+        pass
+
+    def recorder(folder, cluster=None, **kwargs):
+        seen.update(kwargs, cluster=cluster)
+        raise Built
+
+    monkeypatch.setattr(executors.submitit, "AutoExecutor", recorder)
+    res = cli.invoke(app, ["sweep", "--config", str(_sweep_file(tmp_path)), "--executor",
+                           "slurm", "--cluster", "local", "--max-requeues", "7",
+                           "--out", str(tmp_path / "res")])
+    assert isinstance(res.exception, Built), res.output
+    assert seen == {"cluster": "local", "slurm_max_num_timeout": 7, "local_max_num_timeout": 7}
+    # and submitit takes the value under those names
+    ex = real(folder=tmp_path / "sub", cluster="local", slurm_max_num_timeout=7,
+              local_max_num_timeout=7)
+    assert ex._executor.max_num_timeout == 7
+
+    res = cli.invoke(app, ["sweep", "--config", str(_sweep_file(tmp_path)), "--executor",
+                           "slurm", "--max-requeues", "-1", "--out", str(tmp_path / "r2")])
+    assert res.exit_code == 2 and "--max-requeues -1: at least 0" in res.output

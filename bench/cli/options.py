@@ -34,6 +34,8 @@ GpusOpt = Annotated[int | None, typer.Option(help="GPUs per Slurm job")]
 TimeOpt = Annotated[int, typer.Option(help="Time limit per Slurm job, minutes")]
 MemOpt = Annotated[int | None, typer.Option(help="Memory per Slurm job (GB)")]
 WaitOpt = Annotated[bool, typer.Option(help="Wait for Slurm jobs and collect them")]
+RequeuesOpt = Annotated[int, typer.Option(
+    help="Times a Slurm job may be requeued at its time limit before it is recorded failed")]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from bench.cli.options import (
     OutOpt,
     PartitionOpt,
     PluginOpt,
+    RequeuesOpt,
     SetOpt,
     TimeOpt,
     WaitOpt,
@@ -92,11 +93,12 @@ def run_cmd(
     force: ForceOpt = False,
     executor: ExecutorOpt = "local", workers: WorkersOpt = 1, cluster: ClusterOpt = None,
     partition: PartitionOpt = None, gpus: GpusOpt = None, time_min: TimeOpt = 240,
-    mem_gb: MemOpt = None, wait: WaitOpt = False,
+    mem_gb: MemOpt = None, wait: WaitOpt = False, max_requeues: RequeuesOpt = 10,
 ) -> None:
     """Train and evaluate methods x datasets x seeds; append one JSON record per run."""
     load_plugins(plugin)
-    opts = ExecutorOptions(executor, workers, cluster, partition, gpus, time_min, mem_gb, wait)
+    opts = ExecutorOptions(executor, workers, cluster, partition, gpus, time_min, mem_gb, wait,
+                           max_requeues)
     overrides = flag_overrides(methods=methods, datasets=dataset, seeds=seeds, device=device,
                                data_root=data_root, metrics=metrics,
                                inception_weights=inception_weights)
@@ -151,11 +153,12 @@ def sweep_cmd(
     force: ForceOpt = False,
     executor: ExecutorOpt = "local", workers: WorkersOpt = 1, cluster: ClusterOpt = None,
     partition: PartitionOpt = None, gpus: GpusOpt = None, time_min: TimeOpt = 240,
-    mem_gb: MemOpt = None, wait: WaitOpt = False,
+    mem_gb: MemOpt = None, wait: WaitOpt = False, max_requeues: RequeuesOpt = 10,
 ) -> None:
     """Expand a grid of config values into runs; skip runs whose ok record exists."""
     load_plugins(plugin)
-    opts = ExecutorOptions(executor, workers, cluster, partition, gpus, time_min, mem_gb, wait)
+    opts = ExecutorOptions(executor, workers, cluster, partition, gpus, time_min, mem_gb, wait,
+                           max_requeues)
     try:
         suite = plan_suite(config, {"device": device} if device else {}, set_ or [],
                            sweep=True)
