@@ -640,3 +640,31 @@ def test_a_dataset_scored_in_two_feature_spaces_is_one_dataset_across(tmp_path):
     with pytest.raises(ReportError, match="1 dataset"):
         render_report([Source("r", recs)], tmp_path / "v.md", metric_vocabulary(),
                       grid=grid_cells(), across_only=True)
+
+
+def test_a_collapsed_row_with_a_low_copy_ratio_is_named_collapsed_not_copying(tmp_path):
+    """copy_ratio below 1 beside var_ratio near 0 is a collapse onto one point inside the data
+    (the ratio says where that point lies): the report names such rows and says so; a row
+    with a low ratio and a healthy spread (copying) and one with a high ratio are not named."""
+    path = tmp_path / "records.jsonl"
+    rows = {"naive-map": (0.69, 0.003), "otnfm-online": (0.8, 0.95), "fm-euler1": (37.0, 0.002)}
+    for seed in (0, 1):
+        for method, (ratio, spread) in rows.items():
+            append_record(path, RunRecord(
+                method=method, dataset="crescent", seed=seed, status="ok",
+                run_id=f"crescent.{method}.s{seed}", config_hash=f"{method}-h",
+                metrics={"w2": 1.0, "var_ratio": spread + 0.001 * seed,
+                         "copy_ratio": ratio + 0.01 * seed, "copy_share": 0.0}))
+    text = render_report([Source(str(path), read_records(path).records)], tmp_path / "r.md",
+                         metric_vocabulary(), plots_on=False)
+    (note,) = [line for line in text.splitlines() if line.startswith("Collapsed, not copying")]
+    assert "naive-map (`copy_ratio` 0.695, `var_ratio` 0.0035)" in note
+    assert "otnfm-online" not in note and "fm-euler1" not in note
+    # without copy_ratio in the records there is nothing to say
+    path2 = tmp_path / "plain.jsonl"
+    append_record(path2, RunRecord(method="naive-map", dataset="crescent", seed=0, status="ok",
+                                   run_id="c.n.s0", config_hash="h",
+                                   metrics={"w2": 1.0, "var_ratio": 0.001}))
+    text = render_report([Source(str(path2), read_records(path2).records)], tmp_path / "p.md",
+                         metric_vocabulary(), plots_on=False)
+    assert "Collapsed, not copying" not in text

@@ -155,7 +155,7 @@ def main_table(view: DatasetView, metrics: list[str], vocab: MetricVocabulary) -
         lines += ["", "The floor has no " + ", ".join(f"`{m}`" for m in unscored) + ": it is "
                   "made of training items, which would read as copies of themselves."]
     notes = [mixed_note(kind, kinds[kind], rows) for kind, rows in mixed.items()]
-    for note in [*notes, *range_notes(view, metrics, vocab)]:
+    for note in [*notes, *range_notes(view, metrics, vocab), *collapse_notes(view, metrics)]:
         lines += ["", note]
     return lines
 
@@ -202,6 +202,32 @@ def range_notes(view: DatasetView, metrics: list[str], vocab: MetricVocabulary) 
     return ["Intervals reaching past the values a metric can take (a t-interval is symmetric "
             "about the mean and knows no bound; on few or spread seeds it spills over): "
             + "; ".join(found) + "."]
+
+
+#: mean ``var_ratio`` below which a row has collapsed (its samples spread less than a tenth as
+#: much as the data): its ``copy_ratio`` reads where the collapse point lies, not copying
+COLLAPSED_VAR_RATIO = 0.1
+
+
+def collapse_notes(view: DatasetView, metrics: list[str]) -> list[str]:
+    """Rows whose mean ``copy_ratio`` is below 1 while their mean ``var_ratio`` is below
+    ``COLLAPSED_VAR_RATIO``: one sentence saying that there the low ratio is a collapse (all
+    samples near one point inside the data), not copies of training items."""
+    if "copy_ratio" not in metrics or "var_ratio" not in metrics:
+        return []
+    rows = []
+    for _, runs in view.rows():
+        ratio = summarize([r.metrics.get("copy_ratio") for r in runs])
+        spread = summarize([r.metrics.get("var_ratio") for r in runs])
+        if ratio.n and spread.n and ratio.mean < 1 and spread.mean < COLLAPSED_VAR_RATIO:
+            rows.append(f"{label(runs[0])} (`copy_ratio` {fmt_num(ratio.mean)}, `var_ratio` "
+                        f"{fmt_num(spread.mean)})")
+    if not rows:
+        return []
+    return [f"Collapsed, not copying: {', '.join(rows)}. Their samples spread less than "
+            f"{fmt_num(COLLAPSED_VAR_RATIO)} of the data's variance, so `copy_ratio` below 1 "
+            "says where the collapse point lies (inside the data), not that training items "
+            "are reproduced; `copy_ratio` reads copying only beside a `var_ratio` near 1."]
 
 
 def labelled_groups(view: DatasetView) -> dict[str, list[RunRecord]]:
