@@ -55,16 +55,13 @@ class Runner:
         return set() if self.force else ok_keys(self.records.path)
 
     def run(self, deferred: list[WorkUnit] | None = None) -> list[RunRecord]:
-        """Every unit's runs with no ok record yet; those whose recipe another process holds
-        come last and are waited for, or with ``deferred`` given, are appended to it and left
-        to the caller (a sweep comes back to them after its other grid points)."""
+        """Units whose recipe another process holds are waited for last, or given to
+        ``deferred`` (a sweep comes back to them after its other grid points)."""
         done = self.done()
         barrier()  # under torchrun: every rank plans from the same records
         later: list[WorkUnit] = [] if deferred is None else deferred
         out = [r for u in self.plan.units() for r in self.run_unit(u, done, later)]
-        if deferred is None:
-            out += [r for u in later for r in self.run_unit(u)]
-        return out
+        return out if deferred is not None else out + [r for u in later for r in self.run_unit(u)]
 
     def run_unit(self, unit: WorkUnit, done: Done | None = None,
                  deferred: list[WorkUnit] | None = None) -> list[RunRecord]:
