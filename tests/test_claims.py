@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,30 @@ def test_a_claim_left_by_a_killed_process_is_taken_over(tmp_path):
     assert rec.status == "ok" and rec.train_steps == 3000
 
 
+@contextmanager
+def held_until_recorded(out: Path, name: str, n: int) -> Iterator[None]:
+    """Another process holds the claim ``name`` until ``out`` has ``n`` records (or 60 s
+    have passed, so that a process waiting in line fails its order check instead of
+    hanging), recording nothing."""
+    records = out / "records.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time\nfrom pathlib import Path\nfrom bench.claims import Claims\n"
+        f"with Claims({str(out)!r}).hold({name!r}) as got:\n"
+        "    print('held', flush=True)\n"
+        f"    p = Path({str(records)!r})\n"
+        "    end = time.monotonic() + 60\n"
+        "    while time.monotonic() < end and not (\n"
+        f"            p.exists() and len(p.read_text().splitlines()) >= {n}):\n"
+        "        time.sleep(0.1)\n")],
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_recipe_held_elsewhere_waits_until_every_other_unit_is_done(tmp_path, tiny_cfg, cpu):
     """Another process holds seed 0's naive-map: this one does seed 0's other recipe and all
     of seed 1 first, then waits for the claim and skips what the holder recorded."""
@@ -87,25 +113,8 @@ def test_a_recipe_held_elsewhere_waits_until_every_other_unit_is_done(tmp_path, 
     runner = Runner(cfg, tmp_path, cpu)
     held = next(s for s in runner.plan.runs() if s.method == "naive-map" and s.seed == 0)
     name = runner.models.store.path(held).stem
-    records = tmp_path / "records.jsonl"
-    # the holder releases the claim once three records are written (or after 60 s, so that a
-    # runner that waits in line fails the order check instead of hanging), recording nothing
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom pathlib import Path\nfrom bench.claims import Claims\n"
-        f"with Claims({str(tmp_path)!r}).hold({name!r}) as got:\n"
-        "    print('held', flush=True)\n"
-        f"    p = Path({str(records)!r})\n"
-        "    end = time.monotonic() + 60\n"
-        "    while time.monotonic() < end and not (\n"
-        "            p.exists() and len(p.read_text().splitlines()) >= 3):\n"
-        "        time.sleep(0.1)\n")],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_until_recorded(tmp_path, name, 3):
         recs = runner.run()
-    finally:
-        holder.kill()
-        holder.wait()
     assert [(r.method, r.seed) for r in recs] == [
         ("fm-euler1", 0), ("naive-map", 1), ("fm-euler1", 1), ("naive-map", 0)]
     assert all(r.status == "ok" for r in recs)
@@ -131,25 +140,8 @@ def test_a_sweep_leaves_a_recipe_held_elsewhere_until_its_other_grid_points_are_
     runners = suite.runners(tmp_path, cpu)
     spec = next(s for s in runners[0].plan.runs() if s.method == "naive-map")
     name = runners[0].models.store.path(spec).stem
-    records = tmp_path / "records.jsonl"
-    # the holder releases the claim once three records are written (or after 60 s, so that
-    # a sweep waiting in line fails the order check instead of hanging), recording nothing
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time\nfrom pathlib import Path\nfrom bench.claims import Claims\n"
-        f"with Claims({str(tmp_path)!r}).hold({name!r}) as got:\n"
-        "    print('held', flush=True)\n"
-        f"    p = Path({str(records)!r})\n"
-        "    end = time.monotonic() + 60\n"
-        "    while time.monotonic() < end and not (\n"
-        "            p.exists() and len(p.read_text().splitlines()) >= 3):\n"
-        "        time.sleep(0.1)\n")],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_until_recorded(tmp_path, name, 3):
         recs = execute(suite, tmp_path, device=cpu, runners=runners)
-    finally:
-        holder.kill()
-        holder.wait()
     assert [(r.method, r.sweep["train.lr"]) for r in recs] == [
         ("fm-euler1", 1e-3), ("naive-map", 3e-3), ("fm-euler1", 3e-3), ("naive-map", 1e-3)]
     assert all(r.status == "ok" for r in recs)
