@@ -176,10 +176,11 @@ def submit_slurm(units: list[WorkUnit], out: Path, device: str, config_file: str
     """One submitit job per unit that still has runs to do; ``cluster="local"`` is
     submitit's local executor (used by the tests), ``None`` picks Slurm when ``sbatch`` is
     there. A job is requeued at its time limit up to ``max_requeues`` times; at the next
-    limit submitit ends it (``timed-out too many times``) and its runs are recorded failed
-    with that reason. A unit whose runs all have ok records is not submitted, nor one whose
-    latest Slurm job is still queued or running (that job is waited for instead), so the
-    same command run again only submits what is missing."""
+    limit submitit ends it (``timed-out too many times``) and its runs are recorded failed:
+    with that reason when ``wait``, else with the scheduler's state by ``bench status``. A
+    unit whose runs all have ok records is not submitted, nor one whose latest Slurm job is
+    still queued or running (that job is waited for instead), so the same command run again
+    only submits what is missing."""
     folder = out / "slurm"
     ex = submitit.AutoExecutor(folder=folder, cluster=cluster,
                                slurm_max_num_timeout=max_requeues,

@@ -55,13 +55,18 @@ class Runner:
         return set() if self.force else ok_keys(self.records.path)
 
     def run(self, deferred: list[WorkUnit] | None = None) -> list[RunRecord]:
-        """Units whose recipe another process holds are waited for last, or given to
-        ``deferred`` (a sweep comes back to them after its other grid points)."""
+        """Units whose recipe another process holds are waited for last (``run_held``), or
+        given to ``deferred`` (a sweep passes them to ``run_held`` after its other points)."""
         done = self.done()
         barrier()  # under torchrun: every rank plans from the same records
         later: list[WorkUnit] = [] if deferred is None else deferred
         out = [r for u in self.plan.units() for r in self.run_unit(u, done, later)]
-        return out if deferred is not None else out + [r for u in later for r in self.run_unit(u)]
+        return out if deferred is not None else out + self.run_held(later, out)
+
+    def run_held(self, units: list[WorkUnit], tried: list[RunRecord]) -> list[RunRecord]:
+        """Deferred units, waiting for their claims; what ``tried`` recorded (failed too) stays."""
+        done = self.done() | {(r.config_hash, r.method, r.seed) for r in tried}
+        return [r for u in units for r in self.run_unit(u, done)]
 
     def run_unit(self, unit: WorkUnit, done: Done | None = None,
                  deferred: list[WorkUnit] | None = None) -> list[RunRecord]:
@@ -100,11 +105,9 @@ class Runner:
         """Train and evaluate a recipe's runs under its claim, unless another process recorded
         them meanwhile; False (without waiting) when the claim is held and ``wait`` is off."""
         with self.claims.hold(self.models.store.path(specs[0]).stem, wait=wait) as held:
-            if held:
-                fresh = self.done()  # what another process finished before this one got here
-                specs = [s for s in specs if s.key not in fresh]
-                if specs:
-                    out += self._recipe(specs, data)
+            fresh = self.done() if held else set()  # recorded elsewhere before the claim came
+            if specs := [s for s in specs if held and s.key not in fresh]:
+                out += self._recipe(specs, data)
         return held
 
     def _floor(self, spec: RunSpec, data: DataBundle) -> RunRecord:
@@ -127,9 +130,7 @@ class Runner:
         recs, trained = [self.records.new(s, data_info(data)) for s in specs], None
         with guarded(self.records, recs, "training"):  # recs: if training fails
             trained = self.models.get(specs[0], data, specs)
-        if trained is None:
-            return recs
-        return [self._evaluate(s, data, trained) for s in specs]
+        return recs if trained is None else [self._evaluate(s, data, trained) for s in specs]
 
     def _evaluate(self, spec: RunSpec, data: DataBundle, trained: Trained) -> RunRecord:
         rec = self.records.new(spec, data_info(data))

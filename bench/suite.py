@@ -235,10 +235,11 @@ def execute(suite: Suite, out: str | Path, *, device: torch.device | None = None
             if held:
                 later.append((r, label, held))
         for r, label, held in later:
-            with display(r.plan, label, r.device, out / RECORDS_FILE) as reporter:
+            again = f"{label} (recipes another process held)"
+            with display(r.plan, again, r.device, out / RECORDS_FILE) as reporter:
                 r.set_reporter(reporter)
                 with executors.stop_on_signals():
-                    written += [rec for u in held for rec in r.run_unit(u)]
+                    written += r.run_held(held, written)
         return written
     units = suite.units()
     plugins = [str(p) for p in plugins]

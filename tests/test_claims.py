@@ -124,24 +124,35 @@ def test_a_sweep_leaves_a_recipe_held_elsewhere_until_its_other_grid_points_are_
         tmp_path, cpu):
     """A second `bench sweep` on the same folder: a recipe another process holds is not
     waited for before the next grid point; the sweep does the rest of that point and every
-    other point first, then waits for the claim and skips what the holder recorded."""
+    other point first, then waits for the claim and skips what the holder recorded. A run
+    that failed in the first pass is not tried again when the sweep comes back."""
     import yaml
 
+    from bench.plugins import load_plugin
+    from bench.registry import METHODS
     from bench.suite import execute, plan_suite
     from tests.conftest import TINY
+    from tests.test_cli import PLUGIN
 
+    plugin = tmp_path / "exploding.py"
+    plugin.write_text(PLUGIN)
+    load_plugin(plugin)
     raw = {"name": "split", "datasets": ["moons"], "seeds": [0],
-           "methods": ["naive-map", "fm-euler1"], **{k: dict(v) for k, v in TINY.items()},
-           "sweep": {"train.lr": [1e-3, 3e-3]}}
+           "methods": ["naive-map", "fm-euler1", "test-exploding"],
+           **{k: dict(v) for k, v in TINY.items()}, "sweep": {"train.lr": [1e-3, 3e-3]}}
     raw["eval"]["floor"] = False
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(raw))
-    suite = plan_suite(path, sweep=True)
-    runners = suite.runners(tmp_path, cpu)
-    spec = next(s for s in runners[0].plan.runs() if s.method == "naive-map")
-    name = runners[0].models.store.path(spec).stem
-    with held_until_recorded(tmp_path, name, 3):
-        recs = execute(suite, tmp_path, device=cpu, runners=runners)
-    assert [(r.method, r.sweep["train.lr"]) for r in recs] == [
-        ("fm-euler1", 1e-3), ("naive-map", 3e-3), ("fm-euler1", 3e-3), ("naive-map", 1e-3)]
-    assert all(r.status == "ok" for r in recs)
+    try:
+        suite = plan_suite(path, sweep=True)
+        runners = suite.runners(tmp_path, cpu)
+        spec = next(s for s in runners[0].plan.runs() if s.method == "naive-map")
+        with held_until_recorded(tmp_path, runners[0].models.store.path(spec).stem, 5):
+            recs = execute(suite, tmp_path, device=cpu, runners=runners)
+    finally:
+        METHODS.unregister("test-exploding")
+    assert [(r.method, r.sweep["train.lr"], r.status) for r in recs] == [
+        ("fm-euler1", 1e-3, "ok"), ("test-exploding", 1e-3, "failed"),
+        ("naive-map", 3e-3, "ok"), ("fm-euler1", 3e-3, "ok"),
+        ("test-exploding", 3e-3, "failed"), ("naive-map", 1e-3, "ok")]
+    assert len(read_records(tmp_path / "records.jsonl").records) == 6

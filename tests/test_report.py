@@ -644,22 +644,28 @@ def test_a_dataset_scored_in_two_feature_spaces_is_one_dataset_across(tmp_path):
 
 def test_a_collapsed_row_with_a_low_copy_ratio_is_named_collapsed_not_copying(tmp_path):
     """copy_ratio below 1 beside var_ratio near 0 is a collapse onto one point inside the data
-    (the ratio says where that point lies): the report names such rows and says so; a row
-    with a low ratio and a healthy spread (copying) and one with a high ratio are not named."""
+    (the ratio says where that point lies): the report names such rows and says so."""
     path = tmp_path / "records.jsonl"
-    rows = {"naive-map": (0.69, 0.003), "otnfm-online": (0.8, 0.95), "fm-euler1": (37.0, 0.002)}
+    rows = {"naive-map": (0.69, 0.003, 0.0), "otnfm-online": (0.8, 0.95, 0.0),
+            "fm-euler1": (37.0, 0.002, 0.0), "otmap-online": (0.01, 0.001, 0.97)}
     for seed in (0, 1):
-        for method, (ratio, spread) in rows.items():
+        for method, (ratio, spread, share) in rows.items():
             append_record(path, RunRecord(
                 method=method, dataset="crescent", seed=seed, status="ok",
                 run_id=f"crescent.{method}.s{seed}", config_hash=f"{method}-h",
                 metrics={"w2": 1.0, "var_ratio": spread + 0.001 * seed,
-                         "copy_ratio": ratio + 0.01 * seed, "copy_share": 0.0}))
+                         "copy_ratio": ratio + 0.01 * seed, "copy_share": share}))
+    # a run without var_ratio does not enter the means
+    append_record(path, RunRecord(method="naive-map", dataset="crescent", seed=2, status="ok",
+                                  run_id="crescent.naive-map.s2", config_hash="naive-map-h",
+                                  metrics={"w2": 1.0, "copy_ratio": 5.0}))
     text = render_report([Source(str(path), read_records(path).records)], tmp_path / "r.md",
                          metric_vocabulary(), plots_on=False)
     (note,) = [line for line in text.splitlines() if line.startswith("Collapsed, not copying")]
     assert "naive-map (`copy_ratio` 0.695, `var_ratio` 0.0035)" in note
-    assert "otnfm-online" not in note and "fm-euler1" not in note
+    # a healthy spread (otnfm-online), a far collapse point (fm-euler1) and a collapse onto a
+    # training item (otmap-online: most samples are near copies) are not named
+    assert "otnfm-online" not in note and "fm-euler1" not in note and "otmap" not in note
     # without copy_ratio in the records there is nothing to say
     path2 = tmp_path / "plain.jsonl"
     append_record(path2, RunRecord(method="naive-map", dataset="crescent", seed=0, status="ok",

@@ -319,7 +319,7 @@ def test_job_at_its_time_limit_is_requeued_and_resumes_where_it_stopped(tmp_path
     assert row["scheduler"] in QUEUED_OR_RUNNING, row
     assert (row["ok"], row["failed"], row["missing"], row["summary"]) == (
         "0", "0", "1", "running or queued"), row
-    # each attempt runs up to ~45 s, then waits ~20 s to start again
+    # each attempt lasts up to ~45 s (start-up, training, the signal), then waits ~20 s
     states = wait_ended([jid], 420)
     elapsed = time.monotonic() - t0
     log = log_path.read_text()

@@ -211,15 +211,21 @@ COLLAPSED_VAR_RATIO = 0.1
 
 def collapse_notes(view: DatasetView, metrics: list[str]) -> list[str]:
     """Rows whose mean ``copy_ratio`` is below 1 while their mean ``var_ratio`` is below
-    ``COLLAPSED_VAR_RATIO``: one sentence saying that there the low ratio is a collapse (all
-    samples near one point inside the data), not copies of training items."""
+    ``COLLAPSED_VAR_RATIO`` (over the runs that have both) and fewer than half their samples
+    are near copies (``copy_share``; a collapse onto one training item is copying): one
+    sentence saying that there the low ratio is a collapse onto a point inside the data, not
+    copies of training items."""
     if "copy_ratio" not in metrics or "var_ratio" not in metrics:
         return []
     rows = []
     for _, runs in view.rows():
-        ratio = summarize([r.metrics.get("copy_ratio") for r in runs])
-        spread = summarize([r.metrics.get("var_ratio") for r in runs])
-        if ratio.n and spread.n and ratio.mean < 1 and spread.mean < COLLAPSED_VAR_RATIO:
+        both = [r for r in runs if r.metrics.get("copy_ratio") is not None
+                and r.metrics.get("var_ratio") is not None]
+        ratio = summarize([r.metrics["copy_ratio"] for r in both])
+        spread = summarize([r.metrics["var_ratio"] for r in both])
+        share = summarize([r.metrics.get("copy_share") for r in both])
+        if (ratio.n and spread.n and ratio.mean < 1 and spread.mean < COLLAPSED_VAR_RATIO
+                and not share.mean >= 0.5):
             rows.append(f"{label(runs[0])} (`copy_ratio` {fmt_num(ratio.mean)}, `var_ratio` "
                         f"{fmt_num(spread.mean)})")
     if not rows:
