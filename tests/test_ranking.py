@@ -116,6 +116,26 @@ def test_a_method_missing_at_a_setting_is_named_not_dropped(tmp_path):
     assert "Order: `c`, `a`, `b`." in sec and "nan" not in sec
 
 
+def test_a_partial_grid_compares_the_settings_where_every_method_is_scored(tmp_path):
+    """A grid in progress: c has run at two of three settings only, and one extra setting has
+    only a and b. The orders compared are those of the two complete settings (all three
+    methods), not a and b alone over every setting."""
+    fds = {("a", 0.001): 3.0, ("b", 0.001): 2.0, ("c", 0.001): 1.0,
+           ("a", 0.003): 3.0, ("b", 0.003): 1.0, ("c", 0.003): 2.0,
+           ("a", 0.01): 5.0, ("b", 0.01): 6.0}
+    recs = [_rec(m, 0, fd, lr) for (m, lr), fd in fds.items()]
+    sec = _section(_render(tmp_path, recs))
+    assert "`c` at train.lr=0.01." in sec
+    assert "The order (at the 2 of 3 settings where every method is scored) moves: 2 " \
+           "different orders over 2 settings; first place goes to `b`, `c`; `c` and `b` swap " \
+           "places." in sec
+    # with one complete setting only, the methods scored everywhere are compared instead
+    fewer = [r for r in recs if not (r.method == "c" and r.sweep["train.lr"] == 0.003)]
+    sec = _section(_render(tmp_path, fewer))
+    assert "The order (among the methods scored at every setting) moves: 2 different orders " \
+           "over 3 settings; first place goes to `a`, `b`" in sec
+
+
 def test_sweeps_over_other_base_configs_are_ranked_apart_never_pooled(tmp_path):
     recs = [_rec(m, 0, fd + steps / 1000, lr, steps=steps)
             for m, fd in (("a", 1.0), ("b", 2.0)) for lr in (0.001, 0.003)

@@ -94,6 +94,26 @@ def split_text(records: list[RunRecord]) -> str:
             "evaluated on; run the sweep with `data.validation` to choose.")
 
 
+def compared_orders(orders: dict[str, list[str]], methods: list[str],
+                    missing: dict[str, list[str]]) -> tuple[dict[str, list[str]], str]:
+    """The orders to compare across settings, and how they were chosen: every setting's
+    when every method is scored everywhere; else those of the settings where every method is
+    scored, when two or more are; else every setting's, restricted to the methods scored at
+    all of them (at least two); else none. A partial grid thus compares whole orders, not
+    the two methods that happen to be at one extra setting."""
+    if not missing:
+        return orders, ""
+    complete = {lab: o for lab, o in orders.items() if len(o) == len(methods)}
+    if len(complete) >= 2:
+        return complete, (f" (at the {len(complete)} of {len(orders)} settings where every "
+                          "method is scored)")
+    common = [m for m in methods if m not in missing]
+    if len(common) < 2:
+        return {}, ""
+    return ({lab: [m for m in o if m in common] for lab, o in orders.items()},
+            " (among the methods scored at every setting)")
+
+
 def ranking_section(view: DatasetView, vocab: MetricVocabulary) -> list[str]:
     """"### Ranking across settings" for each sweep family with two or more methods over two
     or more settings; nothing without one."""
@@ -148,21 +168,19 @@ def family_section(view: DatasetView, vocab: MetricVocabulary,
         lines += ["No finished run (failed, diverged or not run; the Runs table lists the "
                   "failures): " + "; ".join(f"`{m}` at {', '.join(labs)}"
                                             for m, labs in missing.items()) + ".", ""]
-    common = [m for m in methods if m not in missing]
-    if len(common) >= 2:
-        kept = {label: [m for m in o if m in common] for label, o in orders.items()}
+    kept, among = compared_orders(orders, methods, missing)
+    if kept:
         distinct = list(dict.fromkeys(tuple(o) for o in kept.values()))
-        among = "" if not missing else " (among the methods scored at every setting)"
         if len(distinct) == 1:
-            lines.append(f"The order{among} is the same at all {len(fam)} settings: "
+            lines.append(f"The order{among} is the same at all {len(kept)} settings: "
                          f"{order_text(list(distinct[0]))}.")
         else:
             firsts = sorted({o[0] for o in kept.values()})
             moved = swaps([list(o) for o in distinct])
             noise = [(a, b) for a, b in moved
-                     if all(overlap(ms[a], ms[b]) for ms in means.values())]
+                     if all(overlap(means[lab][a], means[lab][b]) for lab in kept)]
             lines.append(f"The order{among} moves: {len(distinct)} different orders over "
-                         f"{len(fam)} settings; first place goes to "
+                         f"{len(kept)} settings; first place goes to "
                          + ", ".join(f"`{m}`" for m in firsts) + "; "
                          + ", ".join(f"`{a}` and `{b}`" for a, b in moved)
                          + " swap places"
