@@ -96,6 +96,12 @@ class RunRecord:
     samples_path: str | None = None
     data_info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """What identifies the run among records: (config hash, method, seed), as
+        ``planner.RunSpec.key``."""
+        return (self.config_hash, self.method, self.seed)
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, allow_nan=True)
 
@@ -236,7 +242,7 @@ def read_records(path: str | Path) -> ReadResult:
 
 def ok_keys(path: str | Path) -> set[tuple[str, str, int]]:
     """(config hash, method, seed) of every run with an ``ok`` record in ``path``."""
-    return {(r.config_hash, r.method, r.seed) for r in read_records(path).records
+    return {r.key for r in read_records(path).records
             if r.status == "ok"}
 
 
@@ -244,7 +250,7 @@ def last_ok(path: str | Path, key: tuple[str, str, int]) -> RunRecord | None:
     """The last ``ok`` record of run ``key`` (config hash, method, seed) in ``path``."""
     found = None
     for r in read_records(path).records:
-        if r.status == "ok" and (r.config_hash, r.method, r.seed) == key:
+        if r.status == "ok" and r.key == key:
             found = r
     return found
 

@@ -65,7 +65,7 @@ class Runner:
 
     def run_held(self, units: list[WorkUnit], tried: list[RunRecord]) -> list[RunRecord]:
         """Deferred units, waiting for their claims; what ``tried`` recorded (failed too) stays."""
-        done = self.done() | {(r.config_hash, r.method, r.seed) for r in tried}
+        done = self.done() | {r.key for r in tried}
         return [r for u in units for r in self.run_unit(u, done)]
 
     def run_unit(self, unit: WorkUnit, done: Done | None = None,

@@ -223,23 +223,24 @@ def execute(suite: Suite, out: str | Path, *, device: torch.device | None = None
         # folder) is left until every other grid point is done, then waited for: two
         # processes split a sweep instead of one waiting behind the other
         later: list[tuple[Runner, str, list[WorkUnit]]] = []
+
+        def shown(r: Runner, label: str, work: Callable[[], list[RunRecord]]) -> None:
+            with display(r.plan, label, r.device, out / RECORDS_FILE) as reporter:
+                r.set_reporter(reporter)
+                with executors.stop_on_signals():  # SIGTERM (kill PID) acts as Ctrl-C
+                    written.extend(work())
+
         for i, r in enumerate(runners or suite.runners(out, device, force), 1):
             label = (f" [{i}/{len(suite.plans)}] " + ", ".join(f"{k}={v}" for k, v in
                                                                r.plan.sweep.items())
                      if len(suite.plans) > 1 else "")
             held: list[WorkUnit] = []
-            with display(r.plan, label, r.device, out / RECORDS_FILE) as reporter:
-                r.set_reporter(reporter)
-                with executors.stop_on_signals():  # SIGTERM (kill PID) acts as Ctrl-C
-                    written += r.run(deferred=held)
+            shown(r, label, lambda r=r, held=held: r.run(deferred=held))
             if held:
                 later.append((r, label, held))
         for r, label, held in later:
-            again = f"{label} (recipes another process held)"
-            with display(r.plan, again, r.device, out / RECORDS_FILE) as reporter:
-                r.set_reporter(reporter)
-                with executors.stop_on_signals():
-                    written += r.run_held(held, written)
+            shown(r, f"{label} (recipes another process held)",
+                  lambda r=r, held=held: r.run_held(held, written))
         return written
     units = suite.units()
     plugins = [str(p) for p in plugins]
@@ -262,7 +263,7 @@ def collect(out: str | Path, units: list[WorkUnit]) -> list[RunRecord]:
     latest: dict[tuple[str, str, int], RunRecord] = {}
     for r in read_records(Path(out) / RECORDS_FILE).records:
         if (r.dataset, r.seed, json.dumps(r.sweep, sort_keys=True)) in keys:
-            latest[(r.config_hash, r.method, r.seed)] = r
+            latest[r.key] = r
     return list(latest.values())
 
 

@@ -168,12 +168,12 @@ def select(sources: list[Source], methods: str | None, datasets: str | None,
         return sources
 
     def wanted(r: RunRecord) -> bool:
-        return ((not suites or any((r.config_hash, r.method, r.seed) in k for k in suites))
+        return ((not suites or any(r.key in k for k in suites))
                 and _matches(r.dataset, datasets)
                 and (r.method == FLOOR_METHOD or _matches(r.method, methods)))
 
     def point(r: RunRecord) -> RunRecord:
-        key = (r.config_hash, r.method, r.seed)
+        key = r.key
         found = [s[key] for s in suites if key in s]
         if (r.method == FLOOR_METHOD or not found or any(p != found[0] for p in found)
                 or found[0] == r.sweep):
