@@ -9,7 +9,11 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: venv run test test-all lint bench perf images mnist5k-study referee clean
 
+# The venv takes about 6.6 GiB (torch's CUDA build with its libraries): warn before pip runs
+# out of disk with a bare 'No space left on device'.
 $(VENV)/.installed: pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ "$$free" -lt 7 ]; then echo "warning: $$free GiB free on this disk; the venv needs about 7 GiB, so pip may stop with 'No space left on device'" >&2; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
