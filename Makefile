@@ -51,8 +51,8 @@ mnist5k-study: venv
 
 # The mnist5k runs a referee asks for (consistency peer, t sampling, lr x EMA sensitivity on a
 # validation split, the peers and ladder in one feature space, 3-seed curves), most useful
-# first (scripts/referee_mnist5k.sh, which lists its steps' times: steps 1 to 3 are recorded,
-# about 24 h on 2 CPU cores are left; it resumes after a stop).
+# first (scripts/referee_mnist5k.sh, which lists its steps' times: steps 1 to 3 and part of 4
+# are recorded, about 21 h on 2 CPU cores are left; it resumes after a stop).
 referee: venv
 	BENCH=$(BENCH) scripts/referee_mnist5k.sh
 

@@ -24,7 +24,8 @@
 #   nohup scripts/referee_mnist5k.sh > referee.log 2>&1 &
 # Rough times on 2 CPU cores (one 1,200-step run about 7 min, MeanFlow and ECT about twice
 # that): 1. 1 h, 2. 1 h, 3. 3 h, 4. 10 h (reflow 4.5 h of it), 5. 6 h, 6. 8 h. Steps 1 to 3
-# are in the committed records (about 24 h left).
+# and seeds 0 and 1 of the ladder's K = 6 grid (part of 4) are in the committed records
+# (about 21 h left).
 # Bad input (exit status 2: a missing file, a bad config) stops the script; failed runs do not.
 # Then snapshot and render:
 #   scripts/snapshot_records.sh results/mnist5k-pinned mnist5k-pinned

@@ -103,6 +103,43 @@ def test_a_rerun_supersedes_the_earlier_record():
     assert [r.run_id for r in latest_only([x, y], by_space=False)[0]] == ["y"]
 
 
+def test_a_run_stopped_before_it_finished_supersedes_no_record():
+    """A stop (Ctrl-C, a scheduler's SIGTERM) of a rerun writes an ``interrupted`` record; the
+    same command resumes the run, so the report keeps the earlier finished record, shows the
+    stopped one only while its run has nothing else, and drops it once the run finishes."""
+    from bench.report.model import latest_only
+
+    def rec(run_id, status, seed=0, space="fd-d-cnn-w1"):
+        info = {"fd_extractor": space} if status == "ok" else {}
+        return RunRecord(method="m", dataset="d", seed=seed, status=status, config_hash="h",
+                         run_id=run_id, metric_info=info)
+
+    done, stop, again = rec("ok", "ok"), rec("stop", "interrupted"), rec("ok2", "ok")
+    alone = rec("alone", "interrupted", seed=1)
+    kept, dropped = latest_only([done, stop, alone])
+    assert [r.run_id for r in kept] == ["ok", "alone"] and dropped == 1
+    assert [r.run_id for r in latest_only([stop, again])[0]] == ["ok2"]
+    assert [r.run_id for r in latest_only([stop, rec("f", "failed")])[0]] == ["f"]
+    assert [r.run_id for r in latest_only([stop, rec("run", "running")])[0]] == ["run"]
+    # a failed run, then a stopped retry: the failure stands (with its reason) until it finishes
+    assert [r.run_id for r in latest_only([rec("f", "failed"), stop])[0]] == ["f"]
+
+
+def test_the_report_counts_stopped_runs_apart_and_leaves_out_those_that_have_a_record(tmp_path):
+    from bench.report.markdown import counts, header
+
+    def rec(run_id, status, seed):
+        return RunRecord(method="m", dataset="d", seed=seed, status=status, config_hash="h",
+                         run_id=run_id)
+
+    ok, stopped, failed = rec("a", "ok", 0), rec("b", "interrupted", 1), rec("c", "failed", 2)
+    assert counts([ok], [stopped, failed]) == "1 ok, 1 failed, 1 stopped before finishing"
+    assert counts([ok], [failed]) == "1 ok, 1 failed"
+    text = "\n".join(header([], [ok], [ok], [], 0, None, stopped=2))
+    assert "2 record(s) of a run stopped before it finished were left out" in text
+    assert "superseded" not in text
+
+
 def test_the_header_states_the_ema_decay_reached_where_the_warm_up_caps_it():
     from bench.report.markdown import ema_lines
 

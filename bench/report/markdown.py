@@ -22,6 +22,7 @@ from bench.report.curves import (
 from bench.report.figures import figures
 from bench.report.grid import Cells, Grid, across_section, dataset_grid, grid_section
 from bench.report.model import (
+    IN_PROGRESS,
     DatasetView,
     Source,
     by_config,
@@ -85,11 +86,14 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
     read alone (no per-dataset sections, no figures): a verdict page over several suites'
     records; ReportError when fewer than two datasets have grid comparisons."""
     out = Path(out)
-    records, superseded = latest_only([r for s in sources for r in s.records])
+    read = [r for s in sources for r in s.records]
+    records, superseded = latest_only(read)
+    kept = {id(r) for r in records}
+    stopped = sum(r.status in IN_PROGRESS and id(r) not in kept for r in read)
     bases = {id(r): Path(s.path).parent for s in sources for r in s.records}
     ok = [r for r in records if r.status == "ok"]
     failed = [r for r in records if r.status != "ok"]
-    lines = header(sources, records, ok, failed, superseded, title)
+    lines = header(sources, records, ok, failed, superseded - stopped, title, stopped)
     groups = by_config(ok)
     grids: dict[str, Grid] = {}  # one a dataset: its latest feature space's
     views = [DatasetView.of(dataset, ok, groups, bases, out.parent / out.stem, out.parent, space)
@@ -147,8 +151,11 @@ def learning_curves(view: DatasetView, vocab: MetricVocabulary, reference: str,
 
 
 def header(sources: list[Source], records: list[RunRecord], ok: list[RunRecord],
-           failed: list[RunRecord], superseded: int, title: str | None) -> list[str]:
-    """Title, what the report was built from, and how to read its cells."""
+           failed: list[RunRecord], superseded: int, title: str | None,
+           stopped: int = 0) -> list[str]:
+    """Title, what the report was built from, and how to read its cells. ``failed``: every
+    record not ok (failed, or stopped before it finished and not yet resumed); ``stopped``:
+    the records of stopped runs left out because the run has another record."""
     suites = sorted({r.suite for r in records if r.suite})
     lines: list[str] = [f"# {title or 'OT-NFM Bench report: ' + ', '.join(suites or ['runs'])}", ""]
     files = ", ".join(f"`{s.path}`" for s in sources)
@@ -157,7 +164,7 @@ def header(sources: list[Source], records: list[RunRecord], ok: list[RunRecord],
     devices = sorted({r.device + (f" ({r.threads} torch threads)" if r.threads else "")
                       for r in records if r.device})
     lines.append(
-        f"Built from {len(records)} records ({len(ok)} ok, {len(failed)} failed) in {files}"
+        f"Built from {len(records)} records ({counts(ok, failed)}) in {files}"
         + (f"; configs: {', '.join(f'`{c}`' for c in cfg_files)}" if cfg_files else "")
         + (f"; commits: {', '.join(f'`{c}`' for c in commits)}" if commits else "")
         + (f"; devices: {', '.join(devices)}" if devices else "") + "."
@@ -165,11 +172,22 @@ def header(sources: list[Source], records: list[RunRecord], ok: list[RunRecord],
     if superseded:
         lines.append(f"\n{superseded} older record(s) of a rerun (same config and seed) were "
                      "superseded by the later one.")
+    if stopped:
+        lines.append(f"\n{stopped} record(s) of a run stopped before it finished were left "
+                     "out: the same run (config and seed) has a finished record, earlier or "
+                     "later, which stands.")
     lines += ema_lines(ok)
     skipped = sum(s.skipped for s in sources)
     if skipped:
         lines.append(f"\n**{skipped} malformed line(s) were skipped** while reading the records.")
     return lines + ["", EXPLANATION, ""]
+
+
+def counts(ok: list[RunRecord], not_ok: list[RunRecord]) -> str:
+    """"12 ok, 1 failed", with the runs stopped before they finished counted apart."""
+    stopped = sum(r.status in IN_PROGRESS for r in not_ok)
+    text = f"{len(ok)} ok, {len(not_ok) - stopped} failed"
+    return text + (f", {stopped} stopped before finishing" if stopped else "")
 
 
 def ema_lines(ok: list[RunRecord]) -> list[str]:
@@ -198,7 +216,9 @@ def footer(records: list[RunRecord], failed: list[RunRecord], split: bool = Fals
     is listed once per space)."""
     lines: list[str] = []
     if failed:
-        lines += ["## Failed runs", "", "| run | error |", "|---|---|"]
+        stopped = any(r.status in IN_PROGRESS for r in failed)
+        lines += ["## Failed runs" + (" and runs stopped before finishing" if stopped else ""),
+                  "", "| run | error |", "|---|---|"]
         for r in failed:
             err = (r.error or "").replace("|", "\\|").replace("\n", " ")
             lines.append(f"| `{r.run_id}` | {err} |")

@@ -44,17 +44,28 @@ def scored_by(r: RunRecord) -> str:
     return (r.metric_info or {}).get("fd_extractor") or ""
 
 
+#: statuses of a run that stopped before it finished (the same command resumes it)
+IN_PROGRESS = ("interrupted", "running")
+
+
 def latest_only(records: list[RunRecord],
                 by_space: bool = True) -> tuple[list[RunRecord], int]:
     """One record per (dataset, method, config hash, seed): the last written (a rerun with
     --force supersedes the earlier one). With ``by_space`` one per domain classifier that
     scored the run: a rescoring in another feature space does not supersede the first, it
     is another measurement (a record scored by none, e.g. a failed run, supersedes every
-    earlier one and is superseded by any later one). Returns the records and how many were
-    dropped."""
+    earlier one and is superseded by any later one). A run stopped before it finished
+    (``interrupted``; ``running`` in a folder still being written) is resumed by the same
+    command, so its record supersedes nothing: it stands only while its run has no other
+    record. Returns the records and how many were dropped."""
     last: dict[tuple[str, str, str, int], dict[str, RunRecord]] = {}
     for r in records:
         slot = last.setdefault((r.dataset, r.method, r.config_hash, r.seed), {})
+        if r.status in IN_PROGRESS:
+            if all(o.status in IN_PROGRESS for o in slot.values()):
+                slot.clear()
+                slot[""] = r
+            continue
         space = scored_by(r) if by_space else ""
         if not space:
             slot.clear()
