@@ -13,8 +13,6 @@ render() {
   local name=$1; shift
   if [ -n "$only" ] && [[ "$name" != *"$only"* ]]; then return; fi
   echo "reports/$name.md"
-  # the figures are drawn again: clear the old ones, so none the report stopped linking stays
-  rm -f "reports/$name"/*.png
   $BENCH report "$@" --out "reports/$name.md" > /dev/null < /dev/null
 }
 while IFS= read -r line; do
