@@ -124,6 +124,14 @@ def test_a_run_stopped_before_it_finished_supersedes_no_record():
     # a failed run, then a stopped retry: the failure stands (with its reason) until it finishes
     assert [r.run_id for r in latest_only([rec("f", "failed"), stop])[0]] == ["f"]
 
+    # the report counts a stopped record apart only where a finished record stands for its
+    # run; a stop followed by another stop is an older record superseded by the later one
+    from bench.report.model import stopped_left_out
+    for read, apart in (([done, stop, alone], 1), ([stop, again], 1),
+                        ([stop, rec("stop2", "interrupted")], 0)):
+        kept, dropped = latest_only(read)
+        assert stopped_left_out(read, kept) == apart and dropped == 1
+
 
 def test_the_report_counts_stopped_runs_apart_and_leaves_out_those_that_have_a_record(tmp_path):
     from bench.report.markdown import counts, header

@@ -29,6 +29,7 @@ from bench.report.model import (
     latest_only,
     scored_by,
     sections,
+    stopped_left_out,
 )
 from bench.report.ranking import ranking_section
 from bench.report.stats import fmt_num
@@ -88,8 +89,7 @@ def render_report(sources: list[Source], out: str | Path, vocab: MetricVocabular
     out = Path(out)
     read = [r for s in sources for r in s.records]
     records, superseded = latest_only(read)
-    kept = {id(r) for r in records}
-    stopped = sum(r.status in IN_PROGRESS and id(r) not in kept for r in read)
+    stopped = stopped_left_out(read, records)
     bases = {id(r): Path(s.path).parent for s in sources for r in s.records}
     ok = [r for r in records if r.status == "ok"]
     failed = [r for r in records if r.status != "ok"]

@@ -76,6 +76,19 @@ def latest_only(records: list[RunRecord],
     return [r for r in records if id(r) in kept], len(records) - len(kept)
 
 
+def stopped_left_out(read: list[RunRecord], kept: list[RunRecord]) -> int:
+    """How many records of runs stopped before they finished ``latest_only`` left out of
+    ``read`` because their run has a finished record in ``kept`` (a stop followed by another
+    stop is an older record of a rerun, superseded by the later one)."""
+    def run(r: RunRecord) -> tuple[str, str, str, int]:
+        return (r.dataset, r.method, r.config_hash, r.seed)
+
+    ids = {id(r) for r in kept}
+    finished = {run(r) for r in kept if r.status not in IN_PROGRESS}
+    return sum(r.status in IN_PROGRESS and id(r) not in ids and run(r) in finished
+               for r in read)
+
+
 def sections(ok: list[RunRecord], dataset: str) -> list[str | None]:
     """The report sections of ``dataset``: [None] (one, every record) when its ok records were
     scored by at most one domain classifier, else one per classifier id in the order the
